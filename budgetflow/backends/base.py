@@ -1,0 +1,58 @@
+"""The backend contract: one required async method, `complete`.
+
+Everything else a backend may offer (streaming, token counting) is optional and raises
+`NotImplementedError` naming the class where unsupported. Cancellation is asyncio cancellation of
+`complete`: a backend that can stop work mid-generation does so when its task is cancelled.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from budgetflow.types import Request, Response
+
+__all__ = ["Backend", "count_words"]
+
+
+class Backend(abc.ABC):
+    """Produces completions. Subclasses implement `complete` and nothing else is required."""
+
+    #: A short name used in errors, events and tables.
+    name: str = "backend"
+
+    @abc.abstractmethod
+    async def complete(self, request: Request) -> Response:
+        """Return `request.n` completions with the usage they cost.
+
+        Implementations return exactly `request.n` completions or raise a `BackendError`.
+        """
+
+    async def stream(self, request: Request) -> AsyncIterator[str]:
+        """Yield text deltas of a single completion as they are generated (optional)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support streaming")
+        yield ""  # pragma: no cover - makes this an async generator for type checkers
+
+    def count_tokens(self, text: str) -> int:
+        """Count tokens as this backend's model would (optional)."""
+        raise NotImplementedError(f"{type(self).__name__} does not count tokens")
+
+    async def aclose(self) -> None:
+        """Release connections, threads or model memory. Safe to call more than once."""
+
+    async def __aenter__(self) -> Backend:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def count_words(text: str) -> int:
+    """A stand-in token count for fakes: whitespace-separated words."""
+    return len(text.split())

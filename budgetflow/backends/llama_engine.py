@@ -1,0 +1,255 @@
+"""Batched decoding on llama.cpp's low-level API (llama-cpp-python==0.3.36, pinned).
+
+`n` samples of one prompt share the prompt's KV cache: the prompt is decoded once on sequence 0,
+its cache cells are shared with sequences 1..n-1 (`llama_memory_seq_cp` on a unified KV cache
+adds sequence ids to the same cells, it copies nothing), and every step decodes one token for each
+live sequence in a single batch. Each sequence samples its next token with its own seeded
+generator. This module is synchronous; `EmbeddedBackend` runs it on its worker thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from budgetflow.backends.token_sampling import sample_next_token, sequence_generator
+from budgetflow.errors import BackendError, ConfigError, ModelFileError
+from budgetflow.types import Message, SamplingParams
+
+__all__ = ["DecodeCancelled", "LlamaEngine", "SequenceResult"]
+
+
+class DecodeCancelled(Exception):
+    """Decoding stopped because its request was cancelled."""
+
+
+@dataclass(slots=True)
+class SequenceResult:
+    """One finished sample: its text, why it stopped, and how many tokens it generated."""
+
+    text: str
+    finish_reason: str
+    tokens: int
+
+
+@dataclass(slots=True)
+class _Sequence:
+    index: int
+    generator: np.random.Generator
+    data: bytearray = field(default_factory=bytearray)
+    tokens: int = 0
+    finish_reason: str | None = None
+    text: str = ""
+
+
+_SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+_backend_ready = threading.Lock()
+_backend_initialised = False
+
+
+def _init_backend(verbose: bool) -> None:
+    global _backend_initialised
+    with _backend_ready:
+        if not verbose:
+            llama_cpp.llama_log_set(_SILENT_LOG, ctypes.c_void_p(0))
+        if not _backend_initialised:
+            llama_cpp.llama_backend_init()
+            _backend_initialised = True
+
+
+class LlamaEngine:
+    """A loaded GGUF model and one context sized for `max_sequences` parallel samples.
+
+    Not thread-safe: one caller at a time (the embedded backend serialises requests).
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        threads: int,
+        max_sequences: int,
+        context_tokens: int,
+        verbose: bool = False,
+    ) -> None:
+        if not model_path.is_file():
+            raise ModelFileError(f"model file {str(model_path)!r} does not exist")
+        _init_backend(verbose)
+        model_params = llama_cpp.llama_model_default_params()
+        self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
+        if not self._model:
+            raise ModelFileError(f"llama.cpp could not load {str(model_path)!r} (not a valid GGUF file?)")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.max_sequences = max_sequences
+        self.context_tokens = context_tokens
+        self._ctx = self._new_context(threads)
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(max(512, max_sequences), 0, 1)
+        self._pieces: dict[int, bytes] = {}
+        self._template = llama_cpp.llama_model_chat_template(self._model, None)
+
+    def _new_context(self, threads: int) -> llama_cpp.llama_context_p:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.context_tokens
+        params.n_batch = 512
+        params.n_ubatch = 512
+        params.n_seq_max = self.max_sequences
+        params.kv_unified = True
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise ModelFileError("llama.cpp could not create a context for the model")
+        return ctx
+
+    def close(self) -> None:
+        if self._ctx:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
+            llama_cpp.llama_model_free(self._model)
+            self._ctx = None
+
+    # ---- text <-> tokens -------------------------------------------------------------------
+
+    def render_chat(self, messages: tuple[Message, ...]) -> str:
+        """The prompt text for `messages` under the model's own chat template."""
+        for message in messages:
+            if message.has_media:
+                raise ConfigError("the embedded model reads text only; this message has media parts")
+        chat = (llama_cpp.llama_chat_message * len(messages))(
+            *(llama_cpp.llama_chat_message(m.role.encode(), m.text.encode()) for m in messages)
+        )
+        size = 4 * sum(len(m.text) for m in messages) + 1024
+        buffer = ctypes.create_string_buffer(size)
+        length = llama_cpp.llama_chat_apply_template(self._template, chat, len(messages), True, buffer, size)
+        if length > size:
+            buffer = ctypes.create_string_buffer(length)
+            length = llama_cpp.llama_chat_apply_template(
+                self._template, chat, len(messages), True, buffer, length
+            )
+        if length < 0:
+            raise BackendError("the model's chat template could not be applied", backend="embedded")
+        return buffer.raw[:length].decode("utf-8")
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        tokens = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, True, True)
+        if count < 0:
+            raise BackendError(f"tokenizer needs {-count} slots", backend="embedded")
+        return list(tokens[:count])
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buffer = ctypes.create_string_buffer(64)
+            length = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, 64, 0, False)
+            piece = buffer.raw[: max(0, length)]
+            self._pieces[token] = piece
+        return piece
+
+    # ---- decoding --------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt_tokens: list[int],
+        sampling: SamplingParams,
+        *,
+        n: int,
+        first_index: int = 0,
+        cancel: threading.Event | None = None,
+    ) -> list[SequenceResult]:
+        """`n` samples continuing `prompt_tokens`, decoded together in one batch per step."""
+        if n > self.max_sequences:
+            raise ConfigError(f"at most {self.max_sequences} sequences per batch, asked for {n}")
+        needed = len(prompt_tokens) + n * sampling.max_tokens
+        if needed > self.context_tokens:
+            raise ConfigError(
+                f"prompt ({len(prompt_tokens)} tokens) + {n} x max_tokens ({sampling.max_tokens}) "
+                f"= {needed} tokens exceeds the context of {self.context_tokens}"
+            )
+        llama_cpp.llama_memory_clear(self._memory, True)
+        last_logits = self._decode_prompt(prompt_tokens)
+        for seq in range(1, n):
+            llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
+        sequences = [_Sequence(i, sequence_generator(sampling.seed, first_index + i)) for i in range(n)]
+        tokens = [self._sample(last_logits, s, sampling) for s in sequences]
+        position = len(prompt_tokens)
+        while True:
+            live = [s for s, t in zip(sequences, tokens, strict=True) if self._advance(s, t, sampling)]
+            if not live:
+                break
+            if cancel is not None and cancel.is_set():
+                raise DecodeCancelled
+            rows = self._decode_step([tokens[s.index] for s in live], [s.index for s in live], position)
+            for row, s in enumerate(live):
+                tokens[s.index] = self._sample(self._logits(row, rows), s, sampling)
+            position += 1
+        return [SequenceResult(s.text, s.finish_reason or "stop", s.tokens) for s in sequences]
+
+    def _advance(self, seq: _Sequence, token: int, sampling: SamplingParams) -> bool:
+        """Append `token` to `seq`; False once the sequence has finished."""
+        if seq.finish_reason is not None:
+            return False
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            return self._finish(seq, "stop")
+        seq.data += self._piece(token)
+        seq.tokens += 1
+        text = seq.data.decode("utf-8", errors="ignore")
+        cut = min((text.find(s) for s in sampling.stop if s in text), default=-1)
+        if cut >= 0:
+            seq.data = bytearray(text[:cut].encode("utf-8"))
+            return self._finish(seq, "stop")
+        if seq.tokens >= sampling.max_tokens:
+            return self._finish(seq, "length")
+        return True
+
+    def _finish(self, seq: _Sequence, reason: str) -> bool:
+        seq.finish_reason = reason
+        seq.text = seq.data.decode("utf-8", errors="replace")
+        llama_cpp.llama_memory_seq_rm(self._memory, seq.index, -1, -1)
+        return False
+
+    def _sample(self, logits: np.ndarray, seq: _Sequence, sampling: SamplingParams) -> int:
+        if seq.finish_reason is not None:
+            return -1
+        return sample_next_token(
+            logits, temperature=sampling.temperature, top_p=sampling.top_p, generator=seq.generator
+        )
+
+    def _decode_prompt(self, prompt_tokens: list[int]) -> np.ndarray:
+        for start in range(0, len(prompt_tokens), 512):
+            chunk = prompt_tokens[start : start + 512]
+            is_last = start + 512 >= len(prompt_tokens)
+            self._fill_batch(chunk, [0] * len(chunk), start, logits_for_last_only=is_last, same_pos=False)
+        return self._logits(self._batch.n_tokens - 1, self._batch.n_tokens)
+
+    def _decode_step(self, tokens: list[int], seq_ids: list[int], position: int) -> int:
+        self._fill_batch(tokens, seq_ids, position, logits_for_last_only=False, same_pos=True)
+        return len(tokens)
+
+    def _fill_batch(
+        self, tokens: list[int], seq_ids: list[int], position: int, *, logits_for_last_only: bool, same_pos: bool
+    ) -> None:
+        batch = self._batch
+        batch.n_tokens = len(tokens)
+        for i, (token, seq) in enumerate(zip(tokens, seq_ids, strict=True)):
+            batch.token[i] = token
+            batch.pos[i] = position if same_pos else position + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = (i == len(tokens) - 1) if logits_for_last_only else 1
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise BackendError(f"llama_decode failed with status {status}", backend="embedded")
+
+    def _logits(self, row: int, rows: int) -> np.ndarray:
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
+        return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))

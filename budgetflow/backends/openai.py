@@ -1,0 +1,215 @@
+"""OpenAI-compatible chat completions over HTTP (vLLM, SGLang, llama.cpp server, Ollama, hosted APIs).
+
+The transport is aiohttp rather than the official SDK: on the hot path the SDK's httpx transport
+sustains about a tenth of aiohttp's request rate on this machine (see benchmarks/). The engine owns
+retries, so this backend makes exactly one attempt per HTTP request and maps failures to typed
+errors by status code.
+
+Some servers ignore `n` (llama.cpp's server returns one choice when asked for three). A reply with
+fewer choices than asked is never passed on short: the rest are requested, one request per sample
+with distinct seeds, and later requests fan out from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from typing import Any
+
+import aiohttp
+
+from budgetflow.backends.base import Backend
+from budgetflow.errors import (
+    BackendTimeout,
+    ConfigError,
+    EndpointUnreachable,
+    MalformedReply,
+    error_for_status,
+)
+from budgetflow.types import (
+    AudioPart,
+    Completion,
+    ContentPart,
+    ImagePart,
+    Message,
+    Request,
+    Response,
+    TextPart,
+    Usage,
+    VideoPart,
+)
+
+__all__ = ["OpenAICompatibleBackend"]
+
+_FINISH_REASONS = {"stop": "stop", "length": "length", "eos": "stop", "stop_sequence": "stop"}
+
+
+class OpenAICompatibleBackend(Backend):
+    """Chat completions from any OpenAI-compatible endpoint.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the model name sent with each request (a request's own `model` wins).
+        api_key: the bearer token; when omitted it is read from the environment variable `api_key_env`.
+        timeout: seconds allowed for one HTTP request, connection included.
+        supports_n: whether the server honours `n`; ``None`` finds out from the first reply.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 120.0,
+        supports_n: bool | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if timeout <= 0:
+            raise ConfigError(f"timeout must be > 0, got {timeout}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = name or f"openai:{model}"
+        self.supports_n = supports_n
+        self._api_key = api_key if api_key is not None else os.environ.get(api_key_env, "")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Content-Type": "application/json"}
+            if self._api_key:
+                headers["Authorization"] = f"Bearer {self._api_key}"
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                headers=headers, timeout=self._timeout, connector=connector
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def complete(self, request: Request) -> Response:
+        seed = request.sampling.seed if request.sampling.seed is not None else random.randrange(2**31)
+        completions: list[Completion] = []
+        usage = Usage()
+        if request.n == 1 or self.supports_n is not False:
+            first, usage = await self._post(request, n=request.n, seed=seed)
+            completions.extend(first[: request.n])
+            if request.n > 1 and self.supports_n is None:
+                self.supports_n = len(first) >= request.n
+        missing = request.n - len(completions)
+        if missing > 0:
+            seeds = [seed + len(completions) + i for i in range(missing)]
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._post_exact_one(request, s)) for s in seeds]
+            for task in tasks:
+                one, one_usage = task.result()
+                completions.append(one)
+                usage = usage + one_usage
+        return Response(completions=tuple(completions), usage=usage, model=request.model or self.model)
+
+    async def _post_exact_one(self, request: Request, seed: int) -> tuple[Completion, Usage]:
+        completions, usage = await self._post(request, n=1, seed=seed)
+        return completions[0], usage
+
+    async def _post(self, request: Request, *, n: int, seed: int) -> tuple[list[Completion], Usage]:
+        payload = self._payload(request, n=n, seed=seed)
+        url = f"{self.base_url}/chat/completions"
+        try:
+            async with self._client().post(url, data=json.dumps(payload)) as reply:
+                body = await reply.text()
+                if reply.status >= 300:
+                    retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
+                    raise error_for_status(reply.status, body, backend=self.name, retry_after=retry_after)
+        except aiohttp.ClientConnectorError as exc:
+            raise EndpointUnreachable(f"{self.name}: cannot connect to {url}: {exc}", backend=self.name) from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+            raise EndpointUnreachable(
+                f"{self.name}: connection to {url} dropped: {exc!r}", backend=self.name
+            ) from exc
+        except TimeoutError as exc:
+            raise BackendTimeout(
+                f"{self.name}: no reply from {url} within {self._timeout.total} s", backend=self.name
+            ) from exc
+        return _parse_reply(body, backend=self.name)
+
+    def _payload(self, request: Request, *, n: int, seed: int) -> dict[str, Any]:
+        sampling = request.sampling
+        payload: dict[str, Any] = {
+            "model": request.model or self.model,
+            "messages": [_message_json(m) for m in request.messages],
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "seed": seed,
+        }
+        if n > 1:
+            payload["n"] = n
+        if sampling.stop:
+            payload["stop"] = list(sampling.stop)
+        return payload
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    if isinstance(message.content, str):
+        return {"role": message.role, "content": message.content}
+    return {"role": message.role, "content": [_part_json(part) for part in message.content]}
+
+
+def _part_json(part: ContentPart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart):
+        return {"type": "image_url", "image_url": {"url": part.url, "detail": part.detail}}
+    if isinstance(part, AudioPart):
+        return {"type": "input_audio", "input_audio": {"data": part.data, "format": part.format}}
+    if isinstance(part, VideoPart):
+        return {"type": "video_url", "video_url": {"url": part.url}}
+    raise ConfigError(f"unknown content part {type(part).__name__}")
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _parse_reply(body: str, *, backend: str) -> tuple[list[Completion], Usage]:
+    """Completions and usage from a chat-completions reply body, or `MalformedReply` saying why."""
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise MalformedReply(f"{backend}: reply is not JSON ({exc}): {body[:200]!r}", backend=backend) from exc
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise MalformedReply(f"{backend}: reply has no 'choices' list: {body[:200]!r}", backend=backend)
+    raw_usage = data.get("usage") or {}
+    usage = Usage(int(raw_usage.get("prompt_tokens", 0)), int(raw_usage.get("completion_tokens", 0)))
+    completions = [_parse_choice(choice, backend) for choice in choices]
+    if not raw_usage:
+        raise MalformedReply(f"{backend}: reply has no 'usage'; budgets cannot be kept", backend=backend)
+    per_choice = usage.completion_tokens // len(completions)
+    return [
+        Completion(text=c.text, finish_reason=c.finish_reason, completion_tokens=per_choice)
+        for c in completions
+    ], usage
+
+
+def _parse_choice(choice: Any, backend: str) -> Completion:
+    message = choice.get("message") if isinstance(choice, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise MalformedReply(f"{backend}: a choice lacks message.content: {choice!r:.200}", backend=backend)
+    reason = _FINISH_REASONS.get(str(choice.get("finish_reason")), "stop")
+    return Completion(text=content, finish_reason=reason)  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""Run a dataset through a strategy, concurrently, and summarise accuracy and spend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from budgetflow.backends.base import Backend
+from budgetflow.evaluate.datasets import Dataset
+from budgetflow.strategies.base import Strategy
+from budgetflow.strategies.runner import run_strategy
+from budgetflow.types import Question, SamplingParams
+
+__all__ = ["QuestionResult", "StrategyReport", "evaluate"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuestionResult:
+    """The outcome for one question under one strategy."""
+
+    id: str
+    gold: str
+    answer: str | None
+    score: float
+    samples: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    reason: str
+    sample_answers: tuple[str | None, ...] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class StrategyReport:
+    """Every question's result under one strategy, and the wall time they took together."""
+
+    strategy: str
+    dataset: str
+    results: list[QuestionResult] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return sum(r.score for r in self.results) / len(self.results) if self.results else 0.0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(r.prompt_tokens for r in self.results)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(r.completion_tokens for r in self.results)
+
+    @property
+    def questions_per_second(self) -> float:
+        return len(self.results) / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {
+            "strategy": self.strategy,
+            "dataset": self.dataset,
+            "questions": len(self.results),
+            "accuracy": round(self.accuracy, 4),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "questions_per_second": round(self.questions_per_second, 3),
+        }
+
+
+async def evaluate(
+    dataset: Dataset,
+    strategy: Strategy,
+    backend: Backend,
+    *,
+    sampling: SamplingParams,
+    concurrency: int = 4,
+    on_result: Callable[[QuestionResult], None] | None = None,
+) -> StrategyReport:
+    """Answer every question of `dataset` with `strategy`, `concurrency` questions at a time.
+
+    Results are reported through `on_result` as each question finishes and returned in dataset
+    order. The first backend failure cancels the questions still running and propagates.
+    """
+    limiter = asyncio.Semaphore(max(1, concurrency))
+    sampling = replace(sampling, stop=sampling.stop or dataset.stop)
+    report = StrategyReport(strategy=strategy.name, dataset=dataset.name)
+    started = time.perf_counter()
+
+    async def answer(question: Question) -> QuestionResult:
+        async with limiter:
+            result = await _answer_one(question, dataset, strategy, backend, sampling)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(answer(q)) for q in dataset.questions]
+    report.results = [task.result() for task in tasks]
+    report.wall_seconds = time.perf_counter() - started
+    return report
+
+
+async def _answer_one(
+    question: Question, dataset: Dataset, strategy: Strategy, backend: Backend, sampling: SamplingParams
+) -> QuestionResult:
+    started = time.perf_counter()
+    outcome = await run_strategy(strategy, backend, question.messages, sampling=sampling)
+    return QuestionResult(
+        id=question.id,
+        gold=question.gold,
+        answer=outcome.answer,
+        score=dataset.grader.grade(outcome.answer, question),
+        samples=len(outcome.samples),
+        prompt_tokens=outcome.usage.prompt_tokens,
+        completion_tokens=outcome.usage.completion_tokens,
+        seconds=time.perf_counter() - started,
+        reason=outcome.reason,
+        sample_answers=tuple(s.answer for s in outcome.samples),
+    )

@@ -1,0 +1,21 @@
+"""Test-time strategies: pure policies over observed samples."""
+
+from budgetflow.strategies.base import Decision, Draw, Finish, Sample, Strategy
+from budgetflow.strategies.parse import parse_strategy
+from budgetflow.strategies.runner import StrategyOutcome, run_strategy
+from budgetflow.strategies.single import Single
+from budgetflow.strategies.vote import Vote, majority_answer
+
+__all__ = [
+    "Decision",
+    "Draw",
+    "Finish",
+    "Sample",
+    "Single",
+    "Strategy",
+    "StrategyOutcome",
+    "Vote",
+    "majority_answer",
+    "parse_strategy",
+    "run_strategy",
+]

@@ -1,0 +1,202 @@
+"""Core value types: messages with content parts, requests, completions and usage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from budgetflow.errors import ConfigError
+
+__all__ = [
+    "AudioPart",
+    "Completion",
+    "ContentPart",
+    "ImagePart",
+    "Message",
+    "Question",
+    "Request",
+    "Response",
+    "Role",
+    "SamplingParams",
+    "TextPart",
+    "Usage",
+    "VideoPart",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePart:
+    """An image by URL (`https://…` or a `data:` URL)."""
+
+    url: str
+    detail: Literal["auto", "low", "high"] = "auto"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioPart:
+    """Base64-encoded audio in a named format (`wav`, `mp3`)."""
+
+    data: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VideoPart:
+    """A video by URL (`https://…` or a `data:` URL)."""
+
+    url: str
+
+
+ContentPart = TextPart | ImagePart | AudioPart | VideoPart
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message. `content` is plain text or a sequence of content parts."""
+
+    role: Role
+    content: str | tuple[ContentPart, ...]
+
+    def __post_init__(self) -> None:
+        if self.role not in ("system", "user", "assistant", "tool"):
+            raise ConfigError(f"Message.role must be system, user, assistant or tool, not {self.role!r}")
+        if not isinstance(self.content, str):
+            object.__setattr__(self, "content", tuple(self.content))
+
+    @property
+    def text(self) -> str:
+        """The concatenated text parts (media parts are skipped)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @property
+    def has_media(self) -> bool:
+        return not isinstance(self.content, str) and any(
+            not isinstance(part, TextPart) for part in self.content
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SamplingParams:
+    """The one sampling-parameter type; each backend maps it to its own options.
+
+    `temperature=0` means greedy decoding. `seed=None` means unseeded (not reproducible).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if any(not s for s in self.stop):
+            raise ConfigError("stop strings must not be empty")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """Ask a backend for `n` completions of one conversation."""
+
+    messages: tuple[Message, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "messages", tuple(self.messages))
+        if not self.messages:
+            raise ConfigError("a Request needs at least one message")
+        if self.n < 1:
+            raise ConfigError(f"n must be >= 1, got {self.n}")
+
+    @classmethod
+    def from_prompt(
+        cls, prompt: str, *, system: str | None = None, sampling: SamplingParams | None = None, n: int = 1
+    ) -> Request:
+        """A request with one user message (and an optional system message)."""
+        messages: list[Message] = [Message("system", system)] if system else []
+        messages.append(Message("user", prompt))
+        return cls(messages=tuple(messages), sampling=sampling or SamplingParams(), n=n)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens spent. Prompt tokens count once per request, completion tokens once per sample."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Response:
+    """The `n` completions a backend returned for one request, and what they cost."""
+
+    completions: tuple[Completion, ...]
+    usage: Usage
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "completions", tuple(self.completions))
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.completions]
+
+
+def sum_usage(usages: Sequence[Usage]) -> Usage:
+    """The total of several usages."""
+    total = Usage()
+    for usage in usages:
+        total = total + usage
+    return total
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Question:
+    """One evaluation item: the question text, the prompt that asks it, and the gold answer.
+
+    `entry` keeps the source record for graders that need more than the gold string
+    (reasoning-gym's own scorers, for example).
+    """
+
+    id: str
+    text: str
+    gold: str
+    messages: tuple[Message, ...]
+    entry: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
