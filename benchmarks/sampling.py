@@ -42,7 +42,9 @@ async def _batched(backend: EmbeddedBackend, n: int, max_tokens: int, seed: int)
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
@@ -57,14 +59,27 @@ async def main() -> None:
         for run in order:
             tokens, seconds = await run(backend, args.n, args.max_tokens, 100 * round_index)
             (sequential if run is _sequential else batched).append(tokens / seconds)
-            print(f"round {round_index} {run.__name__.strip('_'):>10}: {tokens} tokens in {seconds:.2f} s "
-                  f"= {tokens / seconds:.1f} tok/s")
+            print(
+                f"round {round_index} {run.__name__.strip('_'):>10}: {tokens} tokens in {seconds:.2f} s "
+                f"= {tokens / seconds:.1f} tok/s"
+            )
     await backend.aclose()
     seq, bat = statistics.median(sequential), statistics.median(batched)
-    print(f"\n| mode       | tok/s (median of {args.rounds}) |\n|------------|------|\n"
-          f"| sequential | {seq:.1f} |\n| batched    | {bat:.1f} |\n| speedup    | {bat / seq:.2f}x |")
-    print(json.dumps({"sequential_tok_s": round(seq, 1), "batched_tok_s": round(bat, 1),
-                      "speedup": round(bat / seq, 2), "n": args.n, "threads": backend.threads}))
+    print(
+        f"\n| mode       | tok/s (median of {args.rounds}) |\n|------------|------|\n"
+        f"| sequential | {seq:.1f} |\n| batched    | {bat:.1f} |\n| speedup    | {bat / seq:.2f}x |"
+    )
+    print(
+        json.dumps(
+            {
+                "sequential_tok_s": round(seq, 1),
+                "batched_tok_s": round(bat, 1),
+                "speedup": round(bat / seq, 2),
+                "n": args.n,
+                "threads": backend.threads,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

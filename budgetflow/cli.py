@@ -50,7 +50,8 @@ def list_datasets() -> None:
 @app.command("eval")
 def eval_command(
     dataset: Annotated[
-        str, typer.Option(help="A built-in dataset name (see `budgetflow datasets`) or a path to a JSONL file.")
+        str,
+        typer.Option(help="A built-in dataset name (see `budgetflow datasets`) or a path to a JSONL file."),
     ] = "chain_sum",
     strategy: Annotated[
         list[str] | None,
@@ -70,7 +71,8 @@ def eval_command(
     max_tokens: Annotated[int, typer.Option(help="Most tokens generated per sample.")] = 48,
     concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 4,
     backend: Annotated[
-        str, typer.Option(help="`embedded` (SmolLM2-135M-Instruct, local) or `openai` (any compatible endpoint).")
+        str,
+        typer.Option(help="`embedded` (SmolLM2-135M-Instruct, local) or `openai` (any compatible endpoint)."),
     ] = "embedded",
     base_url: Annotated[
         str | None, typer.Option(help="API root for --backend openai, e.g. http://127.0.0.1:8000/v1.")
@@ -79,15 +81,19 @@ def eval_command(
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key for --backend openai.")
     ] = "OPENAI_API_KEY",
-    timeout: Annotated[float, typer.Option(help="Seconds allowed per HTTP request (--backend openai).")] = 120.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds allowed per HTTP request (--backend openai).")
+    ] = 120.0,
     model_path: Annotated[
         Path | None, typer.Option(help="A GGUF file for --backend embedded (default: the shipped SmolLM2).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="llama.cpp threads for --backend embedded (default: 1 on 2-CPU machines).")
+        int | None,
+        typer.Option(help="llama.cpp threads for --backend embedded (default: 1 on 2-CPU machines)."),
     ] = None,
     question_field: Annotated[
-        str | None, typer.Option(help="JSONL field(s) holding the question, comma-separated (e.g. Body,Question).")
+        str | None,
+        typer.Option(help="JSONL field(s) holding the question, comma-separated (e.g. Body,Question)."),
     ] = None,
     answer_field: Annotated[str | None, typer.Option(help="JSONL field holding the gold answer.")] = None,
     id_field: Annotated[str | None, typer.Option(help="JSONL field holding a question id.")] = None,
@@ -143,7 +149,9 @@ def _make_backend(
     if kind == "openai":
         if not base_url or not model:
             raise ConfigError("--backend openai needs --base-url and --model")
-        return OpenAICompatibleBackend(base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout)
+        return OpenAICompatibleBackend(
+            base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout
+        )
     raise ConfigError(f"unknown backend {kind!r}; choose embedded or openai")
 
 
@@ -179,7 +187,9 @@ async def _run_one(
         scores.append(result.score)
         progress.update(task, advance=1, accuracy=f"{sum(scores) / len(scores):.0%}")
 
-    return await evaluate(data, strategy, backend, sampling=sampling, concurrency=concurrency, on_result=on_result)
+    return await evaluate(
+        data, strategy, backend, sampling=sampling, concurrency=concurrency, on_result=on_result
+    )
 
 
 def _progress() -> Progress:
@@ -211,7 +221,9 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
     return table
 
 
-def _write_results(output: Path, data: Dataset, reports: list[StrategyReport], sampling: SamplingParams) -> None:
+def _write_results(
+    output: Path, data: Dataset, reports: list[StrategyReport], sampling: SamplingParams
+) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "dataset": data.name,

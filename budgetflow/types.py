@@ -12,6 +12,7 @@ __all__ = [
     "AudioPart",
     "Completion",
     "ContentPart",
+    "FinishReason",
     "ImagePart",
     "Message",
     "Question",

@@ -38,7 +38,7 @@ class Backend(abc.ABC):
         """Count tokens as this backend's model would (optional)."""
         raise NotImplementedError(f"{type(self).__name__} does not count tokens")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
         """Release connections, threads or model memory. Safe to call more than once."""
 
     async def __aenter__(self) -> Backend:

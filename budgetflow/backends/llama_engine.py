@@ -13,6 +13,7 @@ import ctypes
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -88,13 +89,13 @@ class LlamaEngine:
         self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.max_sequences = max_sequences
         self.context_tokens = context_tokens
-        self._ctx = self._new_context(threads)
+        self._ctx: Any = self._new_context(threads)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(max(512, max_sequences), 0, 1)
         self._pieces: dict[int, bytes] = {}
         self._template = llama_cpp.llama_model_chat_template(self._model, None)
 
-    def _new_context(self, threads: int) -> llama_cpp.llama_context_p:
+    def _new_context(self, threads: int) -> Any:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.context_tokens
         params.n_batch = 512
@@ -236,7 +237,13 @@ class LlamaEngine:
         return len(tokens)
 
     def _fill_batch(
-        self, tokens: list[int], seq_ids: list[int], position: int, *, logits_for_last_only: bool, same_pos: bool
+        self,
+        tokens: list[int],
+        seq_ids: list[int],
+        position: int,
+        *,
+        logits_for_last_only: bool,
+        same_pos: bool,
     ) -> None:
         batch = self._batch
         batch.n_tokens = len(tokens)

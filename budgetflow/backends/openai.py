@@ -12,7 +12,6 @@ with distinct seeds, and later requests fan out from the start.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -21,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from budgetflow.backends.base import Backend
+from budgetflow.concurrency import run_all
 from budgetflow.errors import (
     BackendTimeout,
     ConfigError,
@@ -86,9 +86,7 @@ class OpenAICompatibleBackend(Backend):
             if self._api_key:
                 headers["Authorization"] = f"Bearer {self._api_key}"
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                headers=headers, timeout=self._timeout, connector=connector
-            )
+            self._session = aiohttp.ClientSession(headers=headers, timeout=self._timeout, connector=connector)
         return self._session
 
     async def aclose(self) -> None:
@@ -108,10 +106,7 @@ class OpenAICompatibleBackend(Backend):
         missing = request.n - len(completions)
         if missing > 0:
             seeds = [seed + len(completions) + i for i in range(missing)]
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._post_exact_one(request, s)) for s in seeds]
-            for task in tasks:
-                one, one_usage = task.result()
+            for one, one_usage in await run_all(self._post_exact_one(request, s) for s in seeds):
                 completions.append(one)
                 usage = usage + one_usage
         return Response(completions=tuple(completions), usage=usage, model=request.model or self.model)
@@ -130,7 +125,9 @@ class OpenAICompatibleBackend(Backend):
                     retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
                     raise error_for_status(reply.status, body, backend=self.name, retry_after=retry_after)
         except aiohttp.ClientConnectorError as exc:
-            raise EndpointUnreachable(f"{self.name}: cannot connect to {url}: {exc}", backend=self.name) from exc
+            raise EndpointUnreachable(
+                f"{self.name}: cannot connect to {url}: {exc}", backend=self.name
+            ) from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
             raise EndpointUnreachable(
                 f"{self.name}: connection to {url} dropped: {exc!r}", backend=self.name
@@ -190,7 +187,9 @@ def _parse_reply(body: str, *, backend: str) -> tuple[list[Completion], Usage]:
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise MalformedReply(f"{backend}: reply is not JSON ({exc}): {body[:200]!r}", backend=backend) from exc
+        raise MalformedReply(
+            f"{backend}: reply is not JSON ({exc}): {body[:200]!r}", backend=backend
+        ) from exc
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
         raise MalformedReply(f"{backend}: reply has no 'choices' list: {body[:200]!r}", backend=backend)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from budgetflow.backends.base import Backend, count_words
 from budgetflow.errors import ConfigError
-from budgetflow.types import Completion, Request, Response, Usage
+from budgetflow.types import Completion, FinishReason, Request, Response, Usage
 
 __all__ = ["FunctionBackend", "ScriptedBackend"]
 
@@ -38,7 +38,7 @@ def _as_completion(reply: str | Completion, request: Request) -> Completion:
     return Completion(text=text, finish_reason=finish, completion_tokens=len(words))
 
 
-def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str]:
+def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, FinishReason]:
     cut = min((text.find(s) for s in stops if s in text), default=-1)
     return (text[:cut], "stop") if cut >= 0 else (text, "stop")
 
@@ -93,7 +93,7 @@ SampleFunction = Callable[[Request, int], str | Completion | Awaitable[str | Com
 class FunctionBackend(Backend):
     """Computes each sample with `function(request, sample_index)` (sync or async)::
 
-        backend = FunctionBackend(lambda request, i: f"Answer: {i}")
+    backend = FunctionBackend(lambda request, i: f"Answer: {i}")
     """
 
     name = "function"

@@ -109,13 +109,17 @@ def _load_builtin(name: str, *, size: int, seed: int) -> Dataset:
             text=str(entry["metadata"]["expression"]),
             gold=str(entry["answer"]),
             messages=(
-                Message("user", render_prompt("arithmetic_fewshot", question=entry["metadata"]["expression"])),
+                Message(
+                    "user", render_prompt("arithmetic_fewshot", question=entry["metadata"]["expression"])
+                ),
             ),
             entry=dict(entry),
         )
         for index, entry in enumerate(generated)
     )
-    return Dataset(name=name, questions=questions, grader=ReasoningGymGrader(generated), stop=("\nQ:", "\n\n"))
+    return Dataset(
+        name=name, questions=questions, grader=ReasoningGymGrader(generated), stop=("\nQ:", "\n\n")
+    )
 
 
 class ReasoningGymGrader:
@@ -151,7 +155,9 @@ def _read_records(path: Path, limit: int | None) -> list[tuple[int, dict[str, An
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{line_number}: not valid JSON: {exc.msg}") from None
             if not isinstance(record, dict):
-                raise DatasetError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+                raise DatasetError(
+                    f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}"
+                )
             records.append((line_number, record))
             if limit is not None and len(records) >= limit:
                 break

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from budgetflow.backends.base import Backend
+from budgetflow.concurrency import run_all
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.strategies.base import Strategy
 from budgetflow.strategies.runner import run_strategy
@@ -96,9 +97,7 @@ async def evaluate(
             on_result(result)
         return result
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(answer(q)) for q in dataset.questions]
-    report.results = [task.result() for task in tasks]
+    report.results = await run_all(answer(q) for q in dataset.questions)
     report.wall_seconds = time.perf_counter() - started
     return report
 

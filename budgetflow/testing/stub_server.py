@@ -1,0 +1,128 @@
+"""A minimal OpenAI-compatible chat-completions server on 127.0.0.1, for tests and benchmarks.
+
+It spends no model time: each choice's text comes from `reply(payload, index)`. Queued `Fault`s
+are served first, one per HTTP request, to inject errors (status codes with `Retry-After`,
+malformed or truncated bodies, delays, dropped connections). `max_choices` imitates servers that
+ignore `n` (llama.cpp's returns one choice). Every received payload is kept in `payloads`.
+
+    async with StubOpenAIServer(reply=lambda payload, i: "Answer: 4") as server:
+        backend = OpenAICompatibleBackend(base_url=server.base_url, model="stub")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["Fault", "StubOpenAIServer"]
+
+ReplyFunction = Callable[[dict[str, Any], int], str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """One injected misbehaviour, served instead of a normal reply to one request."""
+
+    status: int = 200
+    body: str | None = None
+    retry_after: str | None = None
+    delay: float = 0.0
+    drop_connection: bool = False
+    truncate: bool = False
+
+
+def _default_reply(payload: dict[str, Any], index: int) -> str:
+    return f"Answer: {index}"
+
+
+class StubOpenAIServer:
+    """Serve `/v1/chat/completions` on 127.0.0.1 at a free port while the context is open."""
+
+    def __init__(
+        self, *, reply: ReplyFunction = _default_reply, max_choices: int | None = None, delay: float = 0.0
+    ) -> None:
+        self._reply = reply
+        self._max_choices = max_choices
+        self._delay = delay
+        self._faults: deque[Fault] = deque()
+        self._runner: web.AppRunner | None = None
+        self.payloads: list[dict[str, Any]] = []
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def inject(self, *faults: Fault) -> None:
+        self._faults.extend(faults)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> StubOpenAIServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        payload = await request.json()
+        self.payloads.append(payload)
+        fault = self._faults.popleft() if self._faults else None
+        delay = fault.delay if fault is not None else self._delay
+        if delay:
+            await asyncio.sleep(delay)
+        if fault is not None and fault.drop_connection:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=200)
+        if fault is not None and (fault.status != 200 or fault.body is not None):
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            return web.Response(status=fault.status, text=fault.body or "{}", headers=headers)
+        body = json.dumps(self._completion(payload))
+        if fault is not None and fault.truncate:
+            body = body[: len(body) // 2]
+        return web.Response(status=200, text=body, content_type="application/json")
+
+    def _completion(self, payload: dict[str, Any]) -> dict[str, Any]:
+        n = int(payload.get("n", 1))
+        if self._max_choices is not None:
+            n = min(n, self._max_choices)
+        texts = [self._reply(payload, index) for index in range(n)]
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in payload.get("messages", []))
+        completion_tokens = sum(len(text.split()) for text in texts)
+        return {
+            "id": f"stub-{len(self.payloads)}",
+            "object": "chat.completion",
+            "model": payload.get("model", "stub"),
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                for i, t in enumerate(texts)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }

@@ -1,0 +1,110 @@
+"""The CLI end to end against the local stub server (the real model is in tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from budgetflow.cli import app
+from budgetflow.testing import StubOpenAIServer
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def stub_url() -> Iterator[str]:
+    """A stub server on its own event loop thread, answering 'Answer: 7' to everything."""
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        server = StubOpenAIServer(reply=lambda payload, index: "7 + 0 = 7. Answer: 7")
+        loop.run_until_complete(server.start())
+        holder.update(loop=loop, server=server)
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(server.stop())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    server = holder["server"]
+    assert isinstance(server, StubOpenAIServer)
+    yield server.base_url
+    loop = holder["loop"]
+    assert isinstance(loop, asyncio.AbstractEventLoop)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_eval_against_an_openai_endpoint_prints_a_table_and_writes_json(
+    stub_url: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "qs.jsonl"
+    data.write_text('{"q": "3 + 4", "a": 7}\n{"q": "2 + 2", "a": 4}\n')
+    output = tmp_path / "out.json"
+    result = runner.invoke(
+        app,
+        [
+            "eval", "--backend", "openai", "--base-url", stub_url, "--model", "stub",
+            "--dataset", str(data), "--question-field", "q", "--answer-field", "a",
+            "-s", "single", "-s", "vote@3", "--output", str(output),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "single" in result.stdout and "vote@3" in result.stdout and "50.0%" in result.stdout
+    document = json.loads(output.read_text())
+    assert [r["strategy"] for r in document["reports"]] == ["single", "vote@3"]
+    vote = document["reports"][1]
+    assert vote["accuracy"] == 0.5 and vote["questions"] == 2
+    assert vote["results"][0]["sample_answers"] == ["7", "7", "7"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--strategy", "beam"], "unknown strategy 'beam'"),
+        (["--backend", "openai"], "needs --base-url and --model"),
+        (["--backend", "carrier-pigeon"], "unknown backend"),
+        (["--model-path", "/nonexistent/model.gguf"], "does not exist"),
+        (["--limit", "0"], "limit must be >= 1"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(arguments: list[str], message: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", *arguments, "--output", str(tmp_path / "o.json")])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"question": "1", "answer": "1"}\n{oops\n')
+    result = runner.invoke(app, ["eval", "--dataset", str(data)])
+    assert result.exit_code == 2
+    assert "broken.jsonl:2: not valid JSON" in " ".join(result.output.split())
+
+
+def test_unreachable_endpoint_fails_with_exit_1(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["eval", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--limit", "1",
+         "--output", str(tmp_path / "o.json")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "cannot connect to http://127.0.0.1:9/v1" in " ".join(result.output.split())
+
+
+def test_help_explains_every_eval_option() -> None:
+    result = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("--dataset", "--strategy", "--limit", "--backend", "--base-url", "--threads", "--output"):
+        assert option in result.output
