@@ -140,6 +140,11 @@ class EmbeddedBackend(Backend):
         usage = Usage(len(prompt), sum(r.tokens for r in results))
         return Response(completions=completions, usage=usage, model=self.name)
 
+    @property
+    def decoded_tokens(self) -> int:
+        """Tokens the model has processed so far (prompts and samples), 0 before the first request."""
+        return self._engine.decoded_tokens if self._engine is not None else 0
+
     def count_tokens(self, text: str) -> int:
         return len(self._load().tokenize(text))
 

@@ -94,6 +94,9 @@ class LlamaEngine:
         self._batch = llama_cpp.llama_batch_init(max(512, max_sequences), 0, 1)
         self._pieces: dict[int, bytes] = {}
         self._template = llama_cpp.llama_model_chat_template(self._model, None)
+        #: Tokens pushed through the model so far (prompt and generated); a cancelled request
+        #: stops adding to it.
+        self.decoded_tokens = 0
 
     def _new_context(self, threads: int) -> Any:
         params = llama_cpp.llama_context_default_params()
@@ -189,9 +192,15 @@ class LlamaEngine:
                 break
             if cancel is not None and cancel.is_set():
                 raise DecodeCancelled
-            rows = self._decode_step([tokens[s.index] for s in live], [s.index for s in live], position)
+            self._fill_batch(
+                [tokens[s.index] for s in live],
+                [s.index for s in live],
+                position,
+                logits_for_last_only=False,
+                same_pos=True,
+            )
             for row, s in enumerate(live):
-                tokens[s.index] = self._sample(self._logits(row, rows), s, sampling)
+                tokens[s.index] = self._sample(self._logits(row), s, sampling)
             position += 1
         return [SequenceResult(s.text, s.finish_reason or "stop", s.tokens) for s in sequences]
 
@@ -230,11 +239,7 @@ class LlamaEngine:
             chunk = prompt_tokens[start : start + 512]
             is_last = start + 512 >= len(prompt_tokens)
             self._fill_batch(chunk, [0] * len(chunk), start, logits_for_last_only=is_last, same_pos=False)
-        return self._logits(self._batch.n_tokens - 1, self._batch.n_tokens)
-
-    def _decode_step(self, tokens: list[int], seq_ids: list[int], position: int) -> int:
-        self._fill_batch(tokens, seq_ids, position, logits_for_last_only=False, same_pos=True)
-        return len(tokens)
+        return self._logits(self._batch.n_tokens - 1)
 
     def _fill_batch(
         self,
@@ -256,7 +261,8 @@ class LlamaEngine:
         status = llama_cpp.llama_decode(self._ctx, batch)
         if status != 0:
             raise BackendError(f"llama_decode failed with status {status}", backend="embedded")
+        self.decoded_tokens += len(tokens)
 
-    def _logits(self, row: int, rows: int) -> np.ndarray:
+    def _logits(self, row: int) -> np.ndarray:
         pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
         return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))

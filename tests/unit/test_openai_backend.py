@@ -30,9 +30,12 @@ def with_server(
     test: Callable[[StubOpenAIServer, OpenAICompatibleBackend], Awaitable[T]], **server_options: Any
 ) -> T:
     async def body() -> T:
-        async with StubOpenAIServer(**server_options) as server, OpenAICompatibleBackend(
-            base_url=server.base_url, model="stub", api_key="sk-test", timeout=2.0
-        ) as backend:
+        async with (
+            StubOpenAIServer(**server_options) as server,
+            OpenAICompatibleBackend(
+                base_url=server.base_url, model="stub", api_key="sk-test", timeout=2.0
+            ) as backend,
+        ):
             return await test(server, backend)
 
     return asyncio.run(body())

@@ -1,0 +1,163 @@
+"""The embedded backend on the real SmolLM2-135M-Instruct model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from budgetflow.backends.embedded import EmbeddedBackend
+from budgetflow.errors import ConfigError, ModelFileError
+from budgetflow.types import ImagePart, Message, Request, SamplingParams, TextPart
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def backend(loop: asyncio.AbstractEventLoop) -> Iterator[EmbeddedBackend]:
+    backend = EmbeddedBackend(threads=1, max_sequences=8, context_tokens=4096)
+    yield backend
+    loop.run_until_complete(backend.aclose())
+
+
+def test_greedy_is_deterministic_and_usage_counts_prompt_once(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    request = Request.from_prompt("What is 2 + 3?", sampling=SamplingParams(temperature=0, max_tokens=20))
+    first = loop.run_until_complete(backend.complete(request))
+    second = loop.run_until_complete(backend.complete(request))
+    assert first.texts == second.texts and first.texts[0].strip()
+    assert first.usage.prompt_tokens > 5
+    assert first.usage.completion_tokens == first.completions[0].completion_tokens <= 20
+
+
+def test_n_samples_are_seeded_diverse_and_counted_per_sample(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    sampling = SamplingParams(temperature=1.0, max_tokens=16, seed=11)
+    request = Request.from_prompt("Name an animal.", sampling=sampling, n=4)
+    first = loop.run_until_complete(backend.complete(request))
+    again = loop.run_until_complete(backend.complete(request))
+    single = loop.run_until_complete(
+        backend.complete(Request.from_prompt("Name an animal.", sampling=sampling))
+    )
+    assert len(first.completions) == 4
+    assert first.texts == again.texts  # seeded: reproducible
+    assert len(set(first.texts)) >= 2  # but the samples differ from each other
+    assert single.texts[0] == first.texts[0]  # sample i depends on (seed, i) only, not on batch size
+    assert first.usage.prompt_tokens == single.usage.prompt_tokens  # the prompt is paid once
+    assert first.usage.completion_tokens == sum(c.completion_tokens for c in first.completions)
+
+
+def test_more_samples_than_one_batch_holds(backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop) -> None:
+    request = Request.from_prompt(
+        "Say hi.", sampling=SamplingParams(temperature=1.0, max_tokens=4, seed=1), n=11
+    )
+    response = loop.run_until_complete(backend.complete(request))
+    assert len(response.completions) == 11
+
+
+def test_stop_strings_and_length(backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop) -> None:
+    prompt = "Count from 1 to 20, separated by commas."
+    stopped = loop.run_until_complete(
+        backend.complete(
+            Request.from_prompt(prompt, sampling=SamplingParams(temperature=0, max_tokens=60, stop=("4",)))
+        )
+    )
+    assert stopped.completions[0].finish_reason == "stop"
+    assert "3" in stopped.texts[0] and "4" not in stopped.texts[0]
+    truncated = loop.run_until_complete(
+        backend.complete(Request.from_prompt(prompt, sampling=SamplingParams(temperature=0, max_tokens=5)))
+    )
+    assert truncated.completions[0].finish_reason == "length"
+    assert truncated.completions[0].completion_tokens == 5
+
+
+def test_concurrent_requests_share_the_model_safely(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    prompts = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"]
+    sampling = SamplingParams(temperature=0, max_tokens=12)
+    requests = [Request.from_prompt(p, sampling=sampling) for p in prompts]
+
+    async def together() -> list[str]:
+        responses = await asyncio.gather(*(backend.complete(r) for r in requests))
+        return [r.texts[0] for r in responses]
+
+    async def one_by_one() -> list[str]:
+        return [(await backend.complete(r)).texts[0] for r in requests]
+
+    assert loop.run_until_complete(together()) == loop.run_until_complete(one_by_one())
+
+
+def test_generation_leaves_the_event_loop_free(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    async def body() -> int:
+        ticks = 0
+        request = Request.from_prompt(
+            "Tell a story.", sampling=SamplingParams(temperature=0.8, max_tokens=40, seed=2)
+        )
+        task = asyncio.create_task(backend.complete(request))
+        while not task.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+        await task
+        return ticks
+
+    assert loop.run_until_complete(body()) > 5
+
+
+def test_cancelling_a_request_stops_decoding(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    async def body() -> int:
+        sampling = SamplingParams(temperature=1.0, max_tokens=1500, seed=4)
+        request = Request.from_prompt("Write a very long story about the sea.", sampling=sampling, n=2)
+        before = backend.decoded_tokens
+        task = asyncio.create_task(backend.complete(request))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        spent = backend.decoded_tokens - before
+        # the model is free again straight away
+        after = await backend.complete(
+            Request.from_prompt("Hi", sampling=SamplingParams(max_tokens=3, seed=1))
+        )
+        assert len(after.completions) == 1
+        return spent
+
+    spent = loop.run_until_complete(body())
+    assert 0 < spent < 2 * 1500  # stopped long before 2 x 1500 tokens
+
+
+def test_media_and_oversized_requests_are_rejected(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    media = Message("user", (TextPart(text="what is this"), ImagePart(url="data:image/png;base64,AA")))
+    with pytest.raises(ConfigError, match="text only"):
+        loop.run_until_complete(backend.complete(Request(messages=(media,))))
+    huge = Request.from_prompt("hi", sampling=SamplingParams(max_tokens=4000), n=2)
+    with pytest.raises(ConfigError, match="exceeds the context"):
+        loop.run_until_complete(backend.complete(huge))
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="does not exist"):
+        EmbeddedBackend(model_path=tmp_path / "nope.gguf")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf")
+    backend = EmbeddedBackend(model_path=broken)
+    with pytest.raises(ModelFileError, match="could not load"):
+        asyncio.run(backend.complete(Request.from_prompt("hi")))
+    asyncio.run(backend.aclose())

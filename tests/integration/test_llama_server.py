@@ -1,0 +1,92 @@
+"""The OpenAI-compatible backend against a real llama.cpp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from budgetflow.backends.openai import OpenAICompatibleBackend
+from budgetflow.errors import BadRequest, EndpointUnreachable
+from budgetflow.testing.llama_server import LlamaServer, start_llama_server, stop_llama_server
+from budgetflow.types import Request, SamplingParams
+
+pytestmark = pytest.mark.integration
+
+
+def _backend(server: LlamaServer) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend(base_url=server.base_url, model="smollm2", api_key="unused", timeout=120)
+
+
+def test_single_completion_with_server_usage(llama_server: LlamaServer) -> None:
+    async def body() -> None:
+        async with _backend(llama_server) as backend:
+            sampling = SamplingParams(temperature=0, max_tokens=16)
+            response = await backend.complete(Request.from_prompt("What is 2 + 3?", sampling=sampling))
+            again = await backend.complete(Request.from_prompt("What is 2 + 3?", sampling=sampling))
+        assert len(response.completions) == 1 and response.completions[0].text.strip()
+        assert response.usage.prompt_tokens > 5 and 0 < response.usage.completion_tokens <= 16
+        assert again.texts == response.texts  # greedy is deterministic
+
+    asyncio.run(body())
+
+
+def test_n4_is_never_passed_on_short(llama_server: LlamaServer) -> None:
+    async def body() -> None:
+        async with _backend(llama_server) as backend:
+            sampling = SamplingParams(temperature=1.0, max_tokens=12, seed=3)
+            response = await backend.complete(Request.from_prompt("Name a colour.", sampling=sampling, n=4))
+            assert len(response.completions) == 4
+            assert backend.supports_n is False  # llama.cpp returned one choice for n=4
+            assert len(set(response.texts)) >= 2  # distinct seeds give distinct samples
+            total = sum(c.completion_tokens for c in response.completions)
+            assert response.usage.completion_tokens == total
+            assert response.usage.prompt_tokens > 0
+
+    asyncio.run(body())
+
+
+def test_stop_strings(llama_server: LlamaServer) -> None:
+    async def body() -> None:
+        async with _backend(llama_server) as backend:
+            sampling = SamplingParams(temperature=0, max_tokens=40, stop=("3",))
+            prompt = "Count from 1 to 10, separated by commas."
+            response = await backend.complete(Request.from_prompt(prompt, sampling=sampling))
+        text = response.completions[0].text
+        assert "1" in text and "3" not in text and "4" not in text
+
+    asyncio.run(body())
+
+
+def test_a_4xx_reply_is_a_typed_error(llama_server: LlamaServer) -> None:
+    async def body() -> None:
+        async with _backend(llama_server) as backend:
+            with pytest.raises(BadRequest) as caught:
+                await backend.complete(
+                    Request.from_prompt("word " * 3000, sampling=SamplingParams(max_tokens=8))
+                )
+        assert caught.value.status == 400
+        assert "context" in caught.value.body
+
+    asyncio.run(body())
+
+
+def test_server_killed_mid_request(model_path: Path, tmp_path: Path) -> None:
+    server = start_llama_server(model_path, tmp_path / "server.log")
+    try:
+
+        async def body() -> None:
+            async with _backend(server) as backend:
+                sampling = SamplingParams(temperature=1.0, max_tokens=1500)
+                request = Request.from_prompt("Write a very long story about the sea.", sampling=sampling)
+                pending = asyncio.create_task(backend.complete(request))
+                await asyncio.sleep(1.0)
+                assert not pending.done()
+                server.process.kill()
+                with pytest.raises(EndpointUnreachable, match="dropped|cannot connect"):
+                    await pending
+
+        asyncio.run(body())
+    finally:
+        stop_llama_server(server)
