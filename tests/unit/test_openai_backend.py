@@ -142,3 +142,18 @@ def test_api_key_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MY_KEY", "sk-from-env")
     backend = OpenAICompatibleBackend(base_url="http://127.0.0.1:1/v1", model="m", api_key_env="MY_KEY")
     assert backend._api_key == "sk-from-env"
+
+
+def test_cancelling_closes_the_in_flight_request() -> None:
+    async def check(server: StubOpenAIServer, backend: OpenAICompatibleBackend) -> None:
+        server.inject(Fault(delay=1.5))
+        task = asyncio.create_task(backend.complete(Request.from_prompt("slow")))
+        while not server.payloads:  # the request has reached the server
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # the connection was given up, and the backend still works
+        assert (await backend.complete(Request.from_prompt("q"))).texts == ["Answer: 0"]
+
+    with_server(check)

@@ -116,3 +116,16 @@ def test_run_all_raises_the_first_failure_itself_and_cancels_the_rest() -> None:
 
     asyncio.run(body())
     assert finished == []
+
+
+def test_optional_capabilities_name_the_class() -> None:
+    backend = ScriptedBackend()
+    with pytest.raises(NotImplementedError, match="ScriptedBackend does not count tokens"):
+        backend.count_tokens("x")
+
+    async def consume() -> None:
+        async for _ in backend.stream(Request.from_prompt("x")):
+            pass
+
+    with pytest.raises(NotImplementedError, match="ScriptedBackend does not support streaming"):
+        asyncio.run(consume())
