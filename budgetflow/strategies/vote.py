@@ -38,7 +38,7 @@ class Vote:
     """Self-consistency with `n` samples at `temperature`."""
 
     n: int = 8
-    temperature: float = 0.7
+    temperature: float = 0.5
 
     def __post_init__(self) -> None:
         if self.n < 1:

@@ -54,6 +54,8 @@ class StubOpenAIServer:
         self._faults: deque[Fault] = deque()
         self._runner: web.AppRunner | None = None
         self.payloads: list[dict[str, Any]] = []
+        #: Set whenever a request arrives; clear it to wait for the next one.
+        self.request_received = asyncio.Event()
         self.port = 0
 
     @property
@@ -89,6 +91,7 @@ class StubOpenAIServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
         self.payloads.append(payload)
+        self.request_received.set()
         fault = self._faults.popleft() if self._faults else None
         delay = fault.delay if fault is not None else self._delay
         if delay:

@@ -148,8 +148,7 @@ def test_cancelling_closes_the_in_flight_request() -> None:
     async def check(server: StubOpenAIServer, backend: OpenAICompatibleBackend) -> None:
         server.inject(Fault(delay=1.5))
         task = asyncio.create_task(backend.complete(Request.from_prompt("slow")))
-        while not server.payloads:  # the request has reached the server
-            await asyncio.sleep(0.01)
+        await server.request_received.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

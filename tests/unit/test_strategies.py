@@ -74,7 +74,7 @@ def test_run_strategy_samples_and_reports_usage() -> None:
     assert outcome.usage.completion_tokens == 6
     assert outcome.rounds == 1
     request = backend.requests[0]
-    assert (request.n, request.sampling.temperature, request.sampling.seed) == (3, 0.7, 7)
+    assert (request.n, request.sampling.temperature, request.sampling.seed) == (3, 0.5, 7)
 
 
 def test_run_strategy_uses_greedy_for_single() -> None:
