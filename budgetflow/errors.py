@@ -10,6 +10,7 @@
         │   ├── EndpointUnreachable connection refused, DNS failure, connection dropped
         │   ├── BackendTimeout      no complete reply within the timeout
         │   ├── MalformedReply      the reply could not be parsed or broke the API's shape
+        │   ├── CircuitOpen         a circuit breaker is resting this backend after repeated failures
         │   └── HTTPStatusError     the endpoint answered with a non-2xx status
         │       ├── BadRequest          400, 404, 405, 413, 422 (not retryable)
         │       ├── AuthenticationFailed 401, 403
@@ -35,6 +36,7 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "BudgetflowError",
+    "CircuitOpen",
     "ConfigError",
     "DatasetError",
     "EndpointUnreachable",
@@ -112,6 +114,10 @@ class MalformedReply(BackendError):
     @property
     def retryable(self) -> bool:
         return True
+
+
+class CircuitOpen(BackendError):
+    """A circuit breaker is resting this backend after repeated failures (not retryable: move on)."""
 
 
 class HTTPStatusError(BackendError):

@@ -20,6 +20,7 @@ __all__ = [
     "Response",
     "Role",
     "SamplingParams",
+    "Spend",
     "TextPart",
     "Usage",
     "VideoPart",
@@ -152,6 +153,47 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
+        )
+
+
+PICODOLLARS_PER_DOLLAR = 10**12
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What a budget counts: tokens, money and calls. Used for limits, reservations and spend.
+
+    Money is kept as whole picodollars (`cost_pico`) so that sums are exact and a checked limit
+    holds to the last unit; `cost` gives dollars for display.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_pico: int = 0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost(self) -> float:
+        return self.cost_pico / PICODOLLARS_PER_DOLLAR
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cost_pico + other.cost_pico,
+            self.calls + other.calls,
+        )
+
+    def __sub__(self, other: Spend) -> Spend:
+        return Spend(
+            self.prompt_tokens - other.prompt_tokens,
+            self.completion_tokens - other.completion_tokens,
+            self.cost_pico - other.cost_pico,
+            self.calls - other.calls,
         )
 
 

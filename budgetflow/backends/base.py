@@ -34,6 +34,10 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not support streaming")
         yield ""  # pragma: no cover - makes this an async generator for type checkers
 
+    async def count_prompt_tokens(self, request: Request) -> int:
+        """Exactly how many prompt tokens `request` will cost on this backend (optional)."""
+        raise NotImplementedError(f"{type(self).__name__} does not count prompt tokens")
+
     def count_tokens(self, text: str) -> int:
         """Count tokens as this backend's model would (optional)."""
         raise NotImplementedError(f"{type(self).__name__} does not count tokens")

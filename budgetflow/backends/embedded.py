@@ -140,6 +140,15 @@ class EmbeddedBackend(Backend):
         usage = Usage(len(prompt), sum(r.tokens for r in results))
         return Response(completions=completions, usage=usage, model=self.name)
 
+    async def count_prompt_tokens(self, request: Request) -> int:
+        """The exact prompt length: the model's chat template applied, then tokenized."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker(), self._prompt_length, request)
+
+    def _prompt_length(self, request: Request) -> int:
+        engine = self._load()
+        return len(engine.tokenize(engine.render_chat(request.messages)))
+
     @property
     def decoded_tokens(self) -> int:
         """Tokens the model has processed so far (prompts and samples), 0 before the first request."""

@@ -1,0 +1,33 @@
+"""`Wrapper`: a backend around another backend. Cross-cutting concerns subclass it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from budgetflow.backends.base import Backend
+from budgetflow.types import Request, Response
+
+__all__ = ["Wrapper"]
+
+
+class Wrapper(Backend):
+    """Delegates everything to `inner`; subclasses override `complete` to add one concern."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def complete(self, request: Request) -> Response:
+        return await self.inner.complete(request)
+
+    def stream(self, request: Request) -> AsyncIterator[str]:
+        return self.inner.stream(request)
+
+    async def count_prompt_tokens(self, request: Request) -> int:
+        return await self.inner.count_prompt_tokens(request)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

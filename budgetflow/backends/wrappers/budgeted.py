@@ -1,0 +1,82 @@
+"""`Budgeted`: every request reserves its worst case in a ledger before it is sent."""
+
+from __future__ import annotations
+
+import asyncio
+
+from budgetflow.backends.base import Backend
+from budgetflow.backends.wrappers.base import Wrapper
+from budgetflow.budget import Ledger
+from budgetflow.errors import BackendError
+from budgetflow.types import Message, Request, Response, TextPart
+
+__all__ = ["Budgeted", "prompt_token_bound"]
+
+#: Tokens a chat template may add around each message, and once per prompt.
+_PER_MESSAGE_OVERHEAD = 8
+_PER_PROMPT_OVERHEAD = 16
+
+
+def prompt_token_bound(messages: tuple[Message, ...], *, media_tokens: int = 4096) -> int:
+    """An upper bound on prompt tokens without a tokenizer: byte-level BPE never emits more
+    tokens than the text has UTF-8 bytes; template markers and media parts are added on top."""
+    total = _PER_PROMPT_OVERHEAD
+    for message in messages:
+        total += _PER_MESSAGE_OVERHEAD
+        if isinstance(message.content, str):
+            total += len(message.content.encode("utf-8"))
+            continue
+        for part in message.content:
+            total += len(part.text.encode("utf-8")) if isinstance(part, TextPart) else media_tokens
+    return total
+
+
+class Budgeted(Wrapper):
+    """Reserve (prompt + max_tokens x n, its cost, one call) before sending; settle after.
+
+    The prompt's size is the backend's exact count when it offers `count_prompt_tokens`
+    (the embedded model does), else `prompt_token_bound`. A request that does not fit raises
+    `BudgetExceeded` and is never sent. A failure settles the usage the error reports, or
+    releases; a cancellation releases (the backend stops generating).
+    """
+
+    def __init__(self, inner: Backend, ledger: Ledger, *, media_tokens: int = 4096) -> None:
+        super().__init__(inner)
+        self.ledger = ledger
+        self._media_tokens = media_tokens
+        self._exact_counts = True
+
+    async def complete(self, request: Request) -> Response:
+        model = request.model or self.inner.name
+        prompt_tokens = await self._prompt_tokens(request)
+        amount = self.ledger.worst_case(
+            model=model, prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n=request.n
+        )
+        reservation = self.ledger.reserve(amount)
+        try:
+            response = await self.inner.complete(request)
+        except BackendError as error:
+            if error.usage is not None:
+                self.ledger.settle(reservation, self.ledger.actual(model=model, usage=error.usage))
+            else:
+                self.ledger.release(reservation)
+            raise
+        except (Exception, asyncio.CancelledError):
+            self.ledger.release(reservation)
+            raise
+        self.ledger.settle(reservation, self.ledger.actual(model=model, usage=response.usage))
+        return response
+
+    async def _prompt_tokens(self, request: Request) -> int:
+        if self._exact_counts:
+            try:
+                return await self.inner.count_prompt_tokens(request)
+            except NotImplementedError:
+                self._exact_counts = False
+        return prompt_token_bound(request.messages, media_tokens=self._media_tokens)
+
+    def with_ledger(self, ledger: Ledger) -> Budgeted:
+        """The same backend charging another ledger (e.g. one question's child ledger)."""
+        clone = Budgeted(self.inner, ledger, media_tokens=self._media_tokens)
+        clone._exact_counts = self._exact_counts
+        return clone

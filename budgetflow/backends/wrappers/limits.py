@@ -1,0 +1,106 @@
+"""`RateLimit` (requests and weighted tokens per minute) and `ConcurrencyLimit` (requests in flight).
+
+Both are shared by everyone who holds the same wrapper instance, so one instance per real
+endpoint enforces the endpoint's limits across all questions and nodes of a run. Neither holds
+anything while a caller is waiting on something else, so nested calls cannot deadlock them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from budgetflow.backends.base import Backend
+from budgetflow.backends.wrappers.base import Wrapper
+from budgetflow.backends.wrappers.budgeted import prompt_token_bound
+from budgetflow.errors import ConfigError
+from budgetflow.types import Request, Response
+
+__all__ = ["ConcurrencyLimit", "RateLimit", "TokenBucket"]
+
+
+class TokenBucket:
+    """Refills at `rate` units per second up to `capacity`; `acquire(k)` waits until k are there.
+
+    Waiters are served first come, first served: a large request is not starved by small ones.
+    """
+
+    def __init__(self, *, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ConfigError(f"a token bucket needs rate > 0 and capacity > 0, got {rate}, {capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._level = capacity
+        self._updated = clock()
+        self._turn = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._level = min(self.capacity, self._level + (now - self._updated) * self.rate)
+        self._updated = now
+
+    async def acquire(self, amount: float) -> None:
+        amount = min(amount, self.capacity)  # a request larger than the bucket waits for a full one
+        async with self._turn:
+            self._refill()
+            while self._level < amount:
+                await asyncio.sleep((amount - self._level) / self.rate)
+                self._refill()
+            self._level -= amount
+
+
+class RateLimit(Wrapper):
+    """At most `requests_per_minute` requests and `tokens_per_minute` tokens (worst case of each
+    request: prompt bound + max_tokens x n) per minute, with bursts up to one minute's worth."""
+
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(inner)
+        self._requests = (
+            TokenBucket(rate=requests_per_minute / 60, capacity=requests_per_minute, clock=clock)
+            if requests_per_minute
+            else None
+        )
+        self._tokens = (
+            TokenBucket(rate=tokens_per_minute / 60, capacity=tokens_per_minute, clock=clock)
+            if tokens_per_minute
+            else None
+        )
+
+    async def complete(self, request: Request) -> Response:
+        if self._requests is not None:
+            await self._requests.acquire(1)
+        if self._tokens is not None:
+            weight = prompt_token_bound(request.messages) + request.sampling.max_tokens * request.n
+            await self._tokens.acquire(weight)
+        return await self.inner.complete(request)
+
+
+class ConcurrencyLimit(Wrapper):
+    """At most `limit` requests in flight on the wrapped backend."""
+
+    def __init__(self, inner: Backend, *, limit: int) -> None:
+        super().__init__(inner)
+        if limit < 1:
+            raise ConfigError(f"concurrency limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    async def complete(self, request: Request) -> Response:
+        async with self._slots:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                return await self.inner.complete(request)
+            finally:
+                self.in_flight -= 1
