@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from budgetflow.backends.base import Backend
@@ -74,7 +74,7 @@ class Cache(Wrapper):
         missing = [offset + i for i in range(request.n) if offset + i not in cached]
         usage = Usage()
         if missing:
-            fresh = await self.inner.complete(_for_missing(request, len(missing), offset))
+            fresh = await self.inner.complete(_for_missing(request, len(missing), missing[0]))
             usage = fresh.usage
             for rollout, completion in zip(missing, fresh.completions, strict=True):
                 cached[rollout] = completion
