@@ -6,6 +6,7 @@ Latencies are counted in event-loop turns, not seconds, so the runs are determin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
@@ -130,10 +131,10 @@ def test_spend_never_exceeds_limits_and_matches_reported_usage(
                 for _ in range(call.cancel_after):
                     await asyncio.sleep(0)
                 task.cancel()
-            try:
+            with contextlib.suppress(
+                BudgetExceeded, ServerError, EndpointUnreachable, asyncio.CancelledError
+            ):
                 await task
-            except (BudgetExceeded, ServerError, EndpointUnreachable, asyncio.CancelledError):
-                pass
             books.check()
 
     async def main() -> None:

@@ -107,13 +107,10 @@ class Cache(Wrapper):
         await self.inner.aclose()
 
 
-def _for_missing(request: Request, count: int, offset: int) -> Request:
-    """The request for the missing rollouts; a seeded request shifts its seed by the offset so
-    that later rollouts are fresh samples, not repeats of rollout 0."""
-    from dataclasses import replace
-
+def _for_missing(request: Request, count: int, first_rollout: int) -> Request:
+    """The request for the missing rollouts. A seeded request shifts its seed by the first missing
+    rollout, so refilled samples are fresh rather than repeats of rollout 0."""
     seed = request.sampling.seed
-    sampling = (
-        request.sampling if seed is None or offset == 0 else replace(request.sampling, seed=seed + offset)
-    )
-    return replace(request, n=count, sampling=sampling)
+    if seed is None or first_rollout == 0:
+        return replace(request, n=count)
+    return replace(request, n=count, sampling=replace(request.sampling, seed=seed + first_rollout))
