@@ -15,11 +15,13 @@ from rich.table import Table
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.openai import OpenAICompatibleBackend
+from budgetflow.budget import Budget
 from budgetflow.errors import BudgetflowError, ConfigError, UserInputError
 from budgetflow.evaluate.datasets import BUILTIN_DATASETS, Dataset, FieldMap, load_dataset, split_fields
-from budgetflow.evaluate.runner import QuestionResult, StrategyReport, evaluate
+from budgetflow.evaluate.runner import StrategyReport, evaluate
+from budgetflow.runtime.events import Event, EventStream, QuestionFinished, RequestFinished
 from budgetflow.strategies.base import Strategy
-from budgetflow.strategies.parse import parse_strategy
+from budgetflow.strategies.parse import StrategyOptions, parse_strategy
 from budgetflow.types import SamplingParams
 
 app = typer.Typer(
@@ -58,8 +60,11 @@ def eval_command(
         typer.Option(
             "--strategy",
             "-s",
-            help="Strategy to run; repeat to compare several. `single` (greedy) or `vote@N` "
-            "(self-consistency over N samples, majority answer). Default: single and vote@8.",
+            help="Strategy to run; repeat to compare several. `single` (greedy, one sample); "
+            "`vote@N` (self-consistency: N samples, majority answer); `first_finish@N` (start N "
+            "samples, keep the first --first-k to finish, stop the rest); `early_stop@N` (sample "
+            "--stop-batch at a time, stop once the leader is settled, at most N). "
+            "Default: single and vote@8.",
         ),
     ] = None,
     limit: Annotated[int, typer.Option(help="Questions to use (built-in datasets generate this many).")] = 50,
@@ -74,6 +79,27 @@ def eval_command(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass for sampled strategies.")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="Most tokens generated per sample.")] = 48,
     concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 4,
+    budget_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Hard cap on total tokens (prompt + completion) per strategy run. Every request "
+            "reserves its worst case first; a question that cannot get more answers with what it has."
+        ),
+    ] = None,
+    question_budget_tokens: Annotated[
+        int | None, typer.Option(help="Hard cap on total tokens for each question.")
+    ] = None,
+    first_k: Annotated[int, typer.Option(help="first_finish: how many of the first finishers vote.")] = 1,
+    stop_batch: Annotated[int, typer.Option(help="early_stop: samples drawn per round.")] = 2,
+    stop_rule: Annotated[
+        str, typer.Option(help="early_stop: `beta` (Beta posterior of the leader) or `margin` (vote lead).")
+    ] = "beta",
+    stop_confidence: Annotated[
+        float, typer.Option(help="early_stop (beta): stop when P(leader is the true majority) reaches this.")
+    ] = 0.95,
+    stop_margin: Annotated[
+        int, typer.Option(help="early_stop (margin): stop when the lead reaches this.")
+    ] = 3,
     backend: Annotated[
         str,
         typer.Option(help="`embedded` (SmolLM2-135M-Instruct, local) or `openai` (any compatible endpoint)."),
@@ -113,10 +139,21 @@ def eval_command(
     try:
         fields = _field_map(question_field, answer_field, id_field)
         data = load_dataset(dataset, limit=limit, seed=seed, fields=fields)
-        strategies = [parse_strategy(s, temperature=temperature) for s in (strategy or ["single", "vote@8"])]
+        if stop_rule not in ("beta", "margin"):
+            raise ConfigError(f"--stop-rule must be beta or margin, got {stop_rule!r}")
+        options = StrategyOptions(
+            temperature=temperature,
+            keep_first=first_k,
+            stop_batch=stop_batch,
+            stop_rule="beta" if stop_rule == "beta" else "margin",
+            stop_confidence=stop_confidence,
+            stop_margin=stop_margin,
+        )
+        strategies = [parse_strategy(s, options=options) for s in (strategy or ["single", "vote@8"])]
+        budgets = _budgets(budget_tokens, question_budget_tokens)
         sampling = SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed)
         chosen = _make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
-        reports = asyncio.run(_run_all(data, strategies, chosen, sampling, concurrency, output))
+        reports = asyncio.run(_run_all(data, strategies, chosen, sampling, concurrency, output, budgets))
     except UserInputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -125,6 +162,12 @@ def eval_command(
         raise typer.Exit(1) from None
     stdout.print(_summary_table(reports, chosen_name=backend))
     console.print(f"results written to {output}")
+
+
+def _budgets(run_tokens: int | None, question_tokens: int | None) -> tuple[Budget | None, Budget | None]:
+    run = Budget(total_tokens=run_tokens) if run_tokens is not None else None
+    question = Budget(total_tokens=question_tokens) if question_tokens is not None else None
+    return run, question
 
 
 def _field_map(question: str | None, answer: str | None, identifier: str | None) -> FieldMap | None:
@@ -166,12 +209,15 @@ async def _run_all(
     sampling: SamplingParams,
     concurrency: int,
     output: Path,
+    budgets: tuple[Budget | None, Budget | None],
 ) -> list[StrategyReport]:
     reports: list[StrategyReport] = []
     async with backend:
         with _progress() as progress:
             for strategy in strategies:
-                reports.append(await _run_one(data, strategy, backend, sampling, concurrency, progress))
+                reports.append(
+                    await _run_one(data, strategy, backend, sampling, concurrency, progress, budgets)
+                )
                 _write_results(output, data, reports, sampling)
     return reports
 
@@ -183,17 +229,41 @@ async def _run_one(
     sampling: SamplingParams,
     concurrency: int,
     progress: Progress,
+    budgets: tuple[Budget | None, Budget | None],
 ) -> StrategyReport:
-    task = progress.add_task(strategy.name, total=len(data), accuracy="-")
-    scores: list[float] = []
-
-    def on_result(result: QuestionResult) -> None:
-        scores.append(result.score)
-        progress.update(task, advance=1, accuracy=f"{sum(scores) / len(scores):.0%}")
-
+    events = EventStream()
+    events.subscribe(_ProgressView(progress, strategy.name, len(data), budgets[0]))
     return await evaluate(
-        data, strategy, backend, sampling=sampling, concurrency=concurrency, on_result=on_result
+        data,
+        strategy,
+        backend,
+        sampling=sampling,
+        concurrency=concurrency,
+        budget=budgets[0],
+        question_budget=budgets[1],
+        events=events,
     )
+
+
+class _ProgressView:
+    """Reads the run's event stream: advances on finished questions, shows accuracy and spend."""
+
+    def __init__(self, progress: Progress, name: str, total: int, budget: Budget | None) -> None:
+        self._progress = progress
+        self._task = progress.add_task(name, total=total, accuracy="-", spend="0 tok")
+        self._limit = budget.total_tokens if budget else None
+        self._scores: list[float] = []
+        self._tokens = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RequestFinished):
+            self._tokens += event.usage.total_tokens
+            spend = f"{self._tokens:,} tok" + (f" / {self._limit:,}" if self._limit else "")
+            self._progress.update(self._task, spend=spend)
+        elif isinstance(event, QuestionFinished):
+            self._scores.append(event.score)
+            accuracy = f"{sum(self._scores) / len(self._scores):.0%}"
+            self._progress.update(self._task, advance=1, accuracy=accuracy)
 
 
 def _progress() -> Progress:
@@ -202,6 +272,7 @@ def _progress() -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("accuracy {task.fields[accuracy]}"),
+        TextColumn("{task.fields[spend]}"),
         TimeElapsedColumn(),
         console=console,
     )
@@ -211,7 +282,15 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
     first = reports[0] if reports else None
     title = f"{first.dataset}, {len(first.results)} questions, backend {chosen_name}" if first else ""
     table = Table(title=title)
-    for column in ("strategy", "accuracy", "completion tokens", "prompt tokens", "wall s", "questions/s"):
+    for column in (
+        "strategy",
+        "accuracy",
+        "completion tokens",
+        "prompt tokens",
+        "wall s",
+        "questions/s",
+        "starved",
+    ):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for report in reports:
         table.add_row(
@@ -221,6 +300,7 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
             f"{report.prompt_tokens:,}",
             f"{report.wall_seconds:.1f}",
             f"{report.questions_per_second:.2f}",
+            str(sum(r.budget_exhausted for r in report.results)),
         )
     return table
 

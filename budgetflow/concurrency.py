@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Iterable
 from typing import TypeVar
 
-__all__ = ["first_leaf", "run_all"]
+__all__ = ["first_finished", "first_leaf", "run_all"]
 
 T = TypeVar("T")
 
@@ -40,3 +40,26 @@ async def run_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     except BaseExceptionGroup as failures:
         raise first_leaf(failures) from None
     return [task.result() for task in tasks]
+
+
+async def first_finished(awaitables: Iterable[Awaitable[T]], k: int) -> list[T]:
+    """Run all at once; return the first `k` results in finishing order and cancel the rest.
+
+    A failure before `k` results arrive cancels everything and is raised as itself."""
+    results: list[T] = []
+    enough = asyncio.Event()
+
+    async def record(awaitable: Awaitable[T]) -> None:
+        results.append(await awaitable)
+        if len(results) >= k:
+            enough.set()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(record(a)) for a in awaitables]
+            await enough.wait()
+            for task in tasks:
+                task.cancel()
+    except BaseExceptionGroup as failures:
+        raise first_leaf(failures) from None
+    return results[:k]

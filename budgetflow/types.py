@@ -115,12 +115,18 @@ class SamplingParams:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
-    """Ask a backend for `n` completions of one conversation."""
+    """Ask a backend for `n` completions of one conversation.
+
+    With `keep_first=k`, the backend starts `n` samples but returns only the first `k` to finish
+    and stops the others mid-generation (First Finish Search); usage still counts every token
+    the stopped samples generated.
+    """
 
     messages: tuple[Message, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
     model: str | None = None
+    keep_first: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", tuple(self.messages))
@@ -128,15 +134,30 @@ class Request:
             raise ConfigError("a Request needs at least one message")
         if self.n < 1:
             raise ConfigError(f"n must be >= 1, got {self.n}")
+        if self.keep_first is not None and not 1 <= self.keep_first <= self.n:
+            raise ConfigError(f"keep_first must be between 1 and n={self.n}, got {self.keep_first}")
+
+    @property
+    def returned(self) -> int:
+        """How many completions the reply carries: `keep_first` when set, else `n`."""
+        return self.keep_first if self.keep_first is not None else self.n
 
     @classmethod
     def from_prompt(
-        cls, prompt: str, *, system: str | None = None, sampling: SamplingParams | None = None, n: int = 1
+        cls,
+        prompt: str,
+        *,
+        system: str | None = None,
+        sampling: SamplingParams | None = None,
+        n: int = 1,
+        keep_first: int | None = None,
     ) -> Request:
         """A request with one user message (and an optional system message)."""
         messages: list[Message] = [Message("system", system)] if system else []
         messages.append(Message("user", prompt))
-        return cls(messages=tuple(messages), sampling=sampling or SamplingParams(), n=n)
+        return cls(
+            messages=tuple(messages), sampling=sampling or SamplingParams(), n=n, keep_first=keep_first
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def complete(self, request: Request) -> Response:
-        """Return `request.n` completions with the usage they cost.
+        """Return `request.returned` completions with the usage they cost.
 
-        Implementations return exactly `request.n` completions or raise a `BackendError`.
+        That is `request.n` completions, or with `request.keep_first = k` the first `k` of `n`
+        started samples to finish (the rest stopped, their tokens counted in usage). Implementations
+        return exactly that many or raise a `BackendError`.
         """
 
     async def stream(self, request: Request) -> AsyncIterator[str]:

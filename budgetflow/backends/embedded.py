@@ -128,6 +128,14 @@ class EmbeddedBackend(Backend):
         engine = self._load()
         prompt = engine.tokenize(engine.render_chat(request.messages))
         results: list[SequenceResult] = []
+        if request.keep_first is not None:
+            if request.n > engine.max_sequences:
+                raise ConfigError(
+                    f"keep_first needs all n={request.n} samples in one batch (max {engine.max_sequences})"
+                )
+            results = engine.generate(
+                prompt, request.sampling, n=request.n, cancel=cancel, finish_after=request.keep_first
+            )
         while len(results) < request.n:
             batch = min(engine.max_sequences, request.n - len(results))
             results += engine.generate(
@@ -135,7 +143,7 @@ class EmbeddedBackend(Backend):
             )
         completions = tuple(
             Completion(text=r.text, finish_reason=r.finish_reason, completion_tokens=r.tokens)  # type: ignore[arg-type]
-            for r in results
+            for r in results[: request.returned]
         )
         usage = Usage(len(prompt), sum(r.tokens for r in results))
         return Response(completions=completions, usage=usage, model=self.name)

@@ -25,6 +25,10 @@ from budgetflow.types import Message, SamplingParams
 __all__ = ["DecodeCancelled", "LlamaEngine", "SequenceResult"]
 
 
+#: Prompt tokens per decode batch, and the granularity of prefix reuse.
+_PROMPT_CHUNK = 32
+
+
 class DecodeCancelled(Exception):
     """Decoding stopped because its request was cancelled."""
 
@@ -46,6 +50,7 @@ class _Sequence:
     tokens: int = 0
     finish_reason: str | None = None
     text: str = ""
+    finished_at: int = -1
 
 
 _SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
@@ -97,6 +102,9 @@ class LlamaEngine:
         #: Tokens pushed through the model so far (prompt and generated); a cancelled request
         #: stops adding to it.
         self.decoded_tokens = 0
+        #: Prompt tokens whose cached cells were reused instead of decoded again.
+        self.reused_prompt_tokens = 0
+        self._cached_prompt: list[int] = []
 
     def _new_context(self, threads: int) -> Any:
         params = llama_cpp.llama_context_default_params()
@@ -169,8 +177,13 @@ class LlamaEngine:
         n: int,
         first_index: int = 0,
         cancel: threading.Event | None = None,
+        finish_after: int | None = None,
     ) -> list[SequenceResult]:
-        """`n` samples continuing `prompt_tokens`, decoded together in one batch per step."""
+        """`n` samples continuing `prompt_tokens`, decoded together in one batch per step.
+
+        With `finish_after=k`, decoding stops as soon as `k` samples have finished; the result is
+        those `k` in finishing order followed by the stopped ones (finish_reason "cancelled").
+        """
         if n > self.max_sequences:
             raise ConfigError(f"at most {self.max_sequences} sequences per batch, asked for {n}")
         needed = len(prompt_tokens) + n * sampling.max_tokens
@@ -179,16 +192,19 @@ class LlamaEngine:
                 f"prompt ({len(prompt_tokens)} tokens) + {n} x max_tokens ({sampling.max_tokens}) "
                 f"= {needed} tokens exceeds the context of {self.context_tokens}"
             )
-        llama_cpp.llama_memory_clear(self._memory, True)
         last_logits = self._decode_prompt(prompt_tokens)
         for seq in range(1, n):
             llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
         sequences = [_Sequence(i, sequence_generator(sampling.seed, first_index + i)) for i in range(n)]
         tokens = [self._sample(last_logits, s, sampling) for s in sequences]
         position = len(prompt_tokens)
+        finished = 0
         while True:
             live = [s for s, t in zip(sequences, tokens, strict=True) if self._advance(s, t, sampling)]
-            if not live:
+            for s in sequences:
+                if s.finish_reason is not None and s.finished_at < 0:
+                    s.finished_at, finished = finished, finished + 1
+            if not live or (finish_after is not None and finished >= finish_after):
                 break
             if cancel is not None and cancel.is_set():
                 raise DecodeCancelled
@@ -202,6 +218,11 @@ class LlamaEngine:
             for row, s in enumerate(live):
                 tokens[s.index] = self._sample(self._logits(row), s, sampling)
             position += 1
+        for s in sequences:
+            if s.finish_reason is None:
+                self._finish(s, "cancelled")
+        if finish_after is not None:
+            sequences.sort(key=lambda s: s.finished_at if s.finished_at >= 0 else len(sequences) + s.index)
         return [SequenceResult(s.text, s.finish_reason or "stop", s.tokens) for s in sequences]
 
     def _advance(self, seq: _Sequence, token: int, sampling: SamplingParams) -> bool:
@@ -224,7 +245,8 @@ class LlamaEngine:
     def _finish(self, seq: _Sequence, reason: str) -> bool:
         seq.finish_reason = reason
         seq.text = seq.data.decode("utf-8", errors="replace")
-        llama_cpp.llama_memory_seq_rm(self._memory, seq.index, -1, -1)
+        # free the sample's own cells; the prompt's cells stay for the next request to reuse
+        llama_cpp.llama_memory_seq_rm(self._memory, seq.index, len(self._cached_prompt), -1)
         return False
 
     def _sample(self, logits: np.ndarray, seq: _Sequence, sampling: SamplingParams) -> int:
@@ -235,10 +257,25 @@ class LlamaEngine:
         )
 
     def _decode_prompt(self, prompt_tokens: list[int]) -> np.ndarray:
-        for start in range(0, len(prompt_tokens), 512):
-            chunk = prompt_tokens[start : start + 512]
-            is_last = start + 512 >= len(prompt_tokens)
+        """Decode the prompt on sequence 0, reusing the cached cells of the longest prefix it shares
+        with the previous prompt (few-shot prefixes and repeated rounds cost nothing twice)."""
+        reuse = _common_prefix(self._cached_prompt, prompt_tokens)
+        reuse = min(reuse, len(prompt_tokens) - 1)  # decode at least one token to get logits
+        # Reuse and decode in chunks aligned to _PROMPT_CHUNK: a prompt's cache and logits are then
+        # computed from the same batches whatever came before, so outputs do not depend on history.
+        reuse -= reuse % _PROMPT_CHUNK
+        for seq in range(1, self.max_sequences):
+            llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        if not llama_cpp.llama_memory_seq_rm(self._memory, 0, reuse, -1):
+            llama_cpp.llama_memory_clear(self._memory, True)
+            reuse = 0
+        self._cached_prompt = prompt_tokens[:reuse]
+        for start in range(reuse, len(prompt_tokens), _PROMPT_CHUNK):
+            chunk = prompt_tokens[start : start + _PROMPT_CHUNK]
+            is_last = start + _PROMPT_CHUNK >= len(prompt_tokens)
             self._fill_batch(chunk, [0] * len(chunk), start, logits_for_last_only=is_last, same_pos=False)
+        self._cached_prompt = list(prompt_tokens)
+        self.reused_prompt_tokens += reuse
         return self._logits(self._batch.n_tokens - 1)
 
     def _fill_batch(
@@ -266,3 +303,11 @@ class LlamaEngine:
     def _logits(self, row: int) -> np.ndarray:
         pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
         return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
+
+
+def _common_prefix(first: list[int], second: list[int]) -> int:
+    length = min(len(first), len(second))
+    for index in range(length):
+        if first[index] != second[index]:
+            return index
+    return length

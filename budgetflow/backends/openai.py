@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from budgetflow.backends.base import Backend
-from budgetflow.concurrency import run_all
+from budgetflow.concurrency import first_finished, run_all
 from budgetflow.errors import (
     BackendTimeout,
     ConfigError,
@@ -96,6 +96,8 @@ class OpenAICompatibleBackend(Backend):
 
     async def complete(self, request: Request) -> Response:
         seed = request.sampling.seed if request.sampling.seed is not None else random.randrange(2**31)
+        if request.keep_first is not None:
+            return await self._first_finished(request, seed)
         completions: list[Completion] = []
         usage = Usage()
         if request.n == 1 or self.supports_n is not False:
@@ -110,6 +112,18 @@ class OpenAICompatibleBackend(Backend):
                 completions.append(one)
                 usage = usage + one_usage
         return Response(completions=tuple(completions), usage=usage, model=request.model or self.model)
+
+    async def _first_finished(self, request: Request, seed: int) -> Response:
+        """Start `n` one-sample requests; keep the first `keep_first` replies and close the other
+        connections, which stops their generation on servers that notice (vLLM, llama.cpp)."""
+        assert request.keep_first is not None
+        posts = (self._post_exact_one(request, seed + i) for i in range(request.n))
+        finished = await first_finished(posts, request.keep_first)
+        usage = Usage()
+        for _, one_usage in finished:
+            usage = usage + one_usage
+        completions = tuple(one for one, _ in finished)
+        return Response(completions=completions, usage=usage, model=request.model or self.model)
 
     async def _post_exact_one(self, request: Request, seed: int) -> tuple[Completion, Usage]:
         completions, usage = await self._post(request, n=1, seed=seed)

@@ -44,7 +44,16 @@ def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, FinishReason]:
 
 
 def _response(completions: list[Completion], request: Request, name: str) -> Response:
-    usage = Usage(_prompt_tokens(request), sum(c.completion_tokens for c in completions))
+    """The reply for `completions`; with `keep_first=k`, the k shortest finish first and the
+    others are stopped at that moment, having generated as many tokens as the k-th."""
+    spent = sum(c.completion_tokens for c in completions)
+    if request.keep_first is not None:
+        order = sorted(range(len(completions)), key=lambda i: completions[i].completion_tokens)
+        kept = sorted(order[: request.keep_first])
+        cutoff = completions[order[request.keep_first - 1]].completion_tokens
+        spent = sum(min(c.completion_tokens, cutoff) for c in completions)
+        completions = [completions[i] for i in kept]
+    usage = Usage(_prompt_tokens(request), spent)
     return Response(completions=tuple(completions), usage=usage, model=name)
 
 

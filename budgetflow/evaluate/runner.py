@@ -8,11 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from budgetflow.backends.base import Backend
+from budgetflow.budget import Budget
 from budgetflow.concurrency import run_all
 from budgetflow.evaluate.datasets import Dataset
+from budgetflow.runtime.events import EventStream, QuestionFinished
+from budgetflow.runtime.executor import RunContext
 from budgetflow.strategies.base import Strategy
 from budgetflow.strategies.runner import run_strategy
-from budgetflow.types import Question, SamplingParams
+from budgetflow.types import Question, SamplingParams, Spend, Usage
 
 __all__ = ["QuestionResult", "StrategyReport", "evaluate"]
 
@@ -31,6 +34,7 @@ class QuestionResult:
     seconds: float
     reason: str
     sample_answers: tuple[str | None, ...] = ()
+    budget_exhausted: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -41,6 +45,8 @@ class StrategyReport:
     dataset: str
     results: list[QuestionResult] = field(default_factory=list)
     wall_seconds: float = 0.0
+    spent: Spend = field(default_factory=Spend)
+    budget: Budget | None = None
 
     @property
     def accuracy(self) -> float:
@@ -58,7 +64,7 @@ class StrategyReport:
     def questions_per_second(self) -> float:
         return len(self.results) / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
-    def summary(self) -> dict[str, float | int | str]:
+    def summary(self) -> dict[str, float | int | str | None]:
         return {
             "strategy": self.strategy,
             "dataset": self.dataset,
@@ -68,6 +74,9 @@ class StrategyReport:
             "completion_tokens": self.completion_tokens,
             "wall_seconds": round(self.wall_seconds, 3),
             "questions_per_second": round(self.questions_per_second, 3),
+            "budget_total_tokens": self.budget.total_tokens if self.budget else None,
+            "spent_total_tokens": self.spent.total_tokens,
+            "budget_exhausted_questions": sum(r.budget_exhausted for r in self.results),
         }
 
 
@@ -78,35 +87,59 @@ async def evaluate(
     *,
     sampling: SamplingParams,
     concurrency: int = 4,
+    budget: Budget | None = None,
+    question_budget: Budget | None = None,
+    events: EventStream | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
 ) -> StrategyReport:
     """Answer every question of `dataset` with `strategy`, `concurrency` questions at a time.
 
+    `budget` caps the whole run and `question_budget` each question (both optional, both hard).
     Results are reported through `on_result` as each question finishes and returned in dataset
-    order. The first backend failure cancels the questions still running and propagates.
+    order. A backend failure that retries cannot fix cancels the questions still running and
+    propagates.
     """
+    context = RunContext(backend, budget=budget, question_budget=question_budget, events=events)
     limiter = asyncio.Semaphore(max(1, concurrency))
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)
-    report = StrategyReport(strategy=strategy.name, dataset=dataset.name)
+    report = StrategyReport(strategy=strategy.name, dataset=dataset.name, budget=budget)
     started = time.perf_counter()
 
     async def answer(question: Question) -> QuestionResult:
         async with limiter:
-            result = await _answer_one(question, dataset, strategy, backend, sampling)
+            result = await _answer_one(question, dataset, strategy, context, sampling)
+        if context.events.active:
+            context.events.emit(
+                QuestionFinished(
+                    question_id=question.id,
+                    strategy=strategy.name,
+                    answer=result.answer,
+                    score=result.score,
+                    usage=Usage(result.prompt_tokens, result.completion_tokens),
+                )
+            )
         if on_result is not None:
             on_result(result)
         return result
 
     report.results = await run_all(answer(q) for q in dataset.questions)
     report.wall_seconds = time.perf_counter() - started
+    report.spent = context.ledger.spent
     return report
 
 
 async def _answer_one(
-    question: Question, dataset: Dataset, strategy: Strategy, backend: Backend, sampling: SamplingParams
+    question: Question, dataset: Dataset, strategy: Strategy, context: RunContext, sampling: SamplingParams
 ) -> QuestionResult:
     started = time.perf_counter()
-    outcome = await run_strategy(strategy, backend, question.messages, sampling=sampling)
+    outcome = await run_strategy(
+        strategy,
+        context.backend_for(question.id),
+        question.messages,
+        sampling=sampling,
+        events=context.events,
+        question_id=question.id,
+    )
     return QuestionResult(
         id=question.id,
         gold=question.gold,
@@ -118,4 +151,5 @@ async def _answer_one(
         seconds=time.perf_counter() - started,
         reason=outcome.reason,
         sample_answers=tuple(s.answer for s in outcome.samples),
+        budget_exhausted=outcome.budget_exhausted,
     )

@@ -26,10 +26,15 @@ class Sample:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Draw:
-    """Ask for `n` more samples at `temperature` (0 = greedy)."""
+    """Ask for `n` more samples at `temperature` (0 = greedy).
+
+    With `keep_first=k`, start `n` samples but keep only the first `k` to finish; the rest are
+    stopped mid-generation.
+    """
 
     n: int
     temperature: float
+    keep_first: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,28 +1,62 @@
-"""Strategy specs as users type them: `single`, `vote`, `vote@8`."""
+"""Strategy specs as users type them: `single`, `vote@8`, `first_finish@8`, `early_stop@16`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Literal
+
 from budgetflow.errors import ConfigError
 from budgetflow.strategies.base import Strategy
+from budgetflow.strategies.early_stop import EarlyStop
+from budgetflow.strategies.first_finish import FirstFinish
 from budgetflow.strategies.single import Single
 from budgetflow.strategies.vote import Vote
 
-__all__ = ["STRATEGY_NAMES", "parse_strategy"]
+__all__ = ["STRATEGY_NAMES", "StrategyOptions", "parse_strategy"]
 
-STRATEGY_NAMES = ("single", "vote")
+STRATEGY_NAMES = ("single", "vote", "first_finish", "early_stop")
 
 
-def parse_strategy(spec: str, *, temperature: float | None = None) -> Strategy:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyOptions:
+    """Per-strategy options from the command line; `None` keeps each strategy's default."""
+
+    temperature: float | None = None
+    keep_first: int = 1
+    stop_batch: int = 2
+    stop_rule: Literal["beta", "margin"] = "beta"
+    stop_confidence: float = 0.95
+    stop_margin: int = 3
+
+
+def parse_strategy(
+    spec: str, *, temperature: float | None = None, options: StrategyOptions | None = None
+) -> Strategy:
     """Build a strategy from `name` or `name@n` (e.g. `vote@8`)."""
+    options = options or StrategyOptions()
+    if temperature is not None:
+        options = replace(options, temperature=temperature)
     name, _, count = spec.strip().partition("@")
     if name == "single":
         if count:
             raise ConfigError(f"strategy 'single' takes no @n, got {spec!r}")
         return Single()
+    if name not in STRATEGY_NAMES:
+        raise ConfigError(f"unknown strategy {spec!r}; known: {', '.join(STRATEGY_NAMES)} (e.g. vote@8)")
+    n = _parse_count(count, spec) if count else 8
+    heat = {} if options.temperature is None else {"temperature": options.temperature}
     if name == "vote":
-        n = _parse_count(count, spec) if count else 8
-        return Vote(n=n) if temperature is None else Vote(n=n, temperature=temperature)
-    raise ConfigError(f"unknown strategy {spec!r}; known: {', '.join(STRATEGY_NAMES)} (e.g. vote@8)")
+        return Vote(n=n, **heat)
+    if name == "first_finish":
+        return FirstFinish(n=n, k=min(options.keep_first, n), **heat)
+    return EarlyStop(
+        max_samples=n,
+        batch=options.stop_batch,
+        rule=options.stop_rule,
+        confidence=options.stop_confidence,
+        margin=options.stop_margin,
+        **heat,
+    )
 
 
 def _parse_count(text: str, spec: str) -> int:

@@ -1,4 +1,9 @@
-"""Drive one strategy for one question: ask it, sample what it asks for, repeat until it finishes."""
+"""Drive one strategy for one question: ask it, sample what it asks for, repeat until it finishes.
+
+When the budget refuses a draw, the runner asks for fewer samples (halving down to one); when
+not even one fits, it stops and answers with the majority of what it has (a starved question
+still gets the best answer it has). Every decision is an event on the run's stream.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from dataclasses import dataclass, replace
 
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
-from budgetflow.errors import ConfigError
+from budgetflow.errors import BudgetExceeded, ConfigError
+from budgetflow.runtime.events import EventStream, StrategyDecided
 from budgetflow.strategies.base import Draw, Finish, Sample, Strategy
-from budgetflow.types import Message, Request, SamplingParams, Usage
+from budgetflow.strategies.vote import majority_answer
+from budgetflow.types import Message, Request, Response, SamplingParams, Usage
 
 __all__ = ["StrategyOutcome", "run_strategy"]
 
@@ -25,6 +32,7 @@ class StrategyOutcome:
     samples: tuple[Sample, ...]
     usage: Usage
     rounds: int
+    budget_exhausted: bool = False
 
 
 async def run_strategy(
@@ -34,6 +42,8 @@ async def run_strategy(
     *,
     sampling: SamplingParams,
     extract: AnswerExtractor = extract_answer,
+    events: EventStream | None = None,
+    question_id: str = "",
     max_rounds: int = 64,
 ) -> StrategyOutcome:
     """Run `strategy` to completion on one conversation.
@@ -46,6 +56,7 @@ async def run_strategy(
     usage = Usage()
     for round_index in range(max_rounds):
         decision = strategy.decide(tuple(samples))
+        _emit_decision(events, question_id, strategy.name, decision)
         if isinstance(decision, Finish):
             return StrategyOutcome(
                 answer=decision.answer,
@@ -54,7 +65,19 @@ async def run_strategy(
                 usage=usage,
                 rounds=round_index,
             )
-        response = await backend.complete(_request_for(decision, messages, sampling, round_index))
+        response = await _draw_within_budget(backend, _request_for(decision, messages, sampling, round_index))
+        if response is None:
+            answer, _ = majority_answer([s.answer for s in samples])
+            reason = f"budget exhausted after {len(samples)} samples"
+            _emit_decision(events, question_id, strategy.name, Finish(answer=answer, reason=reason))
+            return StrategyOutcome(
+                answer=answer,
+                reason=reason,
+                samples=tuple(samples),
+                usage=usage,
+                rounds=round_index,
+                budget_exhausted=True,
+            )
         usage = usage + response.usage
         samples.extend(
             Sample(
@@ -68,9 +91,40 @@ async def run_strategy(
     raise ConfigError(f"strategy {strategy.name} did not finish within {max_rounds} rounds")
 
 
+async def _draw_within_budget(backend: Backend, request: Request) -> Response | None:
+    """The response to `request`, or to a smaller one if the budget refuses it; None if nothing fits."""
+    while True:
+        try:
+            return await backend.complete(request)
+        except BudgetExceeded:
+            if request.n == 1:
+                return None
+            n = request.n // 2
+            keep = None if request.keep_first is None else min(request.keep_first, n)
+            request = replace(request, n=n, keep_first=keep)
+
+
 def _request_for(
     draw: Draw, messages: tuple[Message, ...], sampling: SamplingParams, round_index: int
 ) -> Request:
     seed = None if sampling.seed is None else sampling.seed + 1000 * round_index
     params = replace(sampling, temperature=draw.temperature, seed=seed)
-    return Request(messages=messages, sampling=params, n=draw.n)
+    return Request(messages=messages, sampling=params, n=draw.n, keep_first=draw.keep_first)
+
+
+def _emit_decision(
+    events: EventStream | None, question_id: str, strategy: str, decision: Draw | Finish
+) -> None:
+    if events is None or not events.active:
+        return
+    if isinstance(decision, Draw):
+        event = StrategyDecided(question_id=question_id, strategy=strategy, action="draw", n=decision.n)
+    else:
+        event = StrategyDecided(
+            question_id=question_id,
+            strategy=strategy,
+            action="finish",
+            answer=decision.answer,
+            reason=decision.reason,
+        )
+    events.emit(event)
