@@ -161,3 +161,37 @@ def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="could not load"):
         asyncio.run(backend.complete(Request.from_prompt("hi")))
     asyncio.run(backend.aclose())
+
+
+def test_keep_first_stops_the_slow_samples_mid_generation(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    sampling = SamplingParams(temperature=1.0, max_tokens=80, seed=3)
+    full = loop.run_until_complete(
+        backend.complete(Request.from_prompt("Name a fruit.", sampling=sampling, n=6))
+    )
+    first = loop.run_until_complete(
+        backend.complete(Request.from_prompt("Name a fruit.", sampling=sampling, n=6, keep_first=2))
+    )
+    assert len(first.completions) == 2
+    shortest = sorted(c.completion_tokens for c in full.completions)[:2]
+    assert sorted(c.completion_tokens for c in first.completions) == shortest
+    assert all(c.finish_reason != "cancelled" for c in first.completions)
+    assert first.usage.completion_tokens < full.usage.completion_tokens
+
+
+def test_prefix_reuse_does_not_change_outputs(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    shared = "You are a careful assistant. Answer with one word. " * 6
+    sampling = SamplingParams(temperature=0, max_tokens=12)
+    first = Request.from_prompt(shared + "What colour is the sky?", sampling=sampling)
+    second = Request.from_prompt(shared + "What colour is grass?", sampling=sampling)
+    loop.run_until_complete(backend.complete(first))
+    reused_before = backend._engine.reused_prompt_tokens if backend._engine else 0
+    after_first = loop.run_until_complete(backend.complete(second))
+    assert backend._engine is not None and backend._engine.reused_prompt_tokens > reused_before
+    fresh = EmbeddedBackend(threads=1, max_sequences=8, context_tokens=4096)
+    alone = loop.run_until_complete(fresh.complete(second))
+    loop.run_until_complete(fresh.aclose())
+    assert after_first.texts == alone.texts
