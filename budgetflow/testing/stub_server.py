@@ -129,3 +129,14 @@ class StubOpenAIServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+async def _serve_forever() -> None:
+    server = StubOpenAIServer(reply=lambda payload, index: "The answer is 42. Answer: 42")
+    await server.start()
+    print(server.port, flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # python -m budgetflow.testing.stub_server: print the port, serve until killed
+    asyncio.run(_serve_forever())

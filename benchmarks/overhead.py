@@ -1,0 +1,180 @@
+"""Engine overhead on the hot path: budgetflow's HTTP stack vs a plain aiohttp client.
+
+A zero-model-time OpenAI-compatible stub (aiohttp, its own process) serves 127.0.0.1. In one run:
+
+* throughput at concurrency 64: the same N requests through budgetflow
+  (OpenAICompatibleBackend + Retry + RateLimit(no limit) + Budgeted(ledger) + Metered(events),
+  i.e. the stack `budgetflow eval` uses) and through a plain aiohttp client that also parses each
+  JSON reply, interleaved A B A B over --rounds rounds; medians;
+* latency at concurrency 1: p50 per request for both, interleaved;
+* for reference, the official `openai` SDK alone (AsyncOpenAI, default httpx transport, retries off)
+  at concurrency 64.
+
+    python benchmarks/overhead.py [--requests 5000] [--rounds 3] [--latency-requests 1000]
+
+Last stdout line: {"engine_rps": …, "raw_rps": …, "ratio": …, "p50_added_ms": …, "sdk_rps": …}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from budgetflow.backends.openai import OpenAICompatibleBackend
+from budgetflow.backends.wrappers import Budgeted, Metered, RateLimit, Retry
+from budgetflow.budget import Budget, Ledger
+from budgetflow.runtime.events import EventStream
+from budgetflow.types import Request, SamplingParams
+
+PROMPT = "What is 6 x 7? Answer with a number."
+Call = Callable[[], Awaitable[object]]
+
+
+def start_stub() -> tuple[subprocess.Popen[bytes], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "budgetflow.testing.stub_server"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    port = int(process.stdout.readline())
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+async def run_load(call: Call, total: int, concurrency: int) -> tuple[float, list[float]]:
+    """Requests per second over `total` calls with `concurrency` workers, and each call's latency."""
+    latencies: list[float] = []
+    remaining = iter(range(total))
+
+    async def worker() -> None:
+        for _ in remaining:
+            started = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+    return total / (time.perf_counter() - started), latencies
+
+
+def engine_call(base_url: str) -> tuple[Call, Ledger, OpenAICompatibleBackend]:
+    events = EventStream()
+    counted = [0]
+    events.subscribe(lambda event: counted.__setitem__(0, counted[0] + 1))
+    backend = OpenAICompatibleBackend(base_url=base_url, model="stub", api_key="sk-bench", timeout=30)
+    ledger = Ledger(Budget(total_tokens=10**12), events=events)
+    stack = Retry(Budgeted(RateLimit(Metered(backend, events=events)), ledger), events=events)
+    request = Request.from_prompt(PROMPT, sampling=SamplingParams(temperature=0, max_tokens=16, seed=1))
+
+    async def call() -> object:
+        return await stack.complete(request)
+
+    return call, ledger, backend
+
+
+def raw_call(session: aiohttp.ClientSession, base_url: str) -> Call:
+    url = f"{base_url}/chat/completions"
+    body = json.dumps(
+        {
+            "model": "stub",
+            "messages": [{"role": "user", "content": PROMPT}],
+            "temperature": 0,
+            "top_p": 1.0,
+            "max_tokens": 16,
+            "seed": 1,
+        }
+    )
+
+    async def call() -> object:
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as reply:
+            return json.loads(await reply.text())
+
+    return call
+
+
+async def sdk_rps(base_url: str, total: int) -> float | None:
+    try:
+        from openai import AsyncOpenAI
+    except ImportError:
+        return None
+    client = AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+
+    async def call() -> object:
+        return await client.chat.completions.create(
+            model="stub", messages=[{"role": "user", "content": PROMPT}], temperature=0, max_tokens=16
+        )
+
+    rps, _ = await run_load(call, total, 64)
+    await client.close()
+    return rps
+
+
+async def main(args: argparse.Namespace) -> None:
+    process, base_url = start_stub()
+    try:
+        engine, ledger, backend = engine_call(base_url)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            raw = raw_call(session, base_url)
+            await run_load(engine, 500, 64)  # warm both paths
+            await run_load(raw, 500, 64)
+            engine_rates, raw_rates = [], []
+            for round_index in range(args.rounds):
+                for name in ("engine", "raw") if round_index % 2 == 0 else ("raw", "engine"):
+                    rps, _ = await run_load(engine if name == "engine" else raw, args.requests, 64)
+                    (engine_rates if name == "engine" else raw_rates).append(rps)
+                    print(f"round {round_index} {name:>6} c=64: {rps:8.0f} req/s")
+            engine_lat, raw_lat = [], []
+            for round_index in range(args.rounds):
+                for name in ("engine", "raw") if round_index % 2 == 0 else ("raw", "engine"):
+                    _, latencies = await run_load(
+                        engine if name == "engine" else raw, args.latency_requests, 1
+                    )
+                    (engine_lat if name == "engine" else raw_lat).extend(latencies)
+        await backend.aclose()
+        reference = await sdk_rps(base_url, args.sdk_requests)
+    finally:
+        process.kill()
+        process.wait()
+    engine_rps, raw_rps = statistics.median(engine_rates), statistics.median(raw_rates)
+    engine_p50, raw_p50 = statistics.median(engine_lat) * 1000, statistics.median(raw_lat) * 1000
+    assert ledger.reserved.calls == 0, "ledger unbalanced"
+    print(
+        "\n| client | req/s at c=64 (median) | p50 ms at c=1 |\n|---|---|---|\n"
+        f"| budgetflow stack | {engine_rps:.0f} | {engine_p50:.3f} |\n"
+        f"| plain aiohttp + json | {raw_rps:.0f} | {raw_p50:.3f} |\n"
+        f"| openai SDK alone | {reference or 0:.0f} | - |\n"
+        f"ratio {engine_rps / raw_rps:.2f}, p50 added {engine_p50 - raw_p50:.3f} ms, "
+        f"ledger spent {ledger.spent.total_tokens:,} tokens over {ledger.spent.calls:,} calls"
+    )
+    print(
+        json.dumps(
+            {
+                "engine_rps": round(engine_rps, 1),
+                "raw_rps": round(raw_rps, 1),
+                "ratio": round(engine_rps / raw_rps, 3),
+                "p50_added_ms": round(engine_p50 - raw_p50, 4),
+                "sdk_rps": round(reference, 1) if reference else None,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-requests", type=int, default=1000)
+    parser.add_argument("--sdk-requests", type=int, default=2000)
+    asyncio.run(main(parser.parse_args()))
