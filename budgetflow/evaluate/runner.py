@@ -12,7 +12,7 @@ from budgetflow.budget import Budget
 from budgetflow.concurrency import run_all
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.runtime.events import EventStream, QuestionFinished
-from budgetflow.runtime.executor import RunContext
+from budgetflow.runtime.executor import RetryPolicy, RunContext
 from budgetflow.strategies.base import Strategy
 from budgetflow.strategies.runner import run_strategy
 from budgetflow.types import Question, SamplingParams, Spend, Usage
@@ -46,6 +46,7 @@ class StrategyReport:
     results: list[QuestionResult] = field(default_factory=list)
     wall_seconds: float = 0.0
     spent: Spend = field(default_factory=Spend)
+    reserved_at_end: Spend = field(default_factory=Spend)
     budget: Budget | None = None
 
     @property
@@ -90,6 +91,7 @@ async def evaluate(
     budget: Budget | None = None,
     question_budget: Budget | None = None,
     events: EventStream | None = None,
+    retry: RetryPolicy | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
 ) -> StrategyReport:
     """Answer every question of `dataset` with `strategy`, `concurrency` questions at a time.
@@ -99,7 +101,7 @@ async def evaluate(
     order. A backend failure that retries cannot fix cancels the questions still running and
     propagates.
     """
-    context = RunContext(backend, budget=budget, question_budget=question_budget, events=events)
+    context = RunContext(backend, budget=budget, question_budget=question_budget, events=events, retry=retry)
     limiter = asyncio.Semaphore(max(1, concurrency))
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)
     report = StrategyReport(strategy=strategy.name, dataset=dataset.name, budget=budget)
@@ -125,6 +127,7 @@ async def evaluate(
     report.results = await run_all(answer(q) for q in dataset.questions)
     report.wall_seconds = time.perf_counter() - started
     report.spent = context.ledger.spent
+    report.reserved_at_end = context.ledger.reserved
     return report
 
 

@@ -54,6 +54,9 @@ class StubOpenAIServer:
         self._faults: deque[Fault] = deque()
         self._runner: web.AppRunner | None = None
         self.payloads: list[dict[str, Any]] = []
+        #: Usage of every complete (not truncated) reply sent: what a client should have been charged.
+        self.served_prompt_tokens = 0
+        self.served_completion_tokens = 0
         #: Set whenever a request arrives; clear it to wait for the next one.
         self.request_received = asyncio.Event()
         self.port = 0
@@ -103,9 +106,13 @@ class StubOpenAIServer:
         if fault is not None and (fault.status != 200 or fault.body is not None):
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return web.Response(status=fault.status, text=fault.body or "{}", headers=headers)
-        body = json.dumps(self._completion(payload))
+        completion = self._completion(payload)
+        body = json.dumps(completion)
         if fault is not None and fault.truncate:
             body = body[: len(body) // 2]
+        else:
+            self.served_prompt_tokens += completion["usage"]["prompt_tokens"]
+            self.served_completion_tokens += completion["usage"]["completion_tokens"]
         return web.Response(status=200, text=body, content_type="application/json")
 
     def _completion(self, payload: dict[str, Any]) -> dict[str, Any]:
