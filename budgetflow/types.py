@@ -119,7 +119,9 @@ class Request:
 
     With `keep_first=k`, the backend starts `n` samples but returns only the first `k` to finish
     and stops the others mid-generation (First Finish Search); usage still counts every token
-    the stopped samples generated.
+    the stopped samples generated. `prefill` is the start of the assistant's reply, which the
+    samples continue (completions hold only the continuation). `thinking` switches a reasoning
+    model's thinking on or off where the backend supports it (None: the backend's default).
     """
 
     messages: tuple[Message, ...]
@@ -127,6 +129,8 @@ class Request:
     n: int = 1
     model: str | None = None
     keep_first: int | None = None
+    prefill: str = ""
+    thinking: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", tuple(self.messages))

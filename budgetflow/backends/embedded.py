@@ -125,8 +125,10 @@ class EmbeddedBackend(Backend):
         return self._engine
 
     def _run(self, request: Request, cancel: threading.Event) -> Response:
+        if request.thinking:
+            raise ConfigError(f"{self.name} has no thinking mode; use thinking=None or False")
         engine = self._load()
-        prompt = engine.tokenize(engine.render_chat(request.messages))
+        prompt = engine.tokenize(engine.render_chat(request.messages, request.prefill))
         results: list[SequenceResult] = []
         if request.keep_first is not None:
             if request.n > engine.max_sequences:
@@ -155,7 +157,7 @@ class EmbeddedBackend(Backend):
 
     def _prompt_length(self, request: Request) -> int:
         engine = self._load()
-        return len(engine.tokenize(engine.render_chat(request.messages)))
+        return len(engine.tokenize(engine.render_chat(request.messages, request.prefill)))
 
     @property
     def decoded_tokens(self) -> int:

@@ -129,7 +129,7 @@ class LlamaEngine:
 
     # ---- text <-> tokens -------------------------------------------------------------------
 
-    def render_chat(self, messages: tuple[Message, ...]) -> str:
+    def render_chat(self, messages: tuple[Message, ...], prefill: str = "") -> str:
         """The prompt text for `messages` under the model's own chat template."""
         for message in messages:
             if message.has_media:
@@ -147,7 +147,7 @@ class LlamaEngine:
             )
         if length < 0:
             raise BackendError("the model's chat template could not be applied", backend="embedded")
-        return buffer.raw[:length].decode("utf-8")
+        return buffer.raw[:length].decode("utf-8") + prefill
 
     def tokenize(self, text: str) -> list[int]:
         data = text.encode("utf-8")

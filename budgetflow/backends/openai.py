@@ -154,9 +154,12 @@ class OpenAICompatibleBackend(Backend):
 
     def _payload(self, request: Request, *, n: int, seed: int) -> dict[str, Any]:
         sampling = request.sampling
+        messages = [_message_json(m) for m in request.messages]
+        if request.prefill:
+            messages.append({"role": "assistant", "content": request.prefill})
         payload: dict[str, Any] = {
             "model": request.model or self.model,
-            "messages": [_message_json(m) for m in request.messages],
+            "messages": messages,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
@@ -166,6 +169,11 @@ class OpenAICompatibleBackend(Backend):
             payload["n"] = n
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
+        if request.prefill:  # vLLM / SGLang: continue the last assistant message instead of a new turn
+            payload["continue_final_message"] = True
+            payload["add_generation_prompt"] = False
+        if request.thinking is not None:  # Qwen3-style templates on vLLM / SGLang
+            payload["chat_template_kwargs"] = {"enable_thinking": request.thinking}
         return payload
 
 

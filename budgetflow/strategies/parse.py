@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal, cast
 
 from budgetflow.errors import ConfigError
 from budgetflow.strategies.base import Strategy
+from budgetflow.strategies.best_of_n import BestOfN
 from budgetflow.strategies.early_stop import EarlyStop
 from budgetflow.strategies.first_finish import FirstFinish
+from budgetflow.strategies.nothink import NoThink
+from budgetflow.strategies.outline import Outline
+from budgetflow.strategies.prune import Prune
+from budgetflow.strategies.revision import Refine, Synthesize
+from budgetflow.strategies.search import Beam
 from budgetflow.strategies.single import Single
+from budgetflow.strategies.verifiers import JudgeVerifier
 from budgetflow.strategies.vote import Vote
 
 __all__ = ["STRATEGY_NAMES", "StrategyOptions", "parse_strategy"]
 
-STRATEGY_NAMES = ("single", "vote", "first_finish", "early_stop")
+STRATEGY_NAMES = (
+    "single",
+    "vote",
+    "first_finish",
+    "early_stop",
+    "best_of_n",
+    "refine",
+    "synthesize",
+    "outline",
+    "beam",
+    "prune",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,8 +50,13 @@ class StrategyOptions:
 def parse_strategy(
     spec: str, *, temperature: float | None = None, options: StrategyOptions | None = None
 ) -> Strategy:
-    """Build a strategy from `name` or `name@n` (e.g. `vote@8`)."""
+    """Build a strategy from `name` or `name@n` (e.g. `vote@8`); `nothink:<spec>` turns thinking off.
+
+    `best_of_n` and `beam` score with an LLM judge on the same (budgeted) backend; pass a
+    `Verifier` in Python for a function or a reward endpoint."""
     options = options or StrategyOptions()
+    if spec.startswith("nothink:"):
+        return NoThink(parse_strategy(spec.removeprefix("nothink:"), options=options))
     if temperature is not None:
         options = replace(options, temperature=temperature)
     name, _, count = spec.strip().partition("@")
@@ -44,18 +67,35 @@ def parse_strategy(
     if name not in STRATEGY_NAMES:
         raise ConfigError(f"unknown strategy {spec!r}; known: {', '.join(STRATEGY_NAMES)} (e.g. vote@8)")
     n = _parse_count(count, spec) if count else 8
-    heat = {} if options.temperature is None else {"temperature": options.temperature}
+    strategy = _build(name, n, bool(count), options)
+    if options.temperature is not None and hasattr(strategy, "temperature"):
+        strategy = replace(cast(Any, strategy), temperature=options.temperature)
+    return strategy
+
+
+def _build(name: str, n: int, counted: bool, options: StrategyOptions) -> Strategy:
     if name == "vote":
-        return Vote(n=n, **heat)
+        return Vote(n=n)
     if name == "first_finish":
-        return FirstFinish(n=n, k=min(options.keep_first, n), **heat)
+        return FirstFinish(n=n, k=min(options.keep_first, n))
+    if name == "best_of_n":
+        return BestOfN(n=n, verifier=JudgeVerifier())
+    if name == "refine":
+        return Refine(rounds=n if counted else 2)
+    if name == "synthesize":
+        return Synthesize(n=n if counted else 4)
+    if name == "outline":
+        return Outline(n=n if counted else 4)
+    if name == "beam":
+        return Beam(width=n if counted else 2, scorer=JudgeVerifier())
+    if name == "prune":
+        return Prune(n=n)
     return EarlyStop(
         max_samples=n,
         batch=options.stop_batch,
         rule=options.stop_rule,
         confidence=options.stop_confidence,
         margin=options.stop_margin,
-        **heat,
     )
 
 

@@ -72,7 +72,7 @@ def test_eval_against_an_openai_endpoint_prints_a_table_and_writes_json(
     ("arguments", "message"),
     [
         (["--dataset", "nope"], "unknown dataset 'nope'"),
-        (["--strategy", "beam"], "unknown strategy 'beam'"),
+        (["--strategy", "tree"], "unknown strategy 'tree'"),
         (["--backend", "openai"], "needs --base-url and --model"),
         (["--backend", "carrier-pigeon"], "unknown backend"),
         (["--model-path", "/nonexistent/model.gguf"], "does not exist"),
@@ -80,7 +80,10 @@ def test_eval_against_an_openai_endpoint_prints_a_table_and_writes_json(
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(arguments: list[str], message: str, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", *arguments, "--output", str(tmp_path / "o.json")])
+    # --max-tokens 1 keeps the run short should an argument ever become valid
+    result = runner.invoke(
+        app, ["eval", *arguments, "--max-tokens", "1", "--output", str(tmp_path / "o.json")]
+    )
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
 

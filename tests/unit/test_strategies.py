@@ -59,7 +59,7 @@ def test_parse_strategy() -> None:
     assert parse_strategy("single") == Single()
     assert parse_strategy("vote@3") == Vote(n=3)
     assert parse_strategy("vote", temperature=0.2) == Vote(n=8, temperature=0.2)
-    for bad in ("vote@x", "vote@0", "beam", "single@2"):
+    for bad in ("vote@x", "vote@0", "tree", "single@2"):
         with pytest.raises(ConfigError):
             parse_strategy(bad)
 

@@ -47,6 +47,9 @@ def request_key(request: Request, *, model: str) -> str:
             for m in request.messages
         ],
         "sampling": asdict(request.sampling),
+        "keep_first": request.keep_first,
+        "prefill": request.prefill,
+        "thinking": request.thinking,
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
 
