@@ -89,6 +89,10 @@ def eval_command(
     question_budget_tokens: Annotated[
         int | None, typer.Option(help="Hard cap on total tokens for each question.")
     ] = None,
+    deadline_seconds: Annotated[
+        float | None,
+        typer.Option(help="Wall-clock limit per strategy run; requests still running then are cancelled."),
+    ] = None,
     first_k: Annotated[int, typer.Option(help="first_finish: how many of the first finishers vote.")] = 1,
     stop_batch: Annotated[int, typer.Option(help="early_stop: samples drawn per round.")] = 2,
     stop_rule: Annotated[
@@ -150,7 +154,7 @@ def eval_command(
             stop_margin=stop_margin,
         )
         strategies = [parse_strategy(s, options=options) for s in (strategy or ["single", "vote@8"])]
-        budgets = _budgets(budget_tokens, question_budget_tokens)
+        budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds)
         sampling = SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed)
         chosen = _make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
         reports = asyncio.run(_run_all(data, strategies, chosen, sampling, concurrency, output, budgets))
@@ -164,8 +168,11 @@ def eval_command(
     console.print(f"results written to {output}")
 
 
-def _budgets(run_tokens: int | None, question_tokens: int | None) -> tuple[Budget | None, Budget | None]:
-    run = Budget(total_tokens=run_tokens) if run_tokens is not None else None
+def _budgets(
+    run_tokens: int | None, question_tokens: int | None, deadline: float | None
+) -> tuple[Budget | None, Budget | None]:
+    has_run_limit = run_tokens is not None or deadline is not None
+    run = Budget(total_tokens=run_tokens, deadline_seconds=deadline) if has_run_limit else None
     question = Budget(total_tokens=question_tokens) if question_tokens is not None else None
     return run, question
 
@@ -282,16 +289,9 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
     first = reports[0] if reports else None
     title = f"{first.dataset}, {len(first.results)} questions, backend {chosen_name}" if first else ""
     table = Table(title=title)
-    for column in (
-        "strategy",
-        "accuracy",
-        "completion tokens",
-        "prompt tokens",
-        "wall s",
-        "questions/s",
-        "starved",
-    ):
-        table.add_column(column, justify="left" if column == "strategy" else "right")
+    table.add_column("strategy", no_wrap=True)
+    for column in ("accuracy", "compl. tok", "prompt tok", "wall s", "q/s", "starved"):
+        table.add_column(column, justify="right")
     for report in reports:
         table.add_row(
             report.strategy,

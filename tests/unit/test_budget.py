@@ -128,3 +128,20 @@ def test_prompt_bound_is_never_below_the_real_token_count() -> None:
     messages = (Message("system", "Be brief."), Message("user", "What is 12 + 30? Ünïcödé ✓"))
     bound = prompt_token_bound(messages)
     assert bound >= len("Be brief.What is 12 + 30? Ünïcödé ✓".encode()) + 2 * 8 + 16
+
+
+def test_a_deadline_cancels_a_request_in_flight() -> None:
+    async def slow(request: Request, index: int) -> str:
+        await asyncio.sleep(30)
+        return "late"
+
+    from budgetflow.backends.scripted import FunctionBackend
+
+    async def body() -> Ledger:
+        ledger = Ledger(Budget(deadline_seconds=0.05))
+        with pytest.raises(BudgetExceeded, match="deadline passed with a request in flight"):
+            await Budgeted(FunctionBackend(slow), ledger).complete(Request.from_prompt("q"))
+        return ledger
+
+    ledger = asyncio.run(asyncio.wait_for(body(), timeout=10))
+    assert ledger.reserved == Spend() and ledger.spent == Spend()

@@ -7,7 +7,7 @@ import asyncio
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.budget import Ledger
-from budgetflow.errors import BackendError
+from budgetflow.errors import BackendError, BudgetExceeded
 from budgetflow.types import Message, Request, Response, TextPart
 
 __all__ = ["Budgeted", "prompt_token_bound"]
@@ -37,7 +37,9 @@ class Budgeted(Wrapper):
     The prompt's size is the backend's exact count when it offers `count_prompt_tokens`
     (the embedded model does), else `prompt_token_bound`. A request that does not fit raises
     `BudgetExceeded` and is never sent. A failure settles the usage the error reports, or
-    releases; a cancellation releases (the backend stops generating).
+    releases; a cancellation releases (the backend stops generating). A deadline in the ledger
+    chain is a cancel scope: a request still running when it passes is cancelled and raises
+    `BudgetExceeded`.
     """
 
     def __init__(self, inner: Backend, ledger: Ledger, *, media_tokens: int = 4096) -> None:
@@ -54,7 +56,7 @@ class Budgeted(Wrapper):
         )
         reservation = self.ledger.reserve(amount)
         try:
-            response = await self.inner.complete(request)
+            response = await self._within_deadline(request)
         except BackendError as error:
             if error.usage is not None:
                 self.ledger.settle(reservation, self.ledger.actual(model=model, usage=error.usage))
@@ -66,6 +68,25 @@ class Budgeted(Wrapper):
             raise
         self.ledger.settle(reservation, self.ledger.actual(model=model, usage=response.usage))
         return response
+
+    async def _within_deadline(self, request: Request) -> Response:
+        """The inner call, cancelled when the nearest deadline of the ledger chain passes."""
+        remaining = self.ledger.remaining_seconds()
+        if remaining is None:
+            return await self.inner.complete(request)
+        scope = asyncio.timeout(max(0.0, remaining))
+        try:
+            async with scope:
+                return await self.inner.complete(request)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise BudgetExceeded(
+                f"budget {self.ledger.name!r}: deadline passed with a request in flight; it was cancelled",
+                limit_name="deadline_seconds",
+                limit=self.ledger.budget.deadline_seconds or 0.0,
+                needed=remaining,
+            ) from None
 
     async def _prompt_tokens(self, request: Request) -> int:
         if self._exact_counts:
