@@ -92,16 +92,25 @@ async def evaluate(
     question_budget: Budget | None = None,
     events: EventStream | None = None,
     retry: RetryPolicy | None = None,
+    backend_concurrency: int = 64,
     on_result: Callable[[QuestionResult], None] | None = None,
 ) -> StrategyReport:
     """Answer every question of `dataset` with `strategy`, `concurrency` questions at a time.
 
-    `budget` caps the whole run and `question_budget` each question (both optional, both hard).
+    `budget` caps the whole run and `question_budget` each question (both optional, both hard);
+    `backend_concurrency` caps requests in flight on the backend, nested calls included.
     Results are reported through `on_result` as each question finishes and returned in dataset
     order. A backend failure that retries cannot fix cancels the questions still running and
     propagates.
     """
-    context = RunContext(backend, budget=budget, question_budget=question_budget, events=events, retry=retry)
+    context = RunContext(
+        backend,
+        budget=budget,
+        question_budget=question_budget,
+        events=events,
+        retry=retry,
+        backend_concurrency=backend_concurrency,
+    )
     limiter = asyncio.Semaphore(max(1, concurrency))
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)
     report = StrategyReport(strategy=strategy.name, dataset=dataset.name, budget=budget)

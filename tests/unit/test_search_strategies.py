@@ -172,3 +172,29 @@ def test_parse_every_strategy_name() -> None:
     for spec in ("best_of_n@4", "refine@2", "synthesize@3", "outline@2", "beam@2", "prune@6"):
         assert parse_strategy(spec).name.startswith(spec.split("@")[0])
     assert parse_strategy("prune@6", temperature=0.2).temperature == 0.2  # type: ignore[attr-defined]
+
+
+def test_nested_judge_calls_hold_under_a_concurrency_limit_of_one() -> None:
+    from budgetflow.answers import MatchGrader
+    from budgetflow.evaluate.datasets import Dataset
+    from budgetflow.evaluate.runner import evaluate
+    from budgetflow.types import Question
+
+    def reply(request: Request, index: int) -> str:
+        return "yes" if "Proposed solution" in request.messages[0].text else "Answer: 4"
+
+    questions = tuple(Question(id=f"q{i}", text="2+2", gold="4", messages=QUESTION) for i in range(4))
+    dataset = Dataset(name="nested", questions=questions, grader=MatchGrader())
+    backend = FunctionBackend(reply)
+
+    async def body() -> float:
+        strategy = BestOfN(n=2, verifier=JudgeVerifier(samples=2))
+        run = evaluate(
+            dataset, strategy, backend, sampling=SamplingParams(), concurrency=4, backend_concurrency=1
+        )
+        report = await asyncio.wait_for(run, timeout=10)
+        return report.accuracy
+
+    assert asyncio.run(body()) == 1.0
+    judged = [r for r in backend.requests if "Proposed solution" in r.messages[0].text]
+    assert len(judged) == 4 * 2  # every sample of every question was judged
