@@ -17,7 +17,14 @@ from budgetflow.backends.base import Backend
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.budget import Budget
 from budgetflow.errors import BudgetflowError, ConfigError, UserInputError
-from budgetflow.evaluate.datasets import BUILTIN_DATASETS, Dataset, FieldMap, load_dataset, split_fields
+from budgetflow.evaluate.datasets import (
+    BUILTIN_DATASETS,
+    BUILTIN_MIXES,
+    Dataset,
+    FieldMap,
+    load_dataset,
+    split_fields,
+)
 from budgetflow.evaluate.runner import StrategyReport, evaluate
 from budgetflow.runtime.events import Event, EventStream, QuestionFinished, RequestFinished
 from budgetflow.strategies.base import Strategy
@@ -46,6 +53,8 @@ def list_datasets() -> None:
     table.add_column("items")
     for name, task in sorted(BUILTIN_DATASETS.items()):
         table.add_row(name, task.description)
+    for name, parts in sorted(BUILTIN_MIXES.items()):
+        table.add_row(name, "mixed difficulty: equal shares of " + ", ".join(parts))
     stdout.print(table)
 
 
@@ -156,7 +165,7 @@ def eval_command(
         strategies = [parse_strategy(s, options=options) for s in (strategy or ["single", "vote@8"])]
         budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds)
         sampling = SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed)
-        chosen = _make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
+        chosen = make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
         reports = asyncio.run(_run_all(data, strategies, chosen, sampling, concurrency, output, budgets))
     except UserInputError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -187,7 +196,7 @@ def _field_map(question: str | None, answer: str | None, identifier: str | None)
     )
 
 
-def _make_backend(
+def make_backend(
     kind: str,
     base_url: str | None,
     model: str | None,
@@ -318,3 +327,12 @@ def _write_results(
     temporary = output.with_suffix(output.suffix + ".tmp")
     temporary.write_text(json.dumps(document, indent=2), encoding="utf-8")
     temporary.replace(output)
+
+
+def _register_subcommands() -> None:
+    from budgetflow.cli_bank import bank_app
+
+    app.add_typer(bank_app, name="bank")
+
+
+_register_subcommands()

@@ -54,6 +54,17 @@ BUILTIN_DATASETS: dict[str, BuiltinTask] = {
 }
 
 
+#: Mixed-difficulty sets: equal shares of several built-in tasks, interleaved.
+BUILTIN_MIXES: dict[str, tuple[str, ...]] = {
+    "arith_mix": ("chain_sum", "chain_sum_3", "basic_arithmetic"),
+}
+BUILTIN_DATASETS["chain_sum_3"] = BuiltinTask(
+    generator="chain_sum",
+    config={"min_terms": 3, "max_terms": 4, "min_digits": 1, "max_digits": 1},
+    description="sums and differences of 3-4 one-digit numbers",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FieldMap:
     """Which JSONL fields hold the question (joined with a space when several) and the answer."""
@@ -91,10 +102,12 @@ def load_dataset(
         raise DatasetError(f"limit must be >= 1, got {limit}")
     if spec in BUILTIN_DATASETS:
         return _load_builtin(spec, size=limit or 50, seed=seed)
+    if spec in BUILTIN_MIXES:
+        return _load_mix(spec, size=limit or 150, seed=seed)
     path = Path(spec)
     if path.suffix == ".jsonl" or path.exists():
         return load_jsonl(path, fields=fields, limit=limit)
-    known = ", ".join(sorted(BUILTIN_DATASETS))
+    known = ", ".join(sorted([*BUILTIN_DATASETS, *BUILTIN_MIXES]))
     raise DatasetError(f"unknown dataset {spec!r}: not a built-in task ({known}) nor a .jsonl file")
 
 
@@ -120,6 +133,28 @@ def _load_builtin(name: str, *, size: int, seed: int) -> Dataset:
     return Dataset(
         name=name, questions=questions, grader=ReasoningGymGrader(generated), stop=("\nQ:", "\n\n")
     )
+
+
+def _load_mix(name: str, *, size: int, seed: int) -> Dataset:
+    parts = BUILTIN_MIXES[name]
+    share = -(-size // len(parts))
+    loaded = [_load_builtin(part, size=share, seed=seed + 1000 * i) for i, part in enumerate(parts)]
+    interleaved = [q for group in zip(*(d.questions for d in loaded), strict=False) for q in group][:size]
+    graders = {d.name: d.grader for d in loaded}
+    return Dataset(
+        name=name, questions=tuple(interleaved), grader=_GraderByTask(graders), stop=loaded[0].stop
+    )
+
+
+class _GraderByTask:
+    """Grades each question with the grader of the built-in task it came from (its id prefix)."""
+
+    def __init__(self, graders: dict[str, Grader]) -> None:
+        self._graders = graders
+
+    def grade(self, predicted: str | None, question: Question) -> float:
+        task = question.id.rsplit("-", 2)[0]
+        return self._graders[task].grade(predicted, question)
 
 
 class ReasoningGymGrader:
@@ -208,4 +243,4 @@ def split_fields(text: str) -> tuple[str, ...]:
 
 
 def dataset_names() -> Sequence[str]:
-    return sorted(BUILTIN_DATASETS)
+    return sorted([*BUILTIN_DATASETS, *BUILTIN_MIXES])

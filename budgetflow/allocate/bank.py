@@ -1,0 +1,172 @@
+"""Sample banks: K recorded samples (and one greedy answer) per question, replayed by allocators.
+
+One JSON object per line:
+
+    {"id", "question", "gold",
+     "greedy": {"answer", "correct", "completion_tokens"} | null,
+     "samples": [{"answer", "correct", "completion_tokens", "seconds"}, ...]}
+
+Banks from other sources in the same format load unchanged; `load_bank` names the line and field
+of anything malformed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from budgetflow.answers.extract import extract_answer
+from budgetflow.backends.base import Backend
+from budgetflow.concurrency import run_all
+from budgetflow.errors import DatasetError
+from budgetflow.evaluate.datasets import Dataset
+from budgetflow.types import Question, Request, SamplingParams
+
+__all__ = ["BankQuestion", "BankSample", "load_bank", "record_bank", "write_bank"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BankSample:
+    answer: str | None
+    correct: bool
+    completion_tokens: int
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BankQuestion:
+    id: str
+    question: str
+    gold: str
+    greedy: BankSample | None
+    samples: tuple[BankSample, ...]
+
+
+def write_bank(path: Path, questions: list[BankQuestion]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for question in questions:
+            handle.write(json.dumps(asdict(question)) + "\n")
+    temporary.replace(path)
+
+
+def load_bank(path: Path) -> list[BankQuestion]:
+    if not path.is_file():
+        raise DatasetError(f"bank file {str(path)!r} does not exist")
+    questions: list[BankQuestion] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if line.strip():
+                questions.append(_parse_line(line, path, line_number))
+    if not questions:
+        raise DatasetError(f"{path}: the bank has no questions")
+    return questions
+
+
+def _parse_line(line: str, path: Path, line_number: int) -> BankQuestion:
+    where = f"{path}:{line_number}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{where}: not valid JSON: {exc.msg}") from None
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected a JSON object")
+    for name in ("id", "question", "gold", "samples"):
+        if name not in record:
+            raise DatasetError(f"{where}: no field {name!r}")
+    if not isinstance(record["samples"], list) or not record["samples"]:
+        raise DatasetError(f"{where}: 'samples' must be a non-empty list")
+    samples = tuple(_sample(s, f"{where}: samples[{i}]") for i, s in enumerate(record["samples"]))
+    greedy = record.get("greedy")
+    return BankQuestion(
+        id=str(record["id"]),
+        question=str(record["question"]),
+        gold=str(record["gold"]),
+        greedy=None if greedy is None else _sample(greedy, f"{where}: greedy"),
+        samples=samples,
+    )
+
+
+def _sample(value: Any, where: str) -> BankSample:
+    if not isinstance(value, dict):
+        raise DatasetError(f"{where}: expected an object")
+    for name in ("answer", "correct", "completion_tokens"):
+        if name not in value:
+            raise DatasetError(f"{where}: no field {name!r}")
+    tokens = value["completion_tokens"]
+    if not isinstance(tokens, int) or tokens < 0:
+        raise DatasetError(f"{where}: completion_tokens must be a whole number >= 0, got {tokens!r}")
+    answer = value["answer"]
+    return BankSample(
+        answer=None if answer is None else str(answer),
+        correct=bool(value["correct"]),
+        completion_tokens=tokens,
+        seconds=float(value.get("seconds", 0.0)),
+    )
+
+
+async def record_bank(
+    dataset: Dataset,
+    backend: Backend,
+    *,
+    k: int,
+    sampling: SamplingParams,
+    temperature: float,
+    concurrency: int = 4,
+    on_question: Callable[[BankQuestion], None] | None = None,
+) -> list[BankQuestion]:
+    """Draw one greedy answer and `k` samples at `temperature` for every question of `dataset`."""
+    import asyncio
+
+    limiter = asyncio.Semaphore(concurrency)
+
+    async def one(question: Question) -> BankQuestion:
+        async with limiter:
+            greedy = await _draw(backend, dataset, question, sampling, temperature=0.0, n=1)
+            samples = await _draw(backend, dataset, question, sampling, temperature=temperature, n=k)
+        entry = BankQuestion(
+            id=question.id,
+            question=question.text,
+            gold=question.gold,
+            greedy=greedy[0],
+            samples=tuple(samples),
+        )
+        if on_question is not None:
+            on_question(entry)
+        return entry
+
+    return await run_all(one(q) for q in dataset.questions)
+
+
+async def _draw(
+    backend: Backend,
+    dataset: Dataset,
+    question: Question,
+    sampling: SamplingParams,
+    *,
+    temperature: float,
+    n: int,
+) -> list[BankSample]:
+    from dataclasses import replace
+
+    params = replace(sampling, temperature=temperature, stop=sampling.stop or dataset.stop)
+    started = time.perf_counter()
+    response = await backend.complete(Request(messages=question.messages, sampling=params, n=n))
+    seconds = (time.perf_counter() - started) / n
+    drawn = []
+    for completion in response.completions:
+        answer = extract_answer(completion.text)
+        drawn.append(
+            BankSample(
+                answer=answer,
+                correct=dataset.grader.grade(answer, question) >= 1.0,
+                completion_tokens=completion.completion_tokens,
+                seconds=seconds,
+            )
+        )
+    return drawn

@@ -1,0 +1,119 @@
+"""Allocators: pure planning over observed evidence. Which question gets the next sample?
+
+Each allocator sees, per question, the answers drawn so far (and the greedy answer when it uses
+one) and returns a priority; the simulator (or executor) does the drawing. Allocators:
+
+* `uniform`     the same number of samples everywhere (the baseline);
+* `difficulty`  probe every question with `probe` samples, then hand out the rest by estimated
+                marginal gain (below);
+* `online`      no probe phase beyond one sample: re-allocate after every sample, by answer
+                clusters rather than raw samples, so a question whose samples agree stops
+                attracting budget (Every Rollout Counts' direction-level view);
+* `early_stop`  every question samples until its leader is settled (Beta rule) or `cap` is hit.
+
+Marginal gain of one more sample for majority voting, from the answer clusters (leader count a,
+runner-up b, n votes): the leader is unsettled with probability 1 - P(Beta(a+1, b+1) > 1/2), and
+the question is solvable by voting with probability about (a + 1) / (n + 2) (a question whose
+samples all disagree has no mode to find). Their product is the priority: spend where answers
+disagree but a mode is forming; leave settled and hopeless questions alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from budgetflow.errors import ConfigError
+from budgetflow.strategies.early_stop import leader_confidence
+
+__all__ = ["ALLOCATORS", "Allocator", "Evidence", "final_answer", "make_allocator", "marginal_gain"]
+
+
+@dataclass(slots=True)
+class Evidence:
+    """What has been observed for one question: normalised answers (None = no answer stated)."""
+
+    answers: list[str | None] = field(default_factory=list)
+    greedy: str | None = None
+    used_greedy: bool = False
+    tokens: int = 0
+
+    def votes(self, greedy_weight: float) -> dict[str, float]:
+        counts: dict[str, float] = {}
+        for answer in self.answers:
+            if answer is not None:
+                counts[answer] = counts.get(answer, 0.0) + 1.0
+        if self.used_greedy and self.greedy is not None:
+            counts[self.greedy] = counts.get(self.greedy, 0.0) + greedy_weight
+        return counts
+
+
+def final_answer(evidence: Evidence, greedy_weight: float) -> str | None:
+    """Majority over the votes; ties go to the greedy answer, then to the first answer seen."""
+    counts = evidence.votes(greedy_weight)
+    if not counts:
+        return None
+    best = max(counts.values())
+    tied = [answer for answer, count in counts.items() if count == best]
+    if evidence.used_greedy and evidence.greedy in tied:
+        return evidence.greedy
+    order = [a for a in evidence.answers if a is not None]
+    return min(tied, key=lambda a: order.index(a) if a in order else len(order))
+
+
+def marginal_gain(evidence: Evidence, greedy_weight: float) -> float:
+    counts = sorted(evidence.votes(greedy_weight).values(), reverse=True)
+    leader = counts[0] if counts else 0.0
+    runner_up = counts[1] if len(counts) > 1 else 0.0
+    total = sum(counts) + evidence.answers.count(None)
+    unsettled = 1.0 - leader_confidence(round(leader), round(runner_up))
+    solvable = (leader + 1) / (total + 2)
+    return unsettled * solvable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Allocator:
+    """`probe` samples per question first, then by priority; `use_greedy` spends one sample per
+    question on a greedy answer that votes with `greedy_weight`."""
+
+    name: str
+    probe: int = 0
+    use_greedy: bool = False
+    greedy_weight: float = 1.0
+    adaptive: bool = True
+    cap: int | None = None
+    stop_confidence: float | None = None
+
+    def priority(self, evidence: Evidence) -> float:
+        if not self.adaptive:
+            return 0.0
+        drawn = len(evidence.answers)
+        if self.cap is not None and drawn >= self.cap:
+            return 0.0
+        if self.stop_confidence is not None:
+            counts = [*sorted(evidence.votes(self.greedy_weight).values(), reverse=True), 0, 0]
+            settled = leader_confidence(round(counts[0]), round(counts[1])) >= self.stop_confidence
+            return 0.0 if settled else 1.0 / (1 + drawn)
+        return marginal_gain(evidence, self.greedy_weight)
+
+
+ALLOCATORS = ("uniform", "difficulty", "online", "early_stop")
+
+
+def make_allocator(name: str, *, use_greedy: bool = False, cap: int = 16) -> Allocator:
+    if name == "uniform":
+        return Allocator(name=name, adaptive=False, use_greedy=use_greedy)
+    if name == "difficulty":
+        return Allocator(name=name, probe=2, use_greedy=use_greedy)
+    if name == "online":
+        return Allocator(name=name, probe=1, use_greedy=use_greedy)
+    if name == "early_stop":
+        return Allocator(name=name, probe=2, cap=cap, stop_confidence=0.95, use_greedy=use_greedy)
+    raise ConfigError(f"unknown allocator {name!r}; known: {', '.join(ALLOCATORS)}")
+
+
+def describe(allocator: Allocator) -> str:
+    extras: Sequence[str] = [f"probe {allocator.probe}"] if allocator.probe else []
+    if allocator.use_greedy:
+        extras = [*extras, "greedy as evidence"]
+    return allocator.name + (f" ({', '.join(extras)})" if extras else "")

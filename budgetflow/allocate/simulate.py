@@ -1,0 +1,208 @@
+"""Replay allocators against a sample bank: accuracy and tokens at a budget, over many seeds.
+
+Each seed shuffles every question's recorded samples once; an allocator's n-th sample of a
+question is the n-th of that shuffle (sampling without replacement). A budget in samples is the
+total over all questions; a greedy answer, when a policy uses it, costs one sample and its tokens.
+A budget in tokens counts completion tokens. Allocation never exceeds the budget, and every
+question gets an answer from what it drew (None if it drew nothing).
+
+`oracle_curve` is the upper bound: knowing each question's full answer distribution, the
+expected majority-vote accuracy of n samples per question, with or without the greedy vote, and
+the best split of the budget across questions (exact, by dynamic programming).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from budgetflow.allocate.bank import BankQuestion
+from budgetflow.allocate.policies import Allocator, Evidence, final_answer
+from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.errors import ConfigError
+
+__all__ = ["SimulationResult", "oracle_accuracy", "simulate"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationResult:
+    allocator: str
+    accuracy: float
+    tokens: float
+    samples_per_question: float
+    seeds: int
+
+
+def _key(answer: str | None) -> str | None:
+    return None if answer is None else normalize_answer(answer)
+
+
+def _correct_keys(question: BankQuestion) -> set[str]:
+    drawn = [*question.samples, *([question.greedy] if question.greedy else [])]
+    return {normalize_answer(s.answer) for s in drawn if s.correct and s.answer is not None}
+
+
+def simulate(
+    bank: list[BankQuestion],
+    allocator: Allocator,
+    *,
+    budget_samples: int | None = None,
+    budget_tokens: int | None = None,
+    seeds: int = 20,
+) -> SimulationResult:
+    """Mean accuracy and completion tokens of `allocator` on `bank` over `seeds` shuffles."""
+    if (budget_samples is None) == (budget_tokens is None):
+        raise ConfigError("give exactly one of budget_samples and budget_tokens")
+    correct = [_correct_keys(q) for q in bank]
+    accuracies, tokens, drawn = [], [], []
+    for seed in range(seeds):
+        evidence = _run_once(bank, allocator, budget_samples, budget_tokens, random.Random(seed))
+        answers = [final_answer(e, allocator.greedy_weight) for e in evidence]
+        accuracies.append(
+            sum(a is not None and a in ok for a, ok in zip(answers, correct, strict=True)) / len(bank)
+        )
+        tokens.append(sum(e.tokens for e in evidence))
+        drawn.append(sum(len(e.answers) + e.used_greedy for e in evidence) / len(bank))
+    return SimulationResult(
+        allocator=allocator.name,
+        accuracy=statistics.fmean(accuracies),
+        tokens=statistics.fmean(tokens),
+        samples_per_question=statistics.fmean(drawn),
+        seeds=seeds,
+    )
+
+
+class _Spender:
+    """Draws samples for questions while the budget (samples or tokens) allows."""
+
+    def __init__(
+        self, bank: list[BankQuestion], samples: int | None, tokens: int | None, rng: random.Random
+    ) -> None:
+        self.bank = bank
+        self.left_samples = samples
+        self.left_tokens = tokens
+        self.orders = [rng.sample(range(len(q.samples)), len(q.samples)) for q in bank]
+        self.evidence = [Evidence() for _ in bank]
+
+    def can_draw(self, index: int) -> bool:
+        drawn = len(self.evidence[index].answers)
+        if drawn >= len(self.bank[index].samples):
+            return False
+        cost = self.bank[index].samples[self.orders[index][drawn]].completion_tokens
+        return self._affordable(cost)
+
+    def _affordable(self, cost: int) -> bool:
+        if self.left_samples is not None:
+            return self.left_samples >= 1
+        assert self.left_tokens is not None
+        return self.left_tokens >= cost
+
+    def _pay(self, cost: int) -> None:
+        if self.left_samples is not None:
+            self.left_samples -= 1
+        else:
+            assert self.left_tokens is not None
+            self.left_tokens -= cost
+
+    def draw(self, index: int) -> None:
+        evidence = self.evidence[index]
+        sample = self.bank[index].samples[self.orders[index][len(evidence.answers)]]
+        self._pay(sample.completion_tokens)
+        evidence.answers.append(_key(sample.answer))
+        evidence.tokens += sample.completion_tokens
+
+    def take_greedy(self, index: int) -> None:
+        greedy = self.bank[index].greedy
+        if greedy is None or not self._affordable(greedy.completion_tokens):
+            return
+        self._pay(greedy.completion_tokens)
+        evidence = self.evidence[index]
+        evidence.used_greedy = True
+        evidence.greedy = _key(greedy.answer)
+        evidence.tokens += greedy.completion_tokens
+
+
+def _run_once(
+    bank: list[BankQuestion],
+    allocator: Allocator,
+    samples: int | None,
+    tokens: int | None,
+    rng: random.Random,
+) -> list[Evidence]:
+    spender = _Spender(bank, samples, tokens, rng)
+    questions = range(len(bank))
+    if allocator.use_greedy:
+        for index in questions:
+            spender.take_greedy(index)
+    if not allocator.adaptive:
+        _spread_evenly(spender, rng)
+        return spender.evidence
+    for _ in range(allocator.probe):
+        for index in questions:
+            if spender.can_draw(index):
+                spender.draw(index)
+    priorities = np.array([allocator.priority(e) for e in spender.evidence])
+    while True:
+        for index in np.argsort(-priorities, kind="stable"):
+            if priorities[index] <= 0:
+                return spender.evidence
+            if spender.can_draw(int(index)):
+                spender.draw(int(index))
+                priorities[index] = allocator.priority(spender.evidence[index])
+                break
+        else:
+            return spender.evidence
+
+
+def _spread_evenly(spender: _Spender, rng: random.Random) -> None:
+    """Round-robin in a random question order: the same count everywhere, the remainder spread."""
+    order = list(range(len(spender.bank)))
+    rng.shuffle(order)
+    progressed = True
+    while progressed:
+        progressed = False
+        for index in order:
+            if spender.can_draw(index):
+                spender.draw(index)
+                progressed = True
+
+
+def _majority_curve(question: BankQuestion, max_n: int, with_greedy: bool, trials: int) -> list[float]:
+    """Expected correctness of the majority of n samples (plus the greedy vote), n = 0..max_n."""
+    rng = random.Random(zlib.crc32(question.id.encode()))
+    ok = _correct_keys(question)
+    greedy = Evidence(
+        used_greedy=with_greedy, greedy=_key(question.greedy.answer) if question.greedy else None
+    )
+    curve = [0.0] * (max_n + 1)
+    for _ in range(trials):
+        order = rng.sample(range(len(question.samples)), len(question.samples))
+        evidence = Evidence(used_greedy=greedy.used_greedy, greedy=greedy.greedy)
+        curve[0] += final_answer(evidence, 1.0) in ok
+        for n in range(1, max_n + 1):
+            evidence.answers.append(_key(question.samples[order[n - 1]].answer))
+            curve[n] += final_answer(evidence, 1.0) in ok
+    return [value / trials for value in curve]
+
+
+def oracle_accuracy(bank: list[BankQuestion], budget_samples: int, *, trials: int = 64) -> float:
+    """The best expected accuracy any split of `budget_samples` across questions can reach."""
+    best = np.full(budget_samples + 1, -np.inf)
+    best[0] = 0.0
+    for question in bank:
+        max_n = min(len(question.samples), budget_samples)
+        options = [(n, value) for n, value in enumerate(_majority_curve(question, max_n, False, trials))]
+        if question.greedy is not None and budget_samples >= 1:
+            with_greedy = _majority_curve(question, min(max_n, budget_samples - 1), True, trials)
+            options += [(n + 1, value) for n, value in enumerate(with_greedy)]
+        step = np.full(budget_samples + 1, -np.inf)
+        for cost, value in options:
+            shifted = np.full(budget_samples + 1, -np.inf)
+            shifted[cost:] = best[: budget_samples + 1 - cost] + value
+            step = np.maximum(step, shifted)
+        best = step
+    return float(best.max() / len(bank))

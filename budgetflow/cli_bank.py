@@ -1,0 +1,160 @@
+"""`budgetflow bank record|simulate`: sample banks and allocator replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
+from budgetflow.allocate.policies import ALLOCATORS, make_allocator
+from budgetflow.allocate.simulate import SimulationResult, oracle_accuracy, simulate
+from budgetflow.backends.base import Backend
+from budgetflow.errors import BudgetflowError, ConfigError, UserInputError
+from budgetflow.evaluate.datasets import Dataset, load_dataset
+from budgetflow.types import SamplingParams
+
+bank_app = typer.Typer(
+    help="Record sample banks and replay budget allocators against them.", no_args_is_help=True
+)
+console = Console(stderr=True)
+stdout = Console()
+
+
+def _fail(exc: BudgetflowError) -> typer.Exit:
+    console.print(f"[red]{'error' if isinstance(exc, UserInputError) else 'failed'}:[/red] {exc}")
+    return typer.Exit(2 if isinstance(exc, UserInputError) else 1)
+
+
+@bank_app.command("record")
+def record_command(
+    output: Annotated[Path, typer.Option(help="Where to write the bank (JSONL).")],
+    dataset: Annotated[str, typer.Option(help="Built-in dataset name or JSONL path.")] = "chain_sum",
+    limit: Annotated[int, typer.Option(help="Questions to record.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed for dataset generation and sampling.")] = 0,
+    k: Annotated[int, typer.Option(help="Samples per question (plus one greedy answer).")] = 16,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the K samples.")] = 0.5,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per sample.")] = 48,
+    backend: Annotated[str, typer.Option(help="`embedded` or `openai`.")] = "embedded",
+    base_url: Annotated[str | None, typer.Option(help="API root for --backend openai.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name for --backend openai.")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads for --backend embedded.")] = None,
+) -> None:
+    """Draw one greedy answer and K samples per question with any backend, and write a bank."""
+    from budgetflow.cli import make_backend
+
+    try:
+        if k < 1:
+            raise ConfigError(f"--k must be >= 1, got {k}")
+        data = load_dataset(dataset, limit=limit, seed=seed)
+        chosen = make_backend(backend, base_url, model, "OPENAI_API_KEY", 120.0, None, threads)
+        sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
+        bank = asyncio.run(_record(data, chosen, k, sampling, temperature))
+    except BudgetflowError as exc:
+        raise _fail(exc) from None
+    write_bank(output, bank)
+    mean_correct = statistics.fmean(sum(s.correct for s in q.samples) / len(q.samples) for q in bank)
+    greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
+    console.print(f"bank of {len(bank)} questions x {k} samples written to {output}")
+    stdout.print(f"greedy accuracy {greedy:.1%}, mean sample accuracy {mean_correct:.1%}")
+
+
+async def _record(
+    data: Dataset, backend: Backend, k: int, sampling: SamplingParams, temperature: float
+) -> list[BankQuestion]:
+    columns = (TextColumn("recording"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    async with backend:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("bank", total=len(data))
+            return await record_bank(
+                data,
+                backend,
+                k=k,
+                sampling=sampling,
+                temperature=temperature,
+                on_question=lambda _: progress.advance(task),
+            )
+
+
+@bank_app.command("simulate")
+def simulate_command(
+    bank: Annotated[
+        Path, typer.Option(help="A bank file (JSONL) from `bank record` or any source in that format.")
+    ],
+    allocator: Annotated[str, typer.Option(help=f"One of: {', '.join(ALLOCATORS)}.")] = "difficulty",
+    budget_samples: Annotated[
+        int | None, typer.Option(help="Total samples over all questions (a greedy answer costs one).")
+    ] = None,
+    budget_tokens: Annotated[
+        int | None, typer.Option(help="Total completion tokens over all questions.")
+    ] = None,
+    greedy: Annotated[
+        bool, typer.Option(help="Spend one sample per question on the greedy answer as evidence.")
+    ] = False,
+    seeds: Annotated[int, typer.Option(help="Shuffles of each question's samples to average over.")] = 20,
+) -> None:
+    """Replay an allocator against a bank; compare with uniform (floor) and the oracle (upper bound).
+
+    The last line of stdout is one JSON object: accuracy, tokens, oracle_accuracy, uniform_accuracy.
+    """
+    try:
+        questions = load_bank(bank)
+        if (budget_samples is None) == (budget_tokens is None):
+            raise ConfigError("give exactly one of --budget-samples and --budget-tokens")
+        chosen = make_allocator(allocator, use_greedy=greedy)
+        result = simulate(
+            questions, chosen, budget_samples=budget_samples, budget_tokens=budget_tokens, seeds=seeds
+        )
+        uniform = simulate(
+            questions,
+            make_allocator("uniform"),
+            budget_samples=budget_samples,
+            budget_tokens=budget_tokens,
+            seeds=seeds,
+        )
+        oracle_budget = (
+            budget_samples if budget_samples is not None else _samples_for_tokens(questions, budget_tokens)
+        )
+        oracle = oracle_accuracy(questions, oracle_budget)
+    except BudgetflowError as exc:
+        raise _fail(exc) from None
+    stdout.print(_table([result, uniform], oracle, len(questions)))
+    print(
+        json.dumps(
+            {
+                "accuracy": round(result.accuracy, 4),
+                "tokens": round(result.tokens, 1),
+                "oracle_accuracy": round(oracle, 4),
+                "uniform_accuracy": round(uniform.accuracy, 4),
+            }
+        )
+    )
+
+
+def _samples_for_tokens(questions: list[BankQuestion], budget_tokens: int | None) -> int:
+    """The oracle's sample budget for a token budget: tokens / mean tokens per sample."""
+    assert budget_tokens is not None
+    mean = statistics.fmean(s.completion_tokens for q in questions for s in q.samples) or 1.0
+    return max(0, int(budget_tokens / mean))
+
+
+def _table(results: list[SimulationResult], oracle: float, questions: int) -> Table:
+    table = Table(title=f"allocation on {questions} questions (mean over {results[0].seeds} seeds)")
+    for column in ("allocator", "accuracy", "tokens", "samples/question"):
+        table.add_column(column, justify="left" if column == "allocator" else "right")
+    for result in results:
+        table.add_row(
+            result.allocator,
+            f"{result.accuracy:.1%}",
+            f"{result.tokens:,.0f}",
+            f"{result.samples_per_question:.2f}",
+        )
+    table.add_row("oracle", f"{oracle:.1%}", "-", "-")
+    return table
