@@ -9,7 +9,8 @@ one) and returns a priority; the simulator (or executor) does the drawing. Alloc
 * `online`      no probe phase beyond one sample: re-allocate after every sample, by answer
                 clusters rather than raw samples, so a question whose samples agree stops
                 attracting budget (Every Rollout Counts' direction-level view);
-* `early_stop`  every question samples until its leader is settled (Beta rule) or `cap` is hit.
+* `early_stop`  every question samples until its leader is settled (Beta rule), `cap` is hit, or
+                its first six samples all disagree (no mode is forming: more samples rarely help).
 
 Marginal gain of one more sample for majority voting, from the answer clusters (leader count a,
 runner-up b, n votes): the leader is unsettled with probability 1 - P(Beta(a+1, b+1) > 1/2), and
@@ -93,11 +94,14 @@ class Allocator:
         if self.stop_confidence is not None:
             counts = [*sorted(evidence.votes(self.greedy_weight).values(), reverse=True), 0, 0]
             settled = leader_confidence(round(counts[0]), round(counts[1])) >= self.stop_confidence
-            return 0.0 if settled else 1.0 / (1 + drawn)
+            hopeless = drawn >= _HOPELESS_AFTER and counts[0] <= 1
+            return 0.0 if settled or hopeless else 1.0 / (1 + drawn)
         return marginal_gain(evidence, self.greedy_weight)
 
 
 ALLOCATORS = ("uniform", "difficulty", "online", "early_stop")
+#: early_stop gives up on a question whose first this-many samples all disagree (no mode forming).
+_HOPELESS_AFTER = 6
 
 
 def make_allocator(name: str, *, use_greedy: bool = False, cap: int = 16) -> Allocator:

@@ -1,0 +1,131 @@
+"""Sample banks and allocators on synthetic banks (real banks come from `budgetflow bank record`)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from budgetflow.allocate.bank import BankQuestion, BankSample, load_bank, write_bank
+from budgetflow.allocate.policies import Evidence, final_answer, make_allocator, marginal_gain
+from budgetflow.allocate.simulate import oracle_accuracy, simulate
+from budgetflow.cli import app
+from budgetflow.errors import ConfigError, DatasetError
+
+
+def _question(index: int, answers: list[str], gold: str, greedy: str | None = None) -> BankQuestion:
+    samples = tuple(BankSample(answer=a, correct=a == gold, completion_tokens=10) for a in answers)
+    greedy_sample = (
+        None if greedy is None else BankSample(answer=greedy, correct=greedy == gold, completion_tokens=10)
+    )
+    return BankQuestion(id=f"q{index}", question="?", gold=gold, greedy=greedy_sample, samples=samples)
+
+
+def synthetic_bank(size: int = 60, seed: int = 0) -> list[BankQuestion]:
+    """Thirds: easy (always right), hopeless (always different and wrong), contested (45% right)."""
+    rng = random.Random(seed)
+    bank = []
+    for index in range(size):
+        kind = index % 3
+        if kind == 0:
+            answers = ["7"] * 16
+        elif kind == 1:
+            answers = [str(rng.randint(100, 999)) for _ in range(16)]
+        else:
+            answers = ["5" if rng.random() < 0.45 else str(rng.choice([1, 2, 3, 4])) for _ in range(16)]
+        gold = {0: "7", 1: "0", 2: "5"}[kind]
+        bank.append(_question(index, answers, gold, greedy=gold if kind != 1 else "1"))
+    return bank
+
+
+def test_bank_round_trips_and_bad_lines_are_named(tmp_path: Path) -> None:
+    bank = synthetic_bank(6)
+    path = tmp_path / "bank.jsonl"
+    write_bank(path, bank)
+    assert load_bank(path) == bank
+    path.write_text(path.read_text() + '{"id": "x", "question": "q", "gold": "1", "samples": []}\n')
+    with pytest.raises(DatasetError, match=r"bank.jsonl:7: 'samples' must be a non-empty list"):
+        load_bank(path)
+    path.write_text(
+        '{"id": "x", "question": "q", "gold": "1", "samples": [{"answer": "1", "correct": true}]}\n'
+    )
+    with pytest.raises(DatasetError, match=r"bank.jsonl:1: samples\[0\]: no field 'completion_tokens'"):
+        load_bank(path)
+
+
+def test_final_answer_and_gain() -> None:
+    evidence = Evidence(answers=["3", "4"], greedy="4", used_greedy=True)
+    assert final_answer(evidence, 1.0) == "4"
+    assert final_answer(Evidence(answers=["3", "4"]), 1.0) == "3"  # tie: first seen
+    settled = marginal_gain(Evidence(answers=["7"] * 6), 1.0)
+    contested = marginal_gain(Evidence(answers=["5", "1", "5", "2"]), 1.0)
+    hopeless = marginal_gain(Evidence(answers=["101", "202", "303", "404", "505", "606"]), 1.0)
+    assert contested > settled and contested > hopeless
+
+
+@pytest.mark.parametrize("budget", [2, 4, 8])
+def test_allocators_never_exceed_the_budget_and_everyone_gets_an_answer(budget: int) -> None:
+    bank = synthetic_bank()
+    for name in ("uniform", "difficulty", "online", "early_stop"):
+        for greedy in (False, True):
+            result = simulate(
+                bank, make_allocator(name, use_greedy=greedy), budget_samples=budget * len(bank), seeds=3
+            )
+            assert result.samples_per_question <= budget + 1e-9
+    tight = simulate(bank, make_allocator("difficulty"), budget_tokens=10 * len(bank), seeds=2)
+    assert tight.tokens <= 10 * len(bank)
+
+
+def test_adaptive_allocation_beats_uniform_and_stays_under_the_oracle() -> None:
+    bank = synthetic_bank()
+    budget = 4 * len(bank)
+    uniform = simulate(bank, make_allocator("uniform"), budget_samples=budget, seeds=10).accuracy
+    adaptive = simulate(bank, make_allocator("difficulty"), budget_samples=budget, seeds=10).accuracy
+    oracle = oracle_accuracy(bank, budget)
+    assert uniform < adaptive <= oracle + 1e-9
+
+
+def test_early_stop_spends_less_on_settled_questions() -> None:
+    bank = synthetic_bank()
+    vote16 = simulate(bank, make_allocator("uniform"), budget_samples=16 * len(bank), seeds=3)
+    early = simulate(bank, make_allocator("early_stop"), budget_samples=16 * len(bank), seeds=3)
+    assert early.tokens < 0.6 * vote16.tokens
+    assert early.accuracy >= vote16.accuracy - 0.05
+
+
+def test_simulate_needs_exactly_one_budget() -> None:
+    with pytest.raises(ConfigError):
+        simulate(synthetic_bank(3), make_allocator("uniform"), seeds=1)
+    with pytest.raises(ConfigError, match="unknown allocator"):
+        make_allocator("psychic")
+
+
+def test_bank_simulate_cli_prints_json_last(tmp_path: Path) -> None:
+    path = tmp_path / "bank.jsonl"
+    write_bank(path, synthetic_bank(30))
+    result = CliRunner().invoke(
+        app,
+        [
+            "bank",
+            "simulate",
+            "--bank",
+            str(path),
+            "--allocator",
+            "online",
+            "--budget-samples",
+            "120",
+            "--seeds",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"accuracy", "tokens", "oracle_accuracy", "uniform_accuracy"}
+    assert summary["uniform_accuracy"] <= summary["oracle_accuracy"]
+    missing = CliRunner().invoke(
+        app, ["bank", "simulate", "--bank", str(tmp_path / "no.jsonl"), "--budget-samples", "1"]
+    )
+    assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
