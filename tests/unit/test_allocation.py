@@ -129,3 +129,17 @@ def test_bank_simulate_cli_prints_json_last(tmp_path: Path) -> None:
         app, ["bank", "simulate", "--bank", str(tmp_path / "no.jsonl"), "--budget-samples", "1"]
     )
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
+
+
+def test_bank_record_cli_writes_a_loadable_bank(stub_url: str, tmp_path: Path) -> None:
+    output = tmp_path / "bank.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["bank", "record", "--output", str(output), "--dataset", "chain_sum", "--limit", "3", "--k", "4",
+         "--backend", "openai", "--base-url", stub_url, "--model", "stub"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    bank = load_bank(output)
+    assert len(bank) == 3 and all(len(q.samples) == 4 and q.greedy is not None for q in bank)
+    assert all(s.answer == "7" for q in bank for s in q.samples)
+    assert "greedy accuracy" in result.stdout

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from budgetflow.cli import app
-from budgetflow.testing import StubOpenAIServer
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def stub_url() -> Iterator[str]:
-    """A stub server on its own event loop thread, answering 'Answer: 7' to everything."""
-    ready = threading.Event()
-    holder: dict[str, object] = {}
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        server = StubOpenAIServer(reply=lambda payload, index: "7 + 0 = 7. Answer: 7")
-        loop.run_until_complete(server.start())
-        holder.update(loop=loop, server=server)
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(server.stop())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    server = holder["server"]
-    assert isinstance(server, StubOpenAIServer)
-    yield server.base_url
-    loop = holder["loop"]
-    assert isinstance(loop, asyncio.AbstractEventLoop)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
 
 
 def test_eval_against_an_openai_endpoint_prints_a_table_and_writes_json(
