@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
+from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate
 from budgetflow.allocate.policies import ALLOCATORS, make_allocator
 from budgetflow.allocate.simulate import SimulationResult, oracle_accuracy, simulate
 from budgetflow.backends.base import Backend
@@ -99,6 +100,10 @@ def simulate_command(
         bool, typer.Option(help="Spend one sample per question on the greedy answer as evidence.")
     ] = False,
     seeds: Annotated[int, typer.Option(help="Shuffles of each question's samples to average over.")] = 20,
+    table: Annotated[
+        Path | None,
+        typer.Option(help="Calibration table for --allocator compute_optimal (`bank calibrate`)."),
+    ] = None,
 ) -> None:
     """Replay an allocator against a bank; compare with uniform (floor) and the oracle (upper bound).
 
@@ -108,7 +113,11 @@ def simulate_command(
         questions = load_bank(bank)
         if (budget_samples is None) == (budget_tokens is None):
             raise ConfigError("give exactly one of --budget-samples and --budget-tokens")
-        chosen = make_allocator(allocator, use_greedy=greedy)
+        targets = None
+        if table is not None:
+            per_question = (budget_samples or 0) / len(questions)
+            targets = CalibrationTable.load(table).targets_for(per_question)
+        chosen = make_allocator(allocator, use_greedy=greedy, bin_targets=targets)
         result = simulate(
             questions, chosen, budget_samples=budget_samples, budget_tokens=budget_tokens, seeds=seeds
         )
@@ -136,6 +145,25 @@ def simulate_command(
             }
         )
     )
+
+
+@bank_app.command("calibrate")
+def calibrate_command(
+    bank: Annotated[Path, typer.Option(help="The calibration bank (JSONL).")],
+    output: Annotated[Path, typer.Option(help="Where to write the table (JSON).")],
+    budget: Annotated[
+        list[int] | None, typer.Option(help="Average samples per question; repeat. Default 2, 4, 8.")
+    ] = None,
+) -> None:
+    """Learn, per difficulty bin and budget, how many samples pay best (compute-optimal scaling)."""
+    try:
+        calibration = calibrate(load_bank(bank), budget or [2, 4, 8])
+    except BudgetflowError as exc:
+        raise _fail(exc) from None
+    calibration.save(output)
+    for per_question, plan in sorted(calibration.plans.items()):
+        stdout.print(f"budget {per_question}/question: samples per bin (easy, medium, hard) = {plan}")
+    console.print(f"table written to {output}")
 
 
 def _samples_for_tokens(questions: list[BankQuestion], budget_tokens: int | None) -> int:

@@ -84,11 +84,16 @@ class Allocator:
     adaptive: bool = True
     cap: int | None = None
     stop_confidence: float | None = None
+    bin_targets: tuple[int, ...] | None = None
 
     def priority(self, evidence: Evidence) -> float:
         if not self.adaptive:
             return 0.0
         drawn = len(evidence.answers)
+        if self.bin_targets is not None:
+            from budgetflow.allocate.compute_optimal import probe_bin
+
+            return 1.0 / (1 + drawn) if drawn < self.bin_targets[probe_bin(evidence)] else 0.0
         if self.cap is not None and drawn >= self.cap:
             return 0.0
         if self.stop_confidence is not None:
@@ -99,12 +104,15 @@ class Allocator:
         return marginal_gain(evidence, self.greedy_weight)
 
 
-ALLOCATORS = ("uniform", "difficulty", "online", "early_stop")
+ALLOCATORS = ("uniform", "difficulty", "online", "early_stop", "compute_optimal")
 #: early_stop gives up on a question whose first this-many samples all disagree (no mode forming).
 _HOPELESS_AFTER = 6
 
 
-def make_allocator(name: str, *, use_greedy: bool = False, cap: int = 16) -> Allocator:
+def make_allocator(
+    name: str, *, use_greedy: bool = False, cap: int = 16, bin_targets: tuple[int, ...] | None = None
+) -> Allocator:
+    """An allocator by name; `compute_optimal` needs `bin_targets` (from a calibration table)."""
     if name == "uniform":
         return Allocator(name=name, adaptive=False, use_greedy=use_greedy)
     if name == "difficulty":
@@ -113,6 +121,10 @@ def make_allocator(name: str, *, use_greedy: bool = False, cap: int = 16) -> All
         return Allocator(name=name, probe=1, use_greedy=use_greedy)
     if name == "early_stop":
         return Allocator(name=name, probe=2, cap=cap, stop_confidence=0.95, use_greedy=use_greedy)
+    if name == "compute_optimal":
+        if bin_targets is None:
+            raise ConfigError("compute_optimal needs a calibration table (budgetflow bank calibrate)")
+        return Allocator(name=name, probe=2, use_greedy=True, bin_targets=bin_targets)
     raise ConfigError(f"unknown allocator {name!r}; known: {', '.join(ALLOCATORS)}")
 
 

@@ -25,7 +25,7 @@ from budgetflow.allocate.policies import Allocator, Evidence, final_answer
 from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.errors import ConfigError
 
-__all__ = ["SimulationResult", "oracle_accuracy", "simulate"]
+__all__ = ["SimulationResult", "majority_curve", "oracle_accuracy", "simulate"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +171,7 @@ def _spread_evenly(spender: _Spender, rng: random.Random) -> None:
                 progressed = True
 
 
-def _majority_curve(question: BankQuestion, max_n: int, with_greedy: bool, trials: int) -> list[float]:
+def majority_curve(question: BankQuestion, max_n: int, with_greedy: bool, trials: int) -> list[float]:
     """Expected correctness of the majority of n samples (plus the greedy vote), n = 0..max_n."""
     rng = random.Random(zlib.crc32(question.id.encode()))
     ok = _correct_keys(question)
@@ -195,9 +195,9 @@ def oracle_accuracy(bank: list[BankQuestion], budget_samples: int, *, trials: in
     best[0] = 0.0
     for question in bank:
         max_n = min(len(question.samples), budget_samples)
-        options = [(n, value) for n, value in enumerate(_majority_curve(question, max_n, False, trials))]
+        options = [(n, value) for n, value in enumerate(majority_curve(question, max_n, False, trials))]
         if question.greedy is not None and budget_samples >= 1:
-            with_greedy = _majority_curve(question, min(max_n, budget_samples - 1), True, trials)
+            with_greedy = majority_curve(question, min(max_n, budget_samples - 1), True, trials)
             options += [(n + 1, value) for n, value in enumerate(with_greedy)]
         step = np.full(budget_samples + 1, -np.inf)
         for cost, value in options:

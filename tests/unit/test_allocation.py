@@ -143,3 +143,28 @@ def test_bank_record_cli_writes_a_loadable_bank(stub_url: str, tmp_path: Path) -
     assert len(bank) == 3 and all(len(q.samples) == 4 and q.greedy is not None for q in bank)
     assert all(s.answer == "7" for q in bank for s in q.samples)
     assert "greedy accuracy" in result.stdout
+
+
+def test_compute_optimal_calibrates_on_one_split_and_applies_to_another(tmp_path: Path) -> None:
+    from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate, probe_bin
+
+    assert probe_bin(Evidence(answers=["4", "4"], greedy="4", used_greedy=True)) == 0
+    assert probe_bin(Evidence(answers=["4", "5"], greedy="4", used_greedy=True)) == 1
+    assert probe_bin(Evidence(answers=["3", "5"], greedy="4", used_greedy=True)) == 2
+    bank = synthetic_bank(120)
+    calibration, held_out = bank[::2], bank[1::2]
+    table = calibrate(calibration, [4])
+    easy, medium, _hard = table.plans[4]
+    assert medium >= easy  # contested questions deserve more samples than settled ones
+    path = tmp_path / "table.json"
+    table.save(path)
+    assert CalibrationTable.load(path) == table
+    budget = 4 * len(held_out)
+    tuned = simulate(
+        held_out, make_allocator("compute_optimal", bin_targets=table.targets_for(4)), budget_samples=budget
+    )
+    uniform = simulate(held_out, make_allocator("uniform"), budget_samples=budget)
+    assert tuned.samples_per_question <= 4 + 1e-9
+    assert tuned.accuracy > uniform.accuracy
+    with pytest.raises(ConfigError, match="calibration table"):
+        make_allocator("compute_optimal")

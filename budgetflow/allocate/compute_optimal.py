@@ -1,0 +1,110 @@
+"""`compute_optimal` (Snell et al.): bin questions by estimated difficulty, learn on a calibration
+split how many samples each bin deserves at each budget, apply the table to new questions.
+
+Difficulty is estimated from a cheap probe: the greedy answer and two samples. All three agree ->
+bin 0 (easy), two agree -> bin 1, all differ -> bin 2 (hard). On the calibration split, each bin's
+expected majority-vote accuracy curve (greedy vote included) is averaged over its questions, and a
+small knapsack over bins picks the samples per bin that maximise accuracy within the budget
+(probe included). `budgetflow bank calibrate` writes the table; the allocator reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from budgetflow.allocate.bank import BankQuestion
+from budgetflow.allocate.policies import Evidence
+from budgetflow.allocate.simulate import majority_curve
+from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.errors import ConfigError
+
+__all__ = ["PROBE_SAMPLES", "CalibrationTable", "calibrate", "probe_bin"]
+
+PROBE_SAMPLES = 2
+BINS = 3
+
+
+def probe_bin(evidence: Evidence) -> int:
+    """0 (easy) .. 2 (hard) from the greedy answer and the first two samples."""
+    probe = [evidence.greedy, *evidence.answers[:PROBE_SAMPLES]]
+    stated = [a for a in probe if a is not None]
+    if not stated:
+        return BINS - 1
+    agreeing = max(stated.count(a) for a in stated)
+    return {3: 0, 2: 1}.get(agreeing, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationTable:
+    """samples per question for each bin, for each budget (average samples per question)."""
+
+    plans: dict[int, tuple[int, ...]]
+
+    def targets_for(self, budget_per_question: float) -> tuple[int, ...]:
+        usable = [b for b in self.plans if b <= budget_per_question]
+        if not usable:
+            raise ConfigError(f"the calibration table has no plan for a budget of {budget_per_question}")
+        return self.plans[max(usable)]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps({"bins": BINS, "plans": {str(b): list(t) for b, t in self.plans.items()}}, indent=2)
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> CalibrationTable:
+        try:
+            data = json.loads(path.read_text())
+            return cls({int(b): tuple(int(n) for n in t) for b, t in data["plans"].items()})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a calibration table ({exc})") from None
+
+
+def _key(answer: str | None) -> str | None:
+    return None if answer is None else normalize_answer(answer)
+
+
+def _calibration_bin(question: BankQuestion, rng: random.Random) -> int:
+    order = rng.sample(range(len(question.samples)), len(question.samples))
+    greedy = _key(question.greedy.answer) if question.greedy else None
+    answers = [_key(question.samples[i].answer) for i in order[:PROBE_SAMPLES]]
+    return probe_bin(Evidence(answers=answers, greedy=greedy, used_greedy=True))
+
+
+def calibrate(bank: list[BankQuestion], budgets: list[int], *, seed: int = 0) -> CalibrationTable:
+    """Per-bin sample counts that maximise calibration accuracy at each average budget."""
+    rng = random.Random(seed)
+    max_n = min(len(q.samples) for q in bank)
+    curves: list[list[np.ndarray]] = [[] for _ in range(BINS)]
+    for question in bank:
+        curve = np.array(majority_curve(question, max_n, with_greedy=True, trials=64))
+        curves[_calibration_bin(question, rng)].append(curve)
+    counts = [len(c) for c in curves]
+    means = [np.mean(c, axis=0) if c else np.zeros(max_n + 1) for c in curves]
+    plans = {budget: _best_split(means, counts, budget, max_n) for budget in budgets}
+    return CalibrationTable(plans)
+
+
+def _best_split(means: list[np.ndarray], counts: list[int], budget: int, max_n: int) -> tuple[int, ...]:
+    """Samples per bin (at least the probe) maximising sum(count x accuracy) subject to
+    sum(count x (n + 1 greedy)) <= budget x questions."""
+    total = sum(counts)
+    best: tuple[float, tuple[int, ...]] = (-1.0, tuple([PROBE_SAMPLES] * BINS))
+    options = range(PROBE_SAMPLES, max_n + 1)
+    for first in options:
+        for second in options:
+            for third in options:
+                plan = (first, second, third)
+                cost = sum(c * (n + 1) for c, n in zip(counts, plan, strict=True))
+                if cost > budget * total:
+                    continue
+                value = sum(c * float(m[n]) for c, m, n in zip(counts, means, plan, strict=True))
+                if value > best[0] + 1e-12:
+                    best = (value, plan)
+    return best[1]
