@@ -22,12 +22,14 @@ import statistics
 from pathlib import Path
 
 from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
+from budgetflow.allocate.compute_optimal import calibrate
 from budgetflow.allocate.policies import make_allocator
 from budgetflow.allocate.simulate import oracle_accuracy, simulate
 from budgetflow.evaluate.datasets import load_dataset
 from budgetflow.types import SamplingParams
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+ADAPTIVE = ("difficulty", "online", "compute_optimal")
 
 
 async def _record(path: Path, questions: int, k: int, temperature: float) -> list[BankQuestion]:
@@ -53,6 +55,36 @@ async def _record(path: Path, questions: int, k: int, temperature: float) -> lis
         )
     write_bank(path, bank)
     return bank
+
+
+def _cross_fitted(bank: list[BankQuestion], budget: int, seeds: int) -> float:
+    """compute_optimal, calibrated on one half and scored on the other, both ways (no leakage)."""
+    halves = (bank[::2], bank[1::2])
+    correct = 0.0
+    for calibration, held_out in (halves, halves[::-1]):
+        targets = calibrate(calibration, [budget]).targets_for(budget)
+        allocator = make_allocator("compute_optimal", bin_targets=targets)
+        result = simulate(held_out, allocator, budget_samples=budget * len(held_out), seeds=seeds)
+        correct += result.accuracy * len(held_out)
+    return correct / len(bank)
+
+
+def _sweep(bank: list[BankQuestion], budgets: list[int], seeds: int) -> dict[str, list[float]]:
+    series: dict[str, list[float]] = {name: [] for name in ("uniform", *ADAPTIVE, "oracle")}
+    for budget in budgets:
+        total = budget * len(bank)
+        series["uniform"].append(
+            simulate(bank, make_allocator("uniform"), budget_samples=total, seeds=seeds).accuracy
+        )
+        for name in ("difficulty", "online"):
+            variants = [
+                simulate(bank, make_allocator(name, use_greedy=g), budget_samples=total, seeds=seeds).accuracy
+                for g in (False, True)
+            ]
+            series[name].append(max(variants))
+        series["compute_optimal"].append(_cross_fitted(bank, budget, seeds))
+        series["oracle"].append(oracle_accuracy(bank, total))
+    return series
 
 
 def _plot(budgets: list[int], series: dict[str, list[float]], path: Path) -> None:
@@ -93,57 +125,34 @@ def main() -> None:
     else:
         print(f"recording bank {path} on the embedded model ...", flush=True)
         bank = asyncio.run(_record(path, args.questions, args.k, args.temperature))
-    size = len(bank)
     greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
-    vote_all = simulate(bank, make_allocator("uniform"), budget_samples=args.k * size, seeds=args.seeds)
+    vote_all = simulate(bank, make_allocator("uniform"), budget_samples=args.k * len(bank), seeds=args.seeds)
     early = simulate(
-        bank, make_allocator("early_stop", cap=args.k), budget_samples=args.k * size, seeds=args.seeds
+        bank, make_allocator("early_stop", cap=args.k), budget_samples=args.k * len(bank), seeds=args.seeds
     )
-    series: dict[str, list[float]] = {"uniform": [], "difficulty": [], "online": [], "oracle": []}
-    best_names: list[str] = []
-    for budget in args.budgets:
-        total = budget * size
-        series["uniform"].append(
-            simulate(bank, make_allocator("uniform"), budget_samples=total, seeds=args.seeds).accuracy
-        )
-        for name in ("difficulty", "online"):
-            variants = [
-                simulate(bank, make_allocator(name, use_greedy=g), budget_samples=total, seeds=args.seeds)
-                for g in (False, True)
-            ]
-            series[name].append(max(v.accuracy for v in variants))
-        series["oracle"].append(oracle_accuracy(bank, total))
-        best_names.append("difficulty" if series["difficulty"][-1] >= series["online"][-1] else "online")
+    series = _sweep(bank, args.budgets, args.seeds)
+    best = [max(ADAPTIVE, key=lambda name: series[name][i]) for i in range(len(args.budgets))]
     gap = [
-        (max(series["difficulty"][i], series["online"][i]) - series["uniform"][i])
-        / max(1e-9, series["oracle"][i] - series["uniform"][i])
+        (series[best[i]][i] - series["uniform"][i]) / max(1e-9, series["oracle"][i] - series["uniform"][i])
         for i in range(len(args.budgets))
     ]
     RESULTS.mkdir(exist_ok=True)
     _plot(args.budgets, series, RESULTS / "allocation.png")
     print(
-        f"\n{size} questions, K={args.k}: greedy {greedy:.1%}, uniform vote@{args.k} {vote_all.accuracy:.1%} "
+        f"\n{len(bank)} questions, K={args.k}: greedy {greedy:.1%}, "
+        f"uniform vote@{args.k} {vote_all.accuracy:.1%} "
         f"({vote_all.tokens:,.0f} tokens), early_stop {early.accuracy:.1%} ({early.tokens:,.0f} tokens, "
         f"{1 - early.tokens / vote_all.tokens:.0%} fewer)"
     )
-    print(
-        "| samples/question | uniform | difficulty | online | oracle | gap closed |\n"
-        "|---|---|---|---|---|---|"
-    )
+    names = ("uniform", *ADAPTIVE, "oracle")
+    print("| samples/question | " + " | ".join(names) + " | gap closed |")
+    print("|---" * (len(names) + 2) + "|")
     for i, budget in enumerate(args.budgets):
-        print(
-            f"| {budget} | {series['uniform'][i]:.1%} | {series['difficulty'][i]:.1%} "
-            f"| {series['online'][i]:.1%} | {series['oracle'][i]:.1%} | {gap[i]:.0%} ({best_names[i]}) |"
-        )
-    print(
-        json.dumps(
-            {
-                "budgets": args.budgets,
-                **{name: [round(v, 4) for v in values] for name, values in series.items()},
-                "gap_closed": [round(g, 3) for g in gap],
-            }
-        )
-    )
+        cells = " | ".join(f"{series[name][i]:.1%}" for name in names)
+        print(f"| {budget} | {cells} | {gap[i]:.0%} ({best[i]}) |")
+    summary = {"budgets": args.budgets, **{n: [round(v, 4) for v in series[n]] for n in series}}
+    summary["gap_closed"] = [round(g, 3) for g in gap]
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from budgetflow.allocate.live import run_allocated
+from budgetflow.allocate.policies import Allocator, make_allocator
 from budgetflow.backends.base import Backend
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.budget import Budget
@@ -102,6 +104,19 @@ def eval_command(
         float | None,
         typer.Option(help="Wall-clock limit per strategy run; requests still running then are cancelled."),
     ] = None,
+    allocator: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also run a budget allocator across the questions (repeatable): uniform, difficulty, "
+            "online, early_stop. Needs --budget-samples. Without --strategy, only allocators run."
+        ),
+    ] = None,
+    budget_samples: Annotated[
+        int | None, typer.Option(help="Total samples (all questions together) for --allocator runs.")
+    ] = None,
+    greedy_evidence: Annotated[
+        bool, typer.Option(help="Allocators spend one sample per question on a greedy answer that votes.")
+    ] = False,
     first_k: Annotated[int, typer.Option(help="first_finish: how many of the first finishers vote.")] = 1,
     stop_batch: Annotated[int, typer.Option(help="early_stop: samples drawn per round.")] = 2,
     stop_rule: Annotated[
@@ -162,11 +177,18 @@ def eval_command(
             stop_confidence=stop_confidence,
             stop_margin=stop_margin,
         )
-        strategies = [parse_strategy(s, options=options) for s in (strategy or ["single", "vote@8"])]
+        default = [] if allocator else ["single", "vote@8"]
+        strategies = [parse_strategy(s, options=options) for s in (strategy or default)]
+        allocators = [make_allocator(a, use_greedy=greedy_evidence) for a in allocator or []]
+        if allocators and budget_samples is None:
+            raise ConfigError("--allocator needs --budget-samples (total samples over all questions)")
         budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds)
         sampling = SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed)
         chosen = make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
-        reports = asyncio.run(_run_all(data, strategies, chosen, sampling, concurrency, output, budgets))
+        runs = _Runs(
+            strategies, allocators, budget_samples or 0, temperature if temperature is not None else 0.5
+        )
+        reports = asyncio.run(_run_all(data, runs, chosen, sampling, concurrency, output, budgets))
     except UserInputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -218,9 +240,17 @@ def make_backend(
     raise ConfigError(f"unknown backend {kind!r}; choose embedded or openai")
 
 
+@dataclass(frozen=True, slots=True)
+class _Runs:
+    strategies: list[Strategy]
+    allocators: list[Allocator]
+    budget_samples: int
+    temperature: float
+
+
 async def _run_all(
     data: Dataset,
-    strategies: list[Strategy],
+    runs: _Runs,
     backend: Backend,
     sampling: SamplingParams,
     concurrency: int,
@@ -230,12 +260,44 @@ async def _run_all(
     reports: list[StrategyReport] = []
     async with backend:
         with _progress() as progress:
-            for strategy in strategies:
+            for strategy in runs.strategies:
                 reports.append(
                     await _run_one(data, strategy, backend, sampling, concurrency, progress, budgets)
                 )
                 _write_results(output, data, reports, sampling)
+            for allocator in runs.allocators:
+                reports.append(
+                    await _run_allocator(
+                        data, allocator, runs, backend, sampling, concurrency, progress, budgets
+                    )
+                )
+                _write_results(output, data, reports, sampling)
     return reports
+
+
+async def _run_allocator(
+    data: Dataset,
+    allocator: Allocator,
+    runs: _Runs,
+    backend: Backend,
+    sampling: SamplingParams,
+    concurrency: int,
+    progress: Progress,
+    budgets: tuple[Budget | None, Budget | None],
+) -> StrategyReport:
+    events = EventStream()
+    events.subscribe(_ProgressView(progress, f"alloc:{allocator.name}", len(data), budgets[0]))
+    return await run_allocated(
+        data,
+        backend,
+        allocator,
+        budget_samples=runs.budget_samples,
+        sampling=sampling,
+        temperature=runs.temperature,
+        concurrency=concurrency,
+        budget=budgets[0],
+        events=events,
+    )
 
 
 async def _run_one(

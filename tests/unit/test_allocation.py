@@ -168,3 +168,58 @@ def test_compute_optimal_calibrates_on_one_split_and_applies_to_another(tmp_path
     assert tuned.accuracy > uniform.accuracy
     with pytest.raises(ConfigError, match="calibration table"):
         make_allocator("compute_optimal")
+
+
+def test_live_allocation_spends_the_sample_budget_where_answers_disagree() -> None:
+    import asyncio
+
+    from budgetflow.allocate.live import run_allocated
+    from budgetflow.answers import MatchGrader
+    from budgetflow.backends.scripted import FunctionBackend
+    from budgetflow.evaluate.datasets import Dataset
+    from budgetflow.types import Message, Question, Request, SamplingParams
+
+    def reply(request: Request, index: int) -> str:
+        text = request.messages[0].text
+        if text == "easy":
+            return "Answer: 1"
+        return f"Answer: {(request.sampling.seed or 0) % 3}"  # contested: answers vary by seed
+
+    questions = tuple(
+        Question(id=f"q{i}", text=t, gold="1", messages=(Message("user", t),))
+        for i, t in enumerate(["easy", "contested", "easy", "contested"])
+    )
+    dataset = Dataset(name="live", questions=questions, grader=MatchGrader())
+    backend = FunctionBackend(reply)
+    report = asyncio.run(
+        run_allocated(
+            dataset, backend, make_allocator("difficulty"), budget_samples=20, sampling=SamplingParams(seed=1)
+        )
+    )
+    samples = [r.samples for r in report.results]
+    assert sum(samples) <= 20
+    assert samples[1] > samples[0] and samples[3] > samples[2]  # the budget went where answers disagree
+    assert report.results[0].answer == "1" and report.reserved_at_end.calls == 0
+    starved = asyncio.run(
+        run_allocated(
+            dataset, backend, make_allocator("uniform"), budget_samples=2, sampling=SamplingParams()
+        )
+    )
+    assert sum(r.samples for r in starved.results) == 2
+    assert [r.budget_exhausted for r in starved.results].count(True) == 2  # starved questions still get a row
+
+
+def test_eval_cli_runs_allocators(stub_url: str, tmp_path: Path) -> None:
+    output = tmp_path / "out.json"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--backend", "openai", "--base-url", stub_url, "--model", "stub", "--dataset", "chain_sum",
+         "--limit", "4", "--allocator", "uniform", "--allocator", "online", "--budget-samples", "8",
+         "--output", str(output)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    reports = json.loads(output.read_text())["reports"]
+    assert [r["strategy"] for r in reports] == ["alloc:uniform", "alloc:online"]
+    assert all(sum(q["samples"] for q in r["results"]) <= 8 for r in reports)
+    refused = CliRunner().invoke(app, ["eval", "--allocator", "online", "--output", str(output)])
+    assert refused.exit_code == 2 and "--budget-samples" in refused.output

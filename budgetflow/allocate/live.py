@@ -1,0 +1,182 @@
+"""Allocation on a live backend: the allocator plans, this loop does the I/O.
+
+Every question first gets the allocator's greedy answer (if it uses one) and its probe samples,
+one request per question; then, while the sample budget lasts, the questions with the highest
+priority get one more sample each, up to `concurrency` at a time among those within half of the
+best priority, and priorities are recomputed
+as answers come back. All requests go through the run's ledger and event stream (`RunContext`),
+so a token budget, retries and metering apply as for any strategy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from budgetflow.allocate.policies import Allocator, Evidence, final_answer
+from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.answers.extract import extract_answer
+from budgetflow.backends.base import Backend
+from budgetflow.budget import Budget
+from budgetflow.concurrency import run_all
+from budgetflow.errors import BudgetExceeded, ConfigError
+from budgetflow.evaluate.datasets import Dataset
+from budgetflow.evaluate.runner import QuestionResult, StrategyReport
+from budgetflow.runtime.events import EventStream, QuestionFinished
+from budgetflow.runtime.executor import RunContext
+from budgetflow.types import Request, SamplingParams, Usage
+
+__all__ = ["run_allocated"]
+
+
+class _Books:
+    """Per-question evidence, raw answers, usage and a shared sample budget."""
+
+    def __init__(self, size: int, samples: int) -> None:
+        self.evidence = [Evidence() for _ in range(size)]
+        self.raw: list[dict[str, str]] = [{} for _ in range(size)]
+        self.usage = [Usage() for _ in range(size)]
+        self.samples_left = samples
+        self.refused: set[int] = set()
+
+    def take(self, n: int) -> int:
+        granted = max(0, min(n, self.samples_left))
+        self.samples_left -= granted
+        return granted
+
+
+async def run_allocated(
+    dataset: Dataset,
+    backend: Backend,
+    allocator: Allocator,
+    *,
+    budget_samples: int,
+    sampling: SamplingParams,
+    temperature: float = 0.5,
+    concurrency: int = 4,
+    budget: Budget | None = None,
+    events: EventStream | None = None,
+    on_result: Callable[[QuestionResult], None] | None = None,
+) -> StrategyReport:
+    """Answer `dataset` with at most `budget_samples` samples in all, spent where `allocator` says."""
+    if budget_samples < 0:
+        raise ConfigError(f"budget_samples must be >= 0, got {budget_samples}")
+    context = RunContext(backend, budget=budget, events=events)
+    backends = [context.backend_for(q.id) for q in dataset.questions]
+    sampling = replace(sampling, stop=sampling.stop or dataset.stop)
+    books = _Books(len(dataset), budget_samples)
+    started = time.perf_counter()
+
+    async def draw(index: int, n: int, heat: float, greedy: bool = False) -> None:
+        granted = books.take(n)
+        if not granted:
+            return
+        params = replace(
+            sampling, temperature=heat, seed=_seed(sampling, index, len(books.evidence[index].answers))
+        )
+        request = Request(messages=dataset.questions[index].messages, sampling=params, n=granted)
+        try:
+            response = await backends[index].complete(request)
+        except BudgetExceeded:
+            books.samples_left += granted
+            books.refused.add(index)
+            return
+        books.usage[index] = books.usage[index] + response.usage
+        for completion in response.completions:
+            _record(books, index, extract_answer(completion.text), completion.completion_tokens, greedy)
+
+    everyone = range(len(dataset))
+    if allocator.use_greedy:
+        await run_all(draw(i, 1, 0.0, greedy=True) for i in everyone)
+    if allocator.probe:
+        await run_all(draw(i, allocator.probe, temperature) for i in everyone)
+    if not allocator.adaptive:
+        share, extra = divmod(books.samples_left, len(dataset))
+        await run_all(draw(i, share + (i < extra), temperature) for i in everyone)
+    else:
+        await _spend_by_priority(books, allocator, draw, concurrency, temperature)
+    report = _report(dataset, allocator, books, context, on_result)
+    report.wall_seconds = time.perf_counter() - started
+    return report
+
+
+async def _spend_by_priority(
+    books: _Books,
+    allocator: Allocator,
+    draw: Callable[[int, int, float], Awaitable[None]],
+    concurrency: int,
+    temperature: float,
+) -> None:
+    while books.samples_left > 0:
+        ranked = sorted(
+            (i for i, e in enumerate(books.evidence) if i not in books.refused and allocator.priority(e) > 0),
+            key=lambda i: -allocator.priority(books.evidence[i]),
+        )
+        if not ranked:
+            return
+        # parallel, but only among questions nearly as deserving as the best one
+        best = allocator.priority(books.evidence[ranked[0]])
+        close = [i for i in ranked if allocator.priority(books.evidence[i]) >= 0.5 * best]
+        batch = close[: min(concurrency, books.samples_left)]
+        await run_all(draw(i, 1, temperature) for i in batch)
+
+
+def _record(books: _Books, index: int, answer: str | None, tokens: int, greedy: bool) -> None:
+    key = None if answer is None else normalize_answer(answer)
+    if key is not None and answer is not None:
+        books.raw[index].setdefault(key, answer)
+    evidence = books.evidence[index]
+    evidence.tokens += tokens
+    if greedy:
+        evidence.used_greedy, evidence.greedy = True, key
+    else:
+        evidence.answers.append(key)
+
+
+def _seed(sampling: SamplingParams, index: int, drawn: int) -> int | None:
+    return None if sampling.seed is None else sampling.seed + 7919 * index + 1000 * drawn
+
+
+def _report(
+    dataset: Dataset,
+    allocator: Allocator,
+    books: _Books,
+    context: RunContext,
+    on_result: Callable[[QuestionResult], None] | None,
+) -> StrategyReport:
+    report = StrategyReport(strategy=f"alloc:{allocator.name}", dataset=dataset.name)
+    for index, question in enumerate(dataset.questions):
+        key = final_answer(books.evidence[index], allocator.greedy_weight)
+        answer = None if key is None else books.raw[index].get(key, key)
+        evidence = books.evidence[index]
+        result = QuestionResult(
+            id=question.id,
+            gold=question.gold,
+            answer=answer,
+            score=dataset.grader.grade(answer, question),
+            samples=len(evidence.answers) + evidence.used_greedy,
+            prompt_tokens=books.usage[index].prompt_tokens,
+            completion_tokens=books.usage[index].completion_tokens,
+            seconds=0.0,
+            reason=f"{allocator.name} allocation",
+            sample_answers=tuple(evidence.answers),
+            budget_exhausted=not evidence.answers and not evidence.used_greedy,
+        )
+        report.results.append(result)
+        if context.events.active:
+            usage = books.usage[index]
+            context.events.emit(
+                QuestionFinished(
+                    question_id=question.id,
+                    strategy=report.strategy,
+                    answer=answer,
+                    score=result.score,
+                    usage=usage,
+                )
+            )
+        if on_result is not None:
+            on_result(result)
+    report.spent = context.ledger.spent
+    report.reserved_at_end = context.ledger.reserved
+    return report
