@@ -27,6 +27,7 @@ from budgetflow.evaluate.datasets import (
     load_dataset,
     split_fields,
 )
+from budgetflow.evaluate.report import plot_reports, write_markdown
 from budgetflow.evaluate.runner import StrategyReport, evaluate
 from budgetflow.runtime.events import Event, EventStream, QuestionFinished, RequestFinished
 from budgetflow.strategies.base import Strategy
@@ -112,7 +113,10 @@ def eval_command(
         ),
     ] = None,
     budget_samples: Annotated[
-        int | None, typer.Option(help="Total samples (all questions together) for --allocator runs.")
+        list[int] | None,
+        typer.Option(
+            help="Total samples (all questions together) for --allocator runs; repeat to sweep budgets."
+        ),
     ] = None,
     greedy_evidence: Annotated[
         bool, typer.Option(help="Allocators spend one sample per question on a greedy answer that votes.")
@@ -156,8 +160,14 @@ def eval_command(
     answer_field: Annotated[str | None, typer.Option(help="JSONL field holding the gold answer.")] = None,
     id_field: Annotated[str | None, typer.Option(help="JSONL field holding a question id.")] = None,
     output: Annotated[
-        Path, typer.Option(help="Where to write the JSON results (every question, every sample's answer).")
+        Path,
+        typer.Option(
+            help="Where to write the JSON results (every question, every sample's answer); a Markdown table "
+            "and PNG plots (accuracy vs tokens with the Pareto frontier, vs wall time, spend per question) "
+            "are written beside it."
+        ),
     ] = Path("results/eval.json"),
+    plots: Annotated[bool, typer.Option(help="Write the PNG plots beside --output.")] = True,
 ) -> None:
     """Answer a dataset with one or more strategies and compare accuracy, tokens and time.
 
@@ -180,13 +190,13 @@ def eval_command(
         default = [] if allocator else ["single", "vote@8"]
         strategies = [parse_strategy(s, options=options) for s in (strategy or default)]
         allocators = [make_allocator(a, use_greedy=greedy_evidence) for a in allocator or []]
-        if allocators and budget_samples is None:
+        if allocators and not budget_samples:
             raise ConfigError("--allocator needs --budget-samples (total samples over all questions)")
         budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds)
         sampling = SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed)
         chosen = make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
         runs = _Runs(
-            strategies, allocators, budget_samples or 0, temperature if temperature is not None else 0.5
+            strategies, allocators, budget_samples or [], temperature if temperature is not None else 0.5
         )
         reports = asyncio.run(_run_all(data, runs, chosen, sampling, concurrency, output, budgets))
     except UserInputError as exc:
@@ -196,7 +206,11 @@ def eval_command(
         console.print(f"[red]failed:[/red] {exc}")
         raise typer.Exit(1) from None
     stdout.print(_summary_table(reports, chosen_name=backend))
-    console.print(f"results written to {output}")
+    written = [output, output.with_suffix(".md")]
+    write_markdown(reports, written[1])
+    if plots and reports:
+        written += plot_reports(reports, output.with_suffix(""))
+    console.print("results written to " + ", ".join(str(p) for p in written))
 
 
 def _budgets(
@@ -244,7 +258,7 @@ def make_backend(
 class _Runs:
     strategies: list[Strategy]
     allocators: list[Allocator]
-    budget_samples: int
+    budget_samples: list[int]
     temperature: float
 
 
@@ -266,18 +280,19 @@ async def _run_all(
                 )
                 _write_results(output, data, reports, sampling)
             for allocator in runs.allocators:
-                reports.append(
-                    await _run_allocator(
-                        data, allocator, runs, backend, sampling, concurrency, progress, budgets
+                for total in runs.budget_samples:
+                    run = _run_allocator(
+                        data, allocator, total, runs, backend, sampling, concurrency, progress, budgets
                     )
-                )
-                _write_results(output, data, reports, sampling)
+                    reports.append(await run)
+                    _write_results(output, data, reports, sampling)
     return reports
 
 
 async def _run_allocator(
     data: Dataset,
     allocator: Allocator,
+    total: int,
     runs: _Runs,
     backend: Backend,
     sampling: SamplingParams,
@@ -285,19 +300,22 @@ async def _run_allocator(
     progress: Progress,
     budgets: tuple[Budget | None, Budget | None],
 ) -> StrategyReport:
+    name = f"alloc:{allocator.name}@{total}"
     events = EventStream()
-    events.subscribe(_ProgressView(progress, f"alloc:{allocator.name}", len(data), budgets[0]))
-    return await run_allocated(
+    events.subscribe(_ProgressView(progress, name, len(data), budgets[0]))
+    report = await run_allocated(
         data,
         backend,
         allocator,
-        budget_samples=runs.budget_samples,
+        budget_samples=total,
         sampling=sampling,
         temperature=runs.temperature,
         concurrency=concurrency,
         budget=budgets[0],
         events=events,
     )
+    report.strategy = name
+    return report
 
 
 async def _run_one(

@@ -219,7 +219,10 @@ def test_eval_cli_runs_allocators(stub_url: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     reports = json.loads(output.read_text())["reports"]
-    assert [r["strategy"] for r in reports] == ["alloc:uniform", "alloc:online"]
+    assert [r["strategy"] for r in reports] == ["alloc:uniform@8", "alloc:online@8"]
+    assert output.with_suffix(".md").read_text().count("alloc:") == 2
+    for suffix in ("pareto", "time", "spend"):
+        assert (tmp_path / f"out-{suffix}.png").stat().st_size > 1000
     assert all(sum(q["samples"] for q in r["results"]) <= 8 for r in reports)
     refused = CliRunner().invoke(app, ["eval", "--allocator", "online", "--output", str(output)])
     assert refused.exit_code == 2 and "--budget-samples" in refused.output
