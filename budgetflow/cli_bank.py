@@ -104,6 +104,12 @@ def simulate_command(
         Path | None,
         typer.Option(help="Calibration table for --allocator compute_optimal (`bank calibrate`)."),
     ] = None,
+    quota_factor: Annotated[
+        float | None,
+        typer.Option(
+            help="difficulty/online: cap each later sample at this x the longest probe sample's tokens."
+        ),
+    ] = None,
 ) -> None:
     """Replay an allocator against a bank; compare with uniform (floor) and the oracle (upper bound).
 
@@ -117,7 +123,7 @@ def simulate_command(
         if table is not None:
             per_question = (budget_samples or 0) / len(questions)
             targets = CalibrationTable.load(table).targets_for(per_question)
-        chosen = make_allocator(allocator, use_greedy=greedy, bin_targets=targets)
+        chosen = make_allocator(allocator, use_greedy=greedy, bin_targets=targets, quota_factor=quota_factor)
         result = simulate(
             questions, chosen, budget_samples=budget_samples, budget_tokens=budget_tokens, seeds=seeds
         )

@@ -21,6 +21,7 @@ disagree but a mode is forming; leave settled and hopeless questions alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ class Evidence:
     greedy: str | None = None
     used_greedy: bool = False
     tokens: int = 0
+    longest: int = 0
 
     def votes(self, greedy_weight: float) -> dict[str, float]:
         counts: dict[str, float] = {}
@@ -86,6 +88,14 @@ class Allocator:
     stop_confidence: float | None = None
     hopeless_after: int = 4
     bin_targets: tuple[int, ...] | None = None
+    quota_factor: float | None = None
+
+    def quota(self, evidence: Evidence) -> int | None:
+        """max_tokens for this question's next sample: `quota_factor` x its longest probe sample once
+        probed (short answers stay short, as in DRQA / SCALE), None before or when quotas are off."""
+        if self.quota_factor is None or len(evidence.answers) < max(1, self.probe) or evidence.longest == 0:
+            return None
+        return max(1, math.ceil(self.quota_factor * evidence.longest))
 
     def priority(self, evidence: Evidence) -> float:
         if not self.adaptive:
@@ -116,6 +126,7 @@ def make_allocator(
     stop_confidence: float = 0.85,
     hopeless_after: int = 4,
     bin_targets: tuple[int, ...] | None = None,
+    quota_factor: float | None = None,
 ) -> Allocator:
     """An allocator by name; `compute_optimal` needs `bin_targets` (from a calibration table).
 
@@ -126,9 +137,9 @@ def make_allocator(
     if name == "uniform":
         return Allocator(name=name, adaptive=False, use_greedy=use_greedy)
     if name == "difficulty":
-        return Allocator(name=name, probe=2, use_greedy=use_greedy)
+        return Allocator(name=name, probe=2, use_greedy=use_greedy, quota_factor=quota_factor)
     if name == "online":
-        return Allocator(name=name, probe=1, use_greedy=use_greedy)
+        return Allocator(name=name, probe=1, use_greedy=use_greedy, quota_factor=quota_factor)
     if name == "early_stop":
         return Allocator(
             name=name,

@@ -108,12 +108,17 @@ class _Spender:
             assert self.left_tokens is not None
             self.left_tokens -= cost
 
-    def draw(self, index: int) -> None:
+    def draw(self, index: int, quota: int | None = None) -> None:
+        """Draw the question's next sample; with a `quota`, a longer sample is cut there: it costs
+        the quota and states no answer."""
         evidence = self.evidence[index]
         sample = self.bank[index].samples[self.orders[index][len(evidence.answers)]]
-        self._pay(sample.completion_tokens)
-        evidence.answers.append(_key(sample.answer))
-        evidence.tokens += sample.completion_tokens
+        cut = quota is not None and sample.completion_tokens > quota
+        cost = quota if cut and quota is not None else sample.completion_tokens
+        self._pay(cost)
+        evidence.answers.append(None if cut else _key(sample.answer))
+        evidence.tokens += cost
+        evidence.longest = max(evidence.longest, cost)
 
     def take_greedy(self, index: int) -> None:
         greedy = self.bank[index].greedy
@@ -151,7 +156,7 @@ def _run_once(
             if priorities[index] <= 0:
                 return spender.evidence
             if spender.can_draw(int(index)):
-                spender.draw(int(index))
+                spender.draw(int(index), allocator.quota(spender.evidence[int(index)]))
                 priorities[index] = allocator.priority(spender.evidence[index])
                 break
         else:

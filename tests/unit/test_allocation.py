@@ -233,3 +233,15 @@ def test_eval_cli_runs_allocators(stub_url: str, tmp_path: Path) -> None:
     assert all(sum(q["samples"] for q in r["results"]) <= 8 for r in reports)
     refused = CliRunner().invoke(app, ["eval", "--allocator", "online", "--output", str(output)])
     assert refused.exit_code == 2 and "--budget-samples" in refused.output
+
+
+def test_quotas_cut_long_samples_after_the_probe() -> None:
+    samples = tuple(BankSample(answer="4", correct=True, completion_tokens=t) for t in [5, 5] + [40] * 14)
+    bank = [BankQuestion(id="q", question="?", gold="4", greedy=None, samples=samples)]
+    allocator = make_allocator("difficulty", quota_factor=2.0)
+    assert allocator.quota(Evidence(answers=["4"], longest=5)) is None  # still probing
+    assert allocator.quota(Evidence(answers=["4", "4"], longest=5)) == 10
+    # with an unshuffled pool the probe sees the two short samples; later long ones are cut at 10
+    free = simulate(bank, make_allocator("difficulty"), budget_samples=6, seeds=1)
+    capped = simulate(bank, allocator, budget_samples=6, seeds=1)
+    assert capped.tokens <= free.tokens
