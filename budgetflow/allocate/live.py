@@ -72,8 +72,13 @@ async def run_allocated(
         granted = books.take(n)
         if not granted:
             return
+        evidence = books.evidence[index]
+        quota = None if greedy else allocator.quota(evidence)
         params = replace(
-            sampling, temperature=heat, seed=_seed(sampling, index, len(books.evidence[index].answers))
+            sampling,
+            temperature=heat,
+            seed=_seed(sampling, index, len(evidence.answers)),
+            max_tokens=quota or sampling.max_tokens,
         )
         request = Request(messages=dataset.questions[index].messages, sampling=params, n=granted)
         try:
@@ -84,7 +89,9 @@ async def run_allocated(
             return
         books.usage[index] = books.usage[index] + response.usage
         for completion in response.completions:
-            _record(books, index, extract_answer(completion.text), completion.completion_tokens, greedy)
+            cut = quota is not None and completion.finish_reason == "length"
+            answer = None if cut else extract_answer(completion.text)
+            _record(books, index, answer, completion.completion_tokens, greedy)
 
     everyone = range(len(dataset))
     if allocator.use_greedy:
@@ -128,6 +135,7 @@ def _record(books: _Books, index: int, answer: str | None, tokens: int, greedy: 
         books.raw[index].setdefault(key, answer)
     evidence = books.evidence[index]
     evidence.tokens += tokens
+    evidence.longest = max(evidence.longest, tokens)
     if greedy:
         evidence.used_greedy, evidence.greedy = True, key
     else:
