@@ -15,7 +15,7 @@ from rich.table import Table
 
 from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
 from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate
-from budgetflow.allocate.policies import ALLOCATORS, make_allocator
+from budgetflow.allocate.policies import ALLOCATORS, Allocator, make_allocator
 from budgetflow.allocate.simulate import SimulationResult, oracle_accuracy, simulate
 from budgetflow.backends.base import Backend
 from budgetflow.errors import BudgetflowError, ConfigError, UserInputError
@@ -96,6 +96,12 @@ def simulate_command(
     budget_tokens: Annotated[
         int | None, typer.Option(help="Total completion tokens over all questions.")
     ] = None,
+    budget_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Also a wall-clock limit: samples cost their recorded seconds (see --allocator deadline)."
+        ),
+    ] = None,
     greedy: Annotated[
         bool, typer.Option(help="Spend one sample per question on the greedy answer as evidence.")
     ] = False,
@@ -124,16 +130,18 @@ def simulate_command(
             per_question = (budget_samples or 0) / len(questions)
             targets = CalibrationTable.load(table).targets_for(per_question)
         chosen = make_allocator(allocator, use_greedy=greedy, bin_targets=targets, quota_factor=quota_factor)
-        result = simulate(
-            questions, chosen, budget_samples=budget_samples, budget_tokens=budget_tokens, seeds=seeds
-        )
-        uniform = simulate(
-            questions,
-            make_allocator("uniform"),
-            budget_samples=budget_samples,
-            budget_tokens=budget_tokens,
-            seeds=seeds,
-        )
+
+        def replay(policy: Allocator) -> SimulationResult:
+            return simulate(
+                questions,
+                policy,
+                budget_samples=budget_samples,
+                budget_tokens=budget_tokens,
+                budget_seconds=budget_seconds,
+                seeds=seeds,
+            )
+
+        result, uniform = replay(chosen), replay(make_allocator("uniform"))
         oracle_budget = (
             budget_samples if budget_samples is not None else _samples_for_tokens(questions, budget_tokens)
         )

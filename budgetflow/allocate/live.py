@@ -81,6 +81,7 @@ async def run_allocated(
             max_tokens=quota or sampling.max_tokens,
         )
         request = Request(messages=dataset.questions[index].messages, sampling=params, n=granted)
+        requested = time.perf_counter()
         try:
             response = await backends[index].complete(request)
         except BudgetExceeded:
@@ -88,6 +89,7 @@ async def run_allocated(
             books.refused.add(index)
             return
         books.usage[index] = books.usage[index] + response.usage
+        evidence.seconds += time.perf_counter() - requested
         for completion in response.completions:
             cut = quota is not None and completion.finish_reason == "length"
             answer = None if cut else extract_answer(completion.text)

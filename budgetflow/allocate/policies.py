@@ -9,6 +9,9 @@ one) and returns a priority; the simulator (or executor) does the drawing. Alloc
 * `online`      no probe phase beyond one sample: re-allocate after every sample, by answer
                 clusters rather than raw samples, so a question whose samples agree stops
                 attracting budget (Every Rollout Counts' direction-level view);
+* `deadline`    like `online`, but by gain per expected second (each question's observed seconds
+                per sample), for runs with a wall-clock deadline as well as a budget (On Time,
+                Within Budget): slow questions must earn their time;
 * `early_stop`  every question samples until its leader is settled (Beta rule at 0.85), `cap` is
                 hit, or its first four samples all disagree (no mode is forming: more rarely helps).
 
@@ -40,6 +43,7 @@ class Evidence:
     used_greedy: bool = False
     tokens: int = 0
     longest: int = 0
+    seconds: float = 0.0
 
     def votes(self, greedy_weight: float) -> dict[str, float]:
         counts: dict[str, float] = {}
@@ -89,6 +93,7 @@ class Allocator:
     hopeless_after: int = 4
     bin_targets: tuple[int, ...] | None = None
     quota_factor: float | None = None
+    per_second: bool = False
 
     def quota(self, evidence: Evidence) -> int | None:
         """max_tokens for this question's next sample: `quota_factor` x its longest probe sample once
@@ -112,10 +117,13 @@ class Allocator:
             settled = leader_confidence(round(counts[0]), round(counts[1])) >= self.stop_confidence
             hopeless = drawn >= self.hopeless_after and counts[0] <= 1
             return 0.0 if settled or hopeless else 1.0 / (1 + drawn)
-        return marginal_gain(evidence, self.greedy_weight)
+        gain = marginal_gain(evidence, self.greedy_weight)
+        if self.per_second and drawn:
+            return gain / max(evidence.seconds / drawn, 1e-6)  # gain per expected second of this question
+        return gain
 
 
-ALLOCATORS = ("uniform", "difficulty", "online", "early_stop", "compute_optimal")
+ALLOCATORS = ("uniform", "difficulty", "online", "early_stop", "compute_optimal", "deadline")
 
 
 def make_allocator(
@@ -148,6 +156,10 @@ def make_allocator(
             stop_confidence=stop_confidence,
             hopeless_after=hopeless_after,
             use_greedy=use_greedy,
+        )
+    if name == "deadline":
+        return Allocator(
+            name=name, probe=1, use_greedy=use_greedy, quota_factor=quota_factor, per_second=True
         )
     if name == "compute_optimal":
         if bin_targets is None:

@@ -52,15 +52,21 @@ def simulate(
     *,
     budget_samples: int | None = None,
     budget_tokens: int | None = None,
+    budget_seconds: float | None = None,
     seeds: int = 20,
 ) -> SimulationResult:
-    """Mean accuracy and completion tokens of `allocator` on `bank` over `seeds` shuffles."""
+    """Mean accuracy and completion tokens of `allocator` on `bank` over `seeds` shuffles.
+
+    `budget_seconds` adds a wall-clock limit (samples cost their recorded seconds, run one after
+    another) on top of the sample or token budget."""
     if (budget_samples is None) == (budget_tokens is None):
         raise ConfigError("give exactly one of budget_samples and budget_tokens")
     correct = [_correct_keys(q) for q in bank]
     accuracies, tokens, drawn = [], [], []
     for seed in range(seeds):
-        evidence = _run_once(bank, allocator, budget_samples, budget_tokens, random.Random(seed))
+        evidence = _run_once(
+            bank, allocator, (budget_samples, budget_tokens, budget_seconds), random.Random(seed)
+        )
         answers = [final_answer(e, allocator.greedy_weight) for e in evidence]
         accuracies.append(
             sum(a is not None and a in ok for a, ok in zip(answers, correct, strict=True)) / len(bank)
@@ -76,15 +82,15 @@ def simulate(
     )
 
 
+_Limits = tuple[int | None, int | None, float | None]  # samples, tokens, seconds
+
+
 class _Spender:
     """Draws samples for questions while the budget (samples or tokens) allows."""
 
-    def __init__(
-        self, bank: list[BankQuestion], samples: int | None, tokens: int | None, rng: random.Random
-    ) -> None:
+    def __init__(self, bank: list[BankQuestion], limits: _Limits, rng: random.Random) -> None:
         self.bank = bank
-        self.left_samples = samples
-        self.left_tokens = tokens
+        self.left_samples, self.left_tokens, self.left_seconds = limits
         self.orders = [rng.sample(range(len(q.samples)), len(q.samples)) for q in bank]
         self.evidence = [Evidence() for _ in bank]
 
@@ -92,16 +98,20 @@ class _Spender:
         drawn = len(self.evidence[index].answers)
         if drawn >= len(self.bank[index].samples):
             return False
-        cost = self.bank[index].samples[self.orders[index][drawn]].completion_tokens
-        return self._affordable(cost)
+        sample = self.bank[index].samples[self.orders[index][drawn]]
+        return self._affordable(sample.completion_tokens, sample.seconds)
 
-    def _affordable(self, cost: int) -> bool:
+    def _affordable(self, cost: int, seconds: float) -> bool:
+        if self.left_seconds is not None and self.left_seconds < seconds:
+            return False
         if self.left_samples is not None:
             return self.left_samples >= 1
         assert self.left_tokens is not None
         return self.left_tokens >= cost
 
-    def _pay(self, cost: int) -> None:
+    def _pay(self, cost: int, seconds: float) -> None:
+        if self.left_seconds is not None:
+            self.left_seconds -= seconds
         if self.left_samples is not None:
             self.left_samples -= 1
         else:
@@ -115,16 +125,17 @@ class _Spender:
         sample = self.bank[index].samples[self.orders[index][len(evidence.answers)]]
         cut = quota is not None and sample.completion_tokens > quota
         cost = quota if cut and quota is not None else sample.completion_tokens
-        self._pay(cost)
+        self._pay(cost, sample.seconds)
+        evidence.seconds += sample.seconds
         evidence.answers.append(None if cut else _key(sample.answer))
         evidence.tokens += cost
         evidence.longest = max(evidence.longest, cost)
 
     def take_greedy(self, index: int) -> None:
         greedy = self.bank[index].greedy
-        if greedy is None or not self._affordable(greedy.completion_tokens):
+        if greedy is None or not self._affordable(greedy.completion_tokens, greedy.seconds):
             return
-        self._pay(greedy.completion_tokens)
+        self._pay(greedy.completion_tokens, greedy.seconds)
         evidence = self.evidence[index]
         evidence.used_greedy = True
         evidence.greedy = _key(greedy.answer)
@@ -134,11 +145,10 @@ class _Spender:
 def _run_once(
     bank: list[BankQuestion],
     allocator: Allocator,
-    samples: int | None,
-    tokens: int | None,
+    limits: _Limits,
     rng: random.Random,
 ) -> list[Evidence]:
-    spender = _Spender(bank, samples, tokens, rng)
+    spender = _Spender(bank, limits, rng)
     questions = range(len(bank))
     if allocator.use_greedy:
         for index in questions:

@@ -245,3 +245,28 @@ def test_quotas_cut_long_samples_after_the_probe() -> None:
     free = simulate(bank, make_allocator("difficulty"), budget_samples=6, seeds=1)
     capped = simulate(bank, allocator, budget_samples=6, seeds=1)
     assert capped.tokens <= free.tokens
+
+
+def test_deadline_allocator_spends_time_where_it_pays() -> None:
+    bank = []
+    for index, question in enumerate(synthetic_bank(60)):
+        slow = index % 2 == 1  # half the questions take ten times longer per sample
+        samples = tuple(
+            BankSample(
+                answer=s.answer,
+                correct=s.correct,
+                completion_tokens=s.completion_tokens,
+                seconds=1.0 if slow else 0.1,
+            )
+            for s in question.samples
+        )
+        bank.append(
+            BankQuestion(id=question.id, question="?", gold=question.gold, greedy=None, samples=samples)
+        )
+    seconds = 60.0
+    by_time = simulate(
+        bank, make_allocator("deadline"), budget_samples=8 * 60, budget_seconds=seconds, seeds=5
+    )
+    by_gain = simulate(bank, make_allocator("online"), budget_samples=8 * 60, budget_seconds=seconds, seeds=5)
+    assert by_time.accuracy >= by_gain.accuracy
+    assert by_time.samples_per_question > by_gain.samples_per_question  # cheap questions got the time
