@@ -95,7 +95,7 @@ def eval_command(
         int | None,
         typer.Option(
             help="Hard cap on total tokens (prompt + completion) per strategy run. Every request "
-            "reserves its worst case first; a question that cannot get more answers with what it has."
+            "reserves its worst case first; a question that cannot draw more answers with what it has."
         ),
     ] = None,
     question_budget_tokens: Annotated[
@@ -109,7 +109,7 @@ def eval_command(
         list[str] | None,
         typer.Option(
             help="Also run a budget allocator across the questions (repeatable): uniform, difficulty, "
-            "online, early_stop. Needs --budget-samples. Without --strategy, only allocators run."
+            "online, early_stop, deadline. Needs --budget-samples. Without --strategy, only allocators run."
         ),
     ] = None,
     budget_samples: Annotated[

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from budgetflow.evaluate.runner import StrategyReport
 
@@ -73,15 +74,21 @@ def plot_reports(reports: list[StrategyReport], stem: Path) -> list[Path]:
         axes.set_xlabel(label)
         axes.set_ylabel("accuracy (%)")
         axes.set_title(f"{reports[0].dataset}: accuracy vs {suffix if suffix == 'time' else 'tokens'}")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-        figure.tight_layout()
-        path = stem.with_name(f"{stem.name}-{suffix}.png")
-        figure.savefig(path)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(figure, axes, stem.with_name(f"{stem.name}-{suffix}.png")))
     written.append(_plot_spend(reports, stem))
     return written
+
+
+def _save(figure: Any, axes: Any, path: Path) -> Path:
+    """Grid, legend, tight layout; write the PNG and free the figure."""
+    import matplotlib.pyplot as pyplot
+
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot.close(figure)
+    return path
 
 
 def _plot_spend(reports: list[StrategyReport], stem: Path) -> Path:
@@ -100,10 +107,4 @@ def _plot_spend(reports: list[StrategyReport], stem: Path) -> Path:
     axes.set_xlabel("questions, easiest to hardest (mean score over all runs)")
     axes.set_ylabel("completion tokens spent")
     axes.set_title(f"{reports[0].dataset}: where each run spent")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    path = stem.with_name(f"{stem.name}-spend.png")
-    figure.savefig(path)
-    pyplot.close(figure)
-    return path
+    return _save(figure, axes, stem.with_name(f"{stem.name}-spend.png"))
