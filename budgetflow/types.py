@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -245,14 +244,6 @@ class Response:
     @property
     def texts(self) -> list[str]:
         return [c.text for c in self.completions]
-
-
-def sum_usage(usages: Sequence[Usage]) -> Usage:
-    """The total of several usages."""
-    total = Usage()
-    for usage in usages:
-        total = total + usage
-    return total
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,6 @@ disagree but a mode is forming; leave settled and hopeless questions alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from budgetflow.errors import ConfigError
@@ -166,10 +165,3 @@ def make_allocator(
             raise ConfigError("compute_optimal needs a calibration table (budgetflow bank calibrate)")
         return Allocator(name=name, probe=2, use_greedy=True, bin_targets=bin_targets)
     raise ConfigError(f"unknown allocator {name!r}; known: {', '.join(ALLOCATORS)}")
-
-
-def describe(allocator: Allocator) -> str:
-    extras: Sequence[str] = [f"probe {allocator.probe}"] if allocator.probe else []
-    if allocator.use_greedy:
-        extras = [*extras, "greedy as evidence"]
-    return allocator.name + (f" ({', '.join(extras)})" if extras else "")

@@ -9,7 +9,6 @@ MATH-500, AIME, AMC) are recognised from the first line.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,7 +239,3 @@ def split_fields(text: str) -> tuple[str, ...]:
     if not names:
         raise DatasetError("--question-field needs at least one field name")
     return names
-
-
-def dataset_names() -> Sequence[str]:
-    return sorted([*BUILTIN_DATASETS, *BUILTIN_MIXES])
