@@ -31,7 +31,7 @@ def test_faulty_endpoint_run_finishes_correct_and_balanced(tmp_path: Path) -> No
     faults = [
         Fault(status=429, retry_after="0.05"),
         Fault(status=500),
-        Fault(delay=1.0),  # longer than the client's timeout
+        Fault(delay=4.0),  # longer than the client's timeout
         Fault(truncate=True),
         Fault(status=503),
         Fault(drop_connection=True),
@@ -44,7 +44,7 @@ def test_faulty_endpoint_run_finishes_correct_and_balanced(tmp_path: Path) -> No
         async with StubOpenAIServer(reply=_solve) as server:
             server.inject(*faults)
             backend = OpenAICompatibleBackend(
-                base_url=server.base_url, model="stub", api_key="k", timeout=0.5
+                base_url=server.base_url, model="stub", api_key="k", timeout=2.0
             )
             async with backend:
                 report = await evaluate(
