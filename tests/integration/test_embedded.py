@@ -114,7 +114,7 @@ def test_generation_leaves_the_event_loop_free(
         await task
         return ticks
 
-    assert loop.run_until_complete(body()) > 5
+    assert loop.run_until_complete(body()) >= 2  # a blocked loop would tick once, after the work
 
 
 def test_cancelling_a_request_stops_decoding(
