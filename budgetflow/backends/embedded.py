@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import os
 import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,7 +125,34 @@ class EmbeddedBackend(Backend):
             )
         return self._engine
 
-    def _run(self, request: Request, cancel: threading.Event) -> Response:
+    async def stream(self, request: Request) -> AsyncIterator[str]:
+        """Text deltas of one completion as they are decoded (`request.n` must be 1).
+
+        Stopping iteration early (or cancelling) stops decoding at the next token."""
+        if request.n != 1 or request.keep_first is not None:
+            raise ConfigError("streaming returns one completion: use n=1 without keep_first")
+        async with self._turn:
+            loop = asyncio.get_running_loop()
+            deltas: asyncio.Queue[str | None] = asyncio.Queue()
+            cancel = threading.Event()
+
+            def on_text(index: int, text: str) -> None:
+                loop.call_soon_threadsafe(deltas.put_nowait, text)
+
+            future = loop.run_in_executor(self._worker(), self._run, request, cancel, on_text)
+            future.add_done_callback(lambda _: deltas.put_nowait(None))
+            try:
+                while (delta := await deltas.get()) is not None:
+                    yield delta
+                future.result()
+            finally:
+                if not future.done():
+                    cancel.set()
+                    await _wait_ignoring_cancellation(future)
+
+    def _run(
+        self, request: Request, cancel: threading.Event, on_text: Callable[[int, str], None] | None = None
+    ) -> Response:
         if request.thinking:
             raise ConfigError(f"{self.name} has no thinking mode; use thinking=None or False")
         engine = self._load()
@@ -141,7 +169,7 @@ class EmbeddedBackend(Backend):
         while len(results) < request.n:
             batch = min(engine.max_sequences, request.n - len(results))
             results += engine.generate(
-                prompt, request.sampling, n=batch, first_index=len(results), cancel=cancel
+                prompt, request.sampling, n=batch, first_index=len(results), cancel=cancel, on_text=on_text
             )
         completions = tuple(
             Completion(text=r.text, finish_reason=r.finish_reason, completion_tokens=r.tokens)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class _Sequence:
     finish_reason: str | None = None
     text: str = ""
     finished_at: int = -1
+    emitted: int = 0
 
 
 _SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
@@ -98,6 +100,8 @@ class LlamaEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(max(512, max_sequences), 0, 1)
         self._pieces: dict[int, bytes] = {}
+        self._on_text: Callable[[int, str], None] | None = None
+        self._hold = 0
         self._template = llama_cpp.llama_model_chat_template(self._model, None)
         #: Tokens pushed through the model so far (prompt and generated); a cancelled request
         #: stops adding to it.
@@ -178,12 +182,31 @@ class LlamaEngine:
         first_index: int = 0,
         cancel: threading.Event | None = None,
         finish_after: int | None = None,
+        on_text: Callable[[int, str], None] | None = None,
     ) -> list[SequenceResult]:
         """`n` samples continuing `prompt_tokens`, decoded together in one batch per step.
 
         With `finish_after=k`, decoding stops as soon as `k` samples have finished; the result is
         those `k` in finishing order followed by the stopped ones (finish_reason "cancelled").
+        `on_text(sample_index, delta)` receives text as it is generated; text that could still turn
+        out to be the start of a stop string is held back until it cannot.
         """
+        self._on_text = on_text
+        self._hold = max((len(s) for s in sampling.stop), default=1) - 1
+        try:
+            return self._generate(prompt_tokens, sampling, n, first_index, cancel, finish_after)
+        finally:
+            self._on_text = None
+
+    def _generate(
+        self,
+        prompt_tokens: list[int],
+        sampling: SamplingParams,
+        n: int,
+        first_index: int,
+        cancel: threading.Event | None,
+        finish_after: int | None,
+    ) -> list[SequenceResult]:
         if n > self.max_sequences:
             raise ConfigError(f"at most {self.max_sequences} sequences per batch, asked for {n}")
         needed = len(prompt_tokens) + n * sampling.max_tokens
@@ -240,11 +263,19 @@ class LlamaEngine:
             return self._finish(seq, "stop")
         if seq.tokens >= sampling.max_tokens:
             return self._finish(seq, "length")
+        self._emit(seq, text, self._hold)
         return True
+
+    def _emit(self, seq: _Sequence, text: str, hold: int) -> None:
+        end = len(text) - hold
+        if self._on_text is not None and end > seq.emitted:
+            self._on_text(seq.index, text[seq.emitted : end])
+            seq.emitted = end
 
     def _finish(self, seq: _Sequence, reason: str) -> bool:
         seq.finish_reason = reason
         seq.text = seq.data.decode("utf-8", errors="replace")
+        self._emit(seq, seq.text, 0)
         # free the sample's own cells; the prompt's cells stay for the next request to reuse
         llama_cpp.llama_memory_seq_rm(self._memory, seq.index, len(self._cached_prompt), -1)
         return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -112,6 +113,36 @@ class OpenAICompatibleBackend(Backend):
                 completions.append(one)
                 usage = usage + one_usage
         return Response(completions=tuple(completions), usage=usage, model=request.model or self.model)
+
+    async def stream(self, request: Request) -> AsyncIterator[str]:
+        """Text deltas of one completion from the server's server-sent events (`n` must be 1)."""
+        if request.n != 1 or request.keep_first is not None:
+            raise ConfigError("streaming returns one completion: use n=1 without keep_first")
+        seed = request.sampling.seed if request.sampling.seed is not None else random.randrange(2**31)
+        payload = {**self._payload(request, n=1, seed=seed), "stream": True}
+        url = f"{self.base_url}/chat/completions"
+        try:
+            async with self._client().post(url, data=json.dumps(payload)) as reply:
+                if reply.status >= 300:
+                    body = await reply.text()
+                    retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
+                    raise error_for_status(reply.status, body, backend=self.name, retry_after=retry_after)
+                async for raw in reply.content:
+                    delta = _stream_delta(raw.decode("utf-8", errors="replace").strip(), self.name)
+                    if delta is None:
+                        return
+                    if delta:
+                        yield delta
+        except aiohttp.ClientConnectorError as exc:
+            raise EndpointUnreachable(
+                f"{self.name}: cannot connect to {url}: {exc}", backend=self.name
+            ) from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+            raise EndpointUnreachable(
+                f"{self.name}: stream from {url} dropped: {exc!r}", backend=self.name
+            ) from exc
+        except TimeoutError as exc:
+            raise BackendTimeout(f"{self.name}: stream from {url} timed out", backend=self.name) from exc
 
     async def _first_finished(self, request: Request, seed: int) -> Response:
         """Start `n` one-sample requests; keep the first `keep_first` replies and close the other
@@ -234,3 +265,19 @@ def _parse_choice(choice: Any, backend: str) -> Completion:
         raise MalformedReply(f"{backend}: a choice lacks message.content: {choice!r:.200}", backend=backend)
     reason = _FINISH_REASONS.get(str(choice.get("finish_reason")), "stop")
     return Completion(text=content, finish_reason=reason)  # type: ignore[arg-type]
+
+
+def _stream_delta(line: str, backend: str) -> str | None:
+    """The text in one server-sent-events line: "" for lines without text, None at `[DONE]`."""
+    if not line.startswith("data:"):
+        return ""
+    data = line.removeprefix("data:").strip()
+    if data == "[DONE]":
+        return None
+    try:
+        event = json.loads(data)
+        choice = event["choices"][0] if event.get("choices") else {}
+        content = (choice.get("delta") or {}).get("content")
+    except (json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        raise MalformedReply(f"{backend}: malformed stream event {data[:200]!r}", backend=backend) from exc
+    return content if isinstance(content, str) else ""

@@ -107,6 +107,8 @@ class StubOpenAIServer:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return web.Response(status=fault.status, text=fault.body or "{}", headers=headers)
         completion = self._completion(payload)
+        if payload.get("stream"):
+            return await self._stream(request, completion["choices"][0]["message"]["content"])
         body = json.dumps(completion)
         if fault is not None and fault.truncate:
             body = body[: len(body) // 2]
@@ -114,6 +116,19 @@ class StubOpenAIServer:
             self.served_prompt_tokens += completion["usage"]["prompt_tokens"]
             self.served_completion_tokens += completion["usage"]["completion_tokens"]
         return web.Response(status=200, text=body, content_type="application/json")
+
+    async def _stream(self, request: web.Request, text: str) -> web.StreamResponse:
+        """Server-sent events, one word (with its leading space) per event, then [DONE]."""
+        reply = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await reply.prepare(request)
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            delta = word if index == 0 else " " + word
+            event = {"choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]}
+            await reply.write(f"data: {json.dumps(event)}\n\n".encode())
+        await reply.write(b"data: [DONE]\n\n")
+        await reply.write_eof()
+        return reply
 
     def _completion(self, payload: dict[str, Any]) -> dict[str, Any]:
         n = int(payload.get("n", 1))

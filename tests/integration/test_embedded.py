@@ -197,3 +197,29 @@ def test_prefix_reuse_does_not_change_outputs(
     alone = loop.run_until_complete(fresh.complete(second))
     loop.run_until_complete(fresh.aclose())
     assert after_first.texts == alone.texts
+
+
+def test_streaming_matches_complete_and_stops_when_the_reader_stops(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    prompt = "Count from 1 to 20, separated by commas."
+    request = Request.from_prompt(
+        prompt, sampling=SamplingParams(temperature=0, max_tokens=40, stop=(", 7",))
+    )
+
+    async def body() -> tuple[str, list[str], int]:
+        whole = (await backend.complete(request)).texts[0]
+        deltas = [d async for d in backend.stream(request)]
+        long = Request.from_prompt(
+            "Write a very long story.", sampling=SamplingParams(max_tokens=1000, seed=1)
+        )
+        before = backend.decoded_tokens
+        reader = backend.stream(long)
+        async for _ in reader:
+            break
+        await reader.aclose()
+        return whole, deltas, backend.decoded_tokens - before
+
+    whole, deltas, spent = loop.run_until_complete(body())
+    assert len(deltas) > 3 and "".join(deltas) == whole and ", 7" not in whole
+    assert spent < 200  # decoding stopped soon after the reader did, far short of 1000 tokens

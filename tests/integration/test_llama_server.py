@@ -90,3 +90,17 @@ def test_server_killed_mid_request(model_path: Path, tmp_path: Path) -> None:
         asyncio.run(body())
     finally:
         stop_llama_server(server)
+
+
+def test_streaming_from_a_real_server(llama_server: LlamaServer) -> None:
+    async def body() -> tuple[list[str], str]:
+        async with _backend(llama_server) as backend:
+            request = Request.from_prompt(
+                "Name three colours.", sampling=SamplingParams(temperature=0, max_tokens=24)
+            )
+            deltas = [d async for d in backend.stream(request)]
+            whole = (await backend.complete(request)).texts[0]
+        return deltas, whole
+
+    deltas, whole = asyncio.run(body())
+    assert len(deltas) > 3 and "".join(deltas) == whole

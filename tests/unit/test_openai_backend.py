@@ -156,3 +156,32 @@ def test_cancelling_closes_the_in_flight_request() -> None:
         assert (await backend.complete(Request.from_prompt("q"))).texts == ["Answer: 0"]
 
     with_server(check)
+
+
+def test_streaming_yields_server_sent_deltas() -> None:
+    async def check(server: StubOpenAIServer, backend: OpenAICompatibleBackend) -> None:
+        deltas = [d async for d in backend.stream(Request.from_prompt("q"))]
+        assert deltas == ["the", " answer", " is", " 7"] and server.payloads[-1]["stream"] is True
+        server.inject(Fault(status=429, retry_after="1"))
+        with pytest.raises(RateLimited):
+            _ = [d async for d in backend.stream(Request.from_prompt("q"))]
+        with pytest.raises(ConfigError, match="n=1"):
+            _ = [d async for d in backend.stream(Request.from_prompt("q", n=2))]
+
+    with_server(check, reply=lambda payload, index: "the answer is 7")
+
+
+def test_budgeted_streams_settle_conservatively() -> None:
+    from budgetflow.backends.wrappers import Budgeted
+    from budgetflow.budget import Budget, Ledger
+
+    async def check(server: StubOpenAIServer, backend: OpenAICompatibleBackend) -> None:
+        ledger = Ledger(Budget(total_tokens=10_000))
+        budgeted = Budgeted(backend, ledger)
+        request = Request.from_prompt("q", sampling=SamplingParams(max_tokens=20))
+        text = "".join([d async for d in budgeted.stream(request)])
+        assert text == "the answer is 7"
+        # no usage in a text stream and no tokenizer here: the whole reservation is charged
+        assert ledger.reserved.total_tokens == 0 and ledger.spent.completion_tokens == 20
+
+    with_server(check, reply=lambda payload, index: "the answer is 7")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.budget import Ledger
 from budgetflow.errors import BackendError, BudgetExceeded
-from budgetflow.types import Message, Request, Response, TextPart
+from budgetflow.types import Message, Request, Response, TextPart, Usage
 
 __all__ = ["Budgeted", "prompt_token_bound"]
 
@@ -68,6 +69,34 @@ class Budgeted(Wrapper):
             raise
         self.ledger.settle(reservation, self.ledger.actual(model=model, usage=response.usage))
         return response
+
+    async def stream(self, request: Request) -> AsyncIterator[str]:
+        """Stream through the ledger. A text stream reports no usage, so it settles conservatively:
+        the prompt as reserved, and the streamed text's tokens counted by the backend's tokenizer
+        when it has one, else the whole `max_tokens` reservation."""
+        model = request.model or self.inner.name
+        prompt_tokens = await self._prompt_tokens(request)
+        amount = self.ledger.worst_case(
+            model=model, prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n=request.n
+        )
+        reservation = self.ledger.reserve(amount)
+        pieces: list[str] = []
+        try:
+            async for delta in self.inner.stream(request):
+                pieces.append(delta)
+                yield delta
+        except BaseException:
+            if pieces:  # it generated something; charge the worst case
+                self.ledger.settle(reservation, amount)
+            else:
+                self.ledger.release(reservation)
+            raise
+        try:
+            generated = min(self.inner.count_tokens("".join(pieces)), amount.completion_tokens)
+        except NotImplementedError:
+            generated = amount.completion_tokens
+        usage = Usage(prompt_tokens, generated)
+        self.ledger.settle(reservation, self.ledger.actual(model=model, usage=usage))
 
     async def _within_deadline(self, request: Request) -> Response:
         """The inner call, cancelled when the nearest deadline of the ledger chain passes."""
