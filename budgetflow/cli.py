@@ -30,6 +30,7 @@ from budgetflow.evaluate.datasets import (
 from budgetflow.evaluate.report import plot_reports, write_markdown
 from budgetflow.evaluate.runner import StrategyReport, evaluate
 from budgetflow.runtime.events import Event, EventStream, QuestionFinished, RequestFinished
+from budgetflow.runtime.executor import EndpointLimits, RetryPolicy
 from budgetflow.strategies.base import Strategy
 from budgetflow.strategies.parse import StrategyOptions, parse_strategy
 from budgetflow.types import SamplingParams
@@ -121,6 +122,22 @@ def eval_command(
     greedy_evidence: Annotated[
         bool, typer.Option(help="Allocators spend one sample per question on a greedy answer that votes.")
     ] = False,
+    backend_concurrency: Annotated[
+        int, typer.Option(help="Requests in flight on the backend at once, nested calls (judges) included.")
+    ] = 64,
+    requests_per_minute: Annotated[
+        float | None,
+        typer.Option(help="Rate limit: requests per minute to the backend (shared by all questions)."),
+    ] = None,
+    tokens_per_minute: Annotated[
+        float | None, typer.Option(help="Rate limit: worst-case tokens per minute to the backend.")
+    ] = None,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            help="Attempts per request for retryable failures (429 with Retry-After, 5xx, timeouts)."
+        ),
+    ] = 4,
     first_k: Annotated[int, typer.Option(help="first_finish: how many of the first finishers vote.")] = 1,
     stop_batch: Annotated[int, typer.Option(help="early_stop: samples drawn per round.")] = 2,
     stop_rule: Annotated[
@@ -195,8 +212,18 @@ def eval_command(
         budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds)
         sampling = SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed)
         chosen = make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
+        limits = EndpointLimits(
+            concurrency=backend_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            retry=RetryPolicy(max_attempts=max_attempts),
+        )
         runs = _Runs(
-            strategies, allocators, budget_samples or [], temperature if temperature is not None else 0.5
+            strategies,
+            allocators,
+            budget_samples or [],
+            temperature if temperature is not None else 0.5,
+            limits,
         )
         reports = asyncio.run(_run_all(data, runs, chosen, sampling, concurrency, output, budgets))
     except UserInputError as exc:
@@ -260,6 +287,7 @@ class _Runs:
     allocators: list[Allocator]
     budget_samples: list[int]
     temperature: float
+    limits: EndpointLimits
 
 
 async def _run_all(
@@ -276,7 +304,9 @@ async def _run_all(
         with _progress() as progress:
             for strategy in runs.strategies:
                 reports.append(
-                    await _run_one(data, strategy, backend, sampling, concurrency, progress, budgets)
+                    await _run_one(
+                        data, strategy, backend, sampling, concurrency, progress, budgets, runs.limits
+                    )
                 )
                 _write_results(output, data, reports, sampling)
             for allocator in runs.allocators:
@@ -312,6 +342,7 @@ async def _run_allocator(
         temperature=runs.temperature,
         concurrency=concurrency,
         budget=budgets[0],
+        limits=runs.limits,
         events=events,
     )
     report.strategy = name
@@ -326,6 +357,7 @@ async def _run_one(
     concurrency: int,
     progress: Progress,
     budgets: tuple[Budget | None, Budget | None],
+    limits: EndpointLimits,
 ) -> StrategyReport:
     events = EventStream()
     events.subscribe(_ProgressView(progress, strategy.name, len(data), budgets[0]))
@@ -337,6 +369,7 @@ async def _run_one(
         concurrency=concurrency,
         budget=budgets[0],
         question_budget=budgets[1],
+        limits=limits,
         events=events,
     )
 

@@ -24,7 +24,7 @@ from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
 from budgetflow.runtime.events import EventStream, QuestionFinished
-from budgetflow.runtime.executor import RunContext
+from budgetflow.runtime.executor import EndpointLimits, RunContext
 from budgetflow.types import Request, SamplingParams, Usage
 
 __all__ = ["run_allocated"]
@@ -56,13 +56,14 @@ async def run_allocated(
     temperature: float = 0.5,
     concurrency: int = 4,
     budget: Budget | None = None,
+    limits: EndpointLimits | None = None,
     events: EventStream | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
 ) -> StrategyReport:
     """Answer `dataset` with at most `budget_samples` samples in all, spent where `allocator` says."""
     if budget_samples < 0:
         raise ConfigError(f"budget_samples must be >= 0, got {budget_samples}")
-    context = RunContext(backend, budget=budget, events=events)
+    context = RunContext(backend, budget=budget, limits=limits, events=events)
     backends = [context.backend_for(q.id) for q in dataset.questions]
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)
     books = _Books(len(dataset), budget_samples)

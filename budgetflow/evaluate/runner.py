@@ -12,7 +12,7 @@ from budgetflow.budget import Budget
 from budgetflow.concurrency import run_all
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.runtime.events import EventStream, QuestionFinished
-from budgetflow.runtime.executor import RetryPolicy, RunContext
+from budgetflow.runtime.executor import EndpointLimits, RunContext
 from budgetflow.strategies.base import Strategy
 from budgetflow.strategies.runner import run_strategy
 from budgetflow.types import Question, SamplingParams, Spend, Usage
@@ -91,14 +91,13 @@ async def evaluate(
     budget: Budget | None = None,
     question_budget: Budget | None = None,
     events: EventStream | None = None,
-    retry: RetryPolicy | None = None,
-    backend_concurrency: int = 64,
+    limits: EndpointLimits | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
 ) -> StrategyReport:
     """Answer every question of `dataset` with `strategy`, `concurrency` questions at a time.
 
     `budget` caps the whole run and `question_budget` each question (both optional, both hard);
-    `backend_concurrency` caps requests in flight on the backend, nested calls included.
+    `limits` sets the endpoint's concurrency (nested calls included), rates and retry policy.
     Results are reported through `on_result` as each question finishes and returned in dataset
     order. A backend failure that retries cannot fix cancels the questions still running and
     propagates.
@@ -108,8 +107,7 @@ async def evaluate(
         budget=budget,
         question_budget=question_budget,
         events=events,
-        retry=retry,
-        backend_concurrency=backend_concurrency,
+        limits=limits,
     )
     limiter = asyncio.Semaphore(max(1, concurrency))
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)

@@ -8,14 +8,15 @@ which is a child of the run's, so neither the question's nor the run's budget ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers import Budgeted, ConcurrencyLimit, Metered, RateLimit, Retry
 from budgetflow.budget import Budget, Ledger, Price
+from budgetflow.errors import ConfigError
 from budgetflow.runtime.events import EventStream
 
-__all__ = ["RetryPolicy", "RunContext"]
+__all__ = ["EndpointLimits", "RetryPolicy", "RunContext"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +25,24 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_total_seconds: float = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointLimits:
+    """What one endpoint tolerates: requests in flight, per-minute rates, and how to retry."""
+
+    concurrency: int = 64
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError(f"backend concurrency must be >= 1, got {self.concurrency}")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
 
 
 class RunContext:
@@ -36,26 +55,25 @@ class RunContext:
         budget: Budget | None = None,
         question_budget: Budget | None = None,
         prices: dict[str, Price] | None = None,
-        backend_concurrency: int = 64,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        retry: RetryPolicy | None = None,
+        limits: EndpointLimits | None = None,
         events: EventStream | None = None,
     ) -> None:
         self.events = events or EventStream()
         self.ledger = Ledger(budget, prices=prices, events=self.events, name="run")
         self.question_budget = question_budget
-        self.retry = retry or RetryPolicy()
+        self.limits = limits or EndpointLimits()
         self.metered = Metered(backend, events=self.events)
-        self.concurrency = ConcurrencyLimit(self.metered, limit=backend_concurrency)
+        self.concurrency = ConcurrencyLimit(self.metered, limit=self.limits.concurrency)
         self.shared: Backend = RateLimit(
-            self.concurrency, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+            self.concurrency,
+            requests_per_minute=self.limits.requests_per_minute,
+            tokens_per_minute=self.limits.tokens_per_minute,
         )
 
     def backend_for(self, name: str) -> Backend:
         """The backend one question (or node) uses: retried, and charged to its own child ledger."""
         ledger = self.ledger.child(self.question_budget, name=name)
-        policy = self.retry
+        policy = self.limits.retry
         return Retry(
             Budgeted(self.shared, ledger),
             max_attempts=policy.max_attempts,

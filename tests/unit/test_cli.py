@@ -45,6 +45,8 @@ def test_eval_against_an_openai_endpoint_prints_a_table_and_writes_json(
         (["--backend", "carrier-pigeon"], "unknown backend"),
         (["--model-path", "/nonexistent/model.gguf"], "does not exist"),
         (["--limit", "0"], "limit must be >= 1"),
+        (["--backend-concurrency", "0"], "backend concurrency must be >= 1"),
+        (["--requests-per-minute", "-5"], "requests_per_minute must be > 0"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(arguments: list[str], message: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from budgetflow.budget import Budget
 from budgetflow.evaluate import load_jsonl
 from budgetflow.evaluate.runner import evaluate
 from budgetflow.runtime.events import EventLog, EventStream, RequestFinished, RetryScheduled
-from budgetflow.runtime.executor import RetryPolicy
+from budgetflow.runtime.executor import EndpointLimits, RetryPolicy
 from budgetflow.strategies import Vote
 from budgetflow.testing import Fault, StubOpenAIServer
 from budgetflow.types import SamplingParams
@@ -55,7 +55,7 @@ def test_faulty_endpoint_run_finishes_correct_and_balanced(tmp_path: Path) -> No
                     concurrency=4,
                     budget=Budget(total_tokens=100_000),
                     events=stream,
-                    retry=RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05),
+                    limits=EndpointLimits(retry=RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05)),
                 )
             return report, server, log
 

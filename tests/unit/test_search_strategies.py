@@ -178,6 +178,7 @@ def test_nested_judge_calls_hold_under_a_concurrency_limit_of_one() -> None:
     from budgetflow.answers import MatchGrader
     from budgetflow.evaluate.datasets import Dataset
     from budgetflow.evaluate.runner import evaluate
+    from budgetflow.runtime.executor import EndpointLimits
     from budgetflow.types import Question
 
     def reply(request: Request, index: int) -> str:
@@ -190,7 +191,12 @@ def test_nested_judge_calls_hold_under_a_concurrency_limit_of_one() -> None:
     async def body() -> float:
         strategy = BestOfN(n=2, verifier=JudgeVerifier(samples=2))
         run = evaluate(
-            dataset, strategy, backend, sampling=SamplingParams(), concurrency=4, backend_concurrency=1
+            dataset,
+            strategy,
+            backend,
+            sampling=SamplingParams(),
+            concurrency=4,
+            limits=EndpointLimits(concurrency=1),
         )
         report = await asyncio.wait_for(run, timeout=10)
         return report.accuracy
