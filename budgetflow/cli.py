@@ -76,8 +76,12 @@ def eval_command(
             help="Strategy to run; repeat to compare several. `single` (greedy, one sample); "
             "`vote@N` (self-consistency: N samples, majority answer); `first_finish@N` (start N "
             "samples, keep the first --first-k to finish, stop the rest); `early_stop@N` (sample "
-            "--stop-batch at a time, stop once the leader is settled, at most N). "
-            "Default: single and vote@8.",
+            "--stop-batch at a time, stop once the leader is settled, at most N); `best_of_n@N` "
+            "(N samples scored by an LLM judge); `prune@N` (N traces, redundant ones stopped); `refine@R` "
+            "(draft, then R rounds of check-and-correct); `synthesize@N` (N paths, then one answer "
+            "that reads them); "
+            "`outline@N` (N plans, one path each); `beam@W` (step-level beam search, width W); "
+            "`nothink:SPEC` (any of these with the thinking switch off). Default: single and vote@8.",
         ),
     ] = None,
     limit: Annotated[int, typer.Option(help="Questions to use (built-in datasets generate this many).")] = 50,
@@ -85,8 +89,8 @@ def eval_command(
     temperature: Annotated[
         float | None,
         typer.Option(
-            help="Sampling temperature for `vote` (default 0.5: on the built-in task vote@8 scored "
-            "32% at 0.7, 41% at 0.5, 39% at 0.3)."
+            help="Sampling temperature of every sampled strategy and allocator (default 0.5: on the built-in "
+            "task vote@8 scored 32% at 0.7, 41% at 0.5, 39% at 0.3)."
         ),
     ] = None,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass for sampled strategies.")] = 1.0,
@@ -96,7 +100,8 @@ def eval_command(
         int | None,
         typer.Option(
             help="Hard cap on total tokens (prompt + completion) per strategy run. Every request "
-            "reserves its worst case first; a question that cannot draw more answers with what it has."
+            "reserves its worst case first; a question that cannot afford another sample answers "
+            "with what it has."
         ),
     ] = None,
     question_budget_tokens: Annotated[
