@@ -36,6 +36,12 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not support streaming")
         yield ""  # pragma: no cover - makes this an async generator for type checkers
 
+    @property
+    def prompt_paid_per_sample(self) -> bool:
+        """Whether `n` samples may each pay for the prompt (a server that ignores `n` is asked once
+        per sample). Budgets reserve the prompt `n` times when this is true."""
+        return False
+
     async def count_prompt_tokens(self, request: Request) -> int:
         """Exactly how many prompt tokens `request` will cost on this backend (optional)."""
         raise NotImplementedError(f"{type(self).__name__} does not count prompt tokens")

@@ -81,6 +81,11 @@ class OpenAICompatibleBackend(Backend):
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def prompt_paid_per_sample(self) -> bool:
+        """Until the server is known to honour `n`, samples may be separate requests."""
+        return self.supports_n is not True
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             headers = {"Content-Type": "application/json"}

@@ -185,3 +185,30 @@ def test_budgeted_streams_settle_conservatively() -> None:
         assert ledger.reserved.total_tokens == 0 and ledger.spent.completion_tokens == 20
 
     with_server(check, reply=lambda payload, index: "the answer is 7")
+
+
+def test_budget_reserves_the_prompt_per_sample_when_the_server_may_fan_out() -> None:
+    from budgetflow.backends.wrappers import Budgeted
+    from budgetflow.budget import Budget, Ledger
+
+    async def check(server: StubOpenAIServer, backend: OpenAICompatibleBackend) -> None:
+        ledger = Ledger(Budget(total_tokens=100_000))
+        budgeted = Budgeted(backend, ledger)
+        long_prompt = "word " * 60  # 60 prompt "tokens" per request at the stub
+        request = Request.from_prompt(long_prompt, sampling=SamplingParams(max_tokens=4), n=8)
+        held: list[int] = []
+        ledger.events = None
+        original = ledger.reserve
+
+        def spy(amount):  # type: ignore[no-untyped-def]
+            held.append(amount.prompt_tokens)
+            return original(amount)
+
+        ledger.reserve = spy  # type: ignore[method-assign]
+        response = await budgeted.complete(request)
+        assert len(response.completions) == 8
+        assert response.usage.prompt_tokens == 8 * 60  # the server ignored n: eight requests
+        assert held[0] >= response.usage.prompt_tokens  # and the reservation covered all eight
+        assert ledger.overruns == 0
+
+    with_server(check, max_choices=1)

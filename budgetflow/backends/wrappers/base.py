@@ -23,6 +23,10 @@ class Wrapper(Backend):
     def stream(self, request: Request) -> AsyncIterator[str]:
         return self.inner.stream(request)
 
+    @property
+    def prompt_paid_per_sample(self) -> bool:
+        return self.inner.prompt_paid_per_sample
+
     async def count_prompt_tokens(self, request: Request) -> int:
         return await self.inner.count_prompt_tokens(request)
 
