@@ -36,11 +36,10 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not support streaming")
         yield ""  # pragma: no cover - makes this an async generator for type checkers
 
-    @property
-    def prompt_paid_per_sample(self) -> bool:
-        """Whether `n` samples may each pay for the prompt (a server that ignores `n` is asked once
-        per sample). Budgets reserve the prompt `n` times when this is true."""
-        return False
+    def prompt_copies(self, request: Request) -> int:
+        """How many times `request` may pay for its prompt: 1 when its `n` samples share one
+        prompt, up to `n` when they may be sent as separate requests. Budgets reserve that many."""
+        return 1
 
     async def count_prompt_tokens(self, request: Request) -> int:
         """Exactly how many prompt tokens `request` will cost on this backend (optional)."""

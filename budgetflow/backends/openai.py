@@ -81,10 +81,10 @@ class OpenAICompatibleBackend(Backend):
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    @property
-    def prompt_paid_per_sample(self) -> bool:
-        """Until the server is known to honour `n`, samples may be separate requests."""
-        return self.supports_n is not True
+    def prompt_copies(self, request: Request) -> int:
+        """First-finish races and servers not known to honour `n` send one request per sample."""
+        fans_out = request.keep_first is not None or self.supports_n is not True
+        return request.n if fans_out else 1
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -212,3 +212,11 @@ def test_budget_reserves_the_prompt_per_sample_when_the_server_may_fan_out() -> 
         assert ledger.overruns == 0
 
     with_server(check, max_choices=1)
+
+
+def test_first_finish_races_reserve_a_prompt_per_racer() -> None:
+    backend = OpenAICompatibleBackend(base_url="http://127.0.0.1:1/v1", model="m", supports_n=True)
+    assert backend.prompt_copies(Request.from_prompt("q", n=4)) == 1
+    assert backend.prompt_copies(Request.from_prompt("q", n=4, keep_first=2)) == 4
+    unknown = OpenAICompatibleBackend(base_url="http://127.0.0.1:1/v1", model="m")
+    assert unknown.prompt_copies(Request.from_prompt("q", n=3)) == 3

@@ -23,9 +23,8 @@ class Wrapper(Backend):
     def stream(self, request: Request) -> AsyncIterator[str]:
         return self.inner.stream(request)
 
-    @property
-    def prompt_paid_per_sample(self) -> bool:
-        return self.inner.prompt_paid_per_sample
+    def prompt_copies(self, request: Request) -> int:
+        return self.inner.prompt_copies(request)
 
     async def count_prompt_tokens(self, request: Request) -> int:
         return await self.inner.count_prompt_tokens(request)

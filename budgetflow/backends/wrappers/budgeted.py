@@ -52,8 +52,7 @@ class Budgeted(Wrapper):
     async def complete(self, request: Request) -> Response:
         model = request.model or self.inner.name
         prompt_tokens = await self._prompt_tokens(request)
-        if self.inner.prompt_paid_per_sample:
-            prompt_tokens *= request.n
+        prompt_tokens *= self.inner.prompt_copies(request)
         amount = self.ledger.worst_case(
             model=model, prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n=request.n
         )
