@@ -36,6 +36,11 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not support streaming")
         yield ""  # pragma: no cover - makes this an async generator for type checkers
 
+    @property
+    def model_name(self) -> str:
+        """The model this backend serves, as a price table names it (defaults to `name`)."""
+        return self.name
+
     def prompt_copies(self, request: Request) -> int:
         """How many times `request` may pay for its prompt: 1 when its `n` samples share one
         prompt, up to `n` when they may be sent as separate requests. Budgets reserve that many."""

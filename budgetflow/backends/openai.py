@@ -81,6 +81,10 @@ class OpenAICompatibleBackend(Backend):
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def model_name(self) -> str:
+        return self.model
+
     def prompt_copies(self, request: Request) -> int:
         """First-finish races and servers not known to honour `n` send one request per sample."""
         fans_out = request.keep_first is not None or self.supports_n is not True

@@ -145,3 +145,24 @@ def test_a_deadline_cancels_a_request_in_flight() -> None:
 
     ledger = asyncio.run(asyncio.wait_for(body(), timeout=10))
     assert ledger.reserved == Spend() and ledger.spent == Spend()
+
+
+def test_cost_limits_price_the_served_model() -> None:
+    from budgetflow.backends.openai import OpenAICompatibleBackend
+    from budgetflow.testing import StubOpenAIServer
+
+    async def body() -> Ledger:
+        async with StubOpenAIServer(reply=lambda payload, index: "one two three") as server:
+            backend = OpenAICompatibleBackend(base_url=server.base_url, model="small-model", api_key="k")
+            ledger = Ledger(
+                Budget(cost=1.0),
+                prices={"small-model": Price(prompt_per_million=2, completion_per_million=4)},
+            )
+            async with backend:
+                await Budgeted(backend, ledger).complete(
+                    Request.from_prompt("a b", sampling=SamplingParams(max_tokens=5))
+                )
+            return ledger
+
+    ledger = asyncio.run(body())
+    assert ledger.spent.cost == pytest.approx((2 * 2 + 3 * 4) / 1e6)

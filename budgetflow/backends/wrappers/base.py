@@ -23,6 +23,10 @@ class Wrapper(Backend):
     def stream(self, request: Request) -> AsyncIterator[str]:
         return self.inner.stream(request)
 
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
     def prompt_copies(self, request: Request) -> int:
         return self.inner.prompt_copies(request)
 

@@ -50,7 +50,7 @@ class Budgeted(Wrapper):
         self._exact_counts = True
 
     async def complete(self, request: Request) -> Response:
-        model = request.model or self.inner.name
+        model = request.model or self.inner.model_name
         prompt_tokens = await self._prompt_tokens(request)
         prompt_tokens *= self.inner.prompt_copies(request)
         amount = self.ledger.worst_case(
@@ -75,7 +75,7 @@ class Budgeted(Wrapper):
         """Stream through the ledger. A text stream reports no usage, so it settles conservatively:
         the prompt as reserved, and the streamed text's tokens counted by the backend's tokenizer
         when it has one, else the whole `max_tokens` reservation."""
-        model = request.model or self.inner.name
+        model = request.model or self.inner.model_name
         prompt_tokens = await self._prompt_tokens(request)
         amount = self.ledger.worst_case(
             model=model, prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n=request.n
