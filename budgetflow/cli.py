@@ -17,7 +17,7 @@ from budgetflow.allocate.live import run_allocated
 from budgetflow.allocate.policies import Allocator, make_allocator
 from budgetflow.backends.base import Backend
 from budgetflow.backends.openai import OpenAICompatibleBackend
-from budgetflow.budget import Budget
+from budgetflow.budget import Budget, Price
 from budgetflow.errors import BudgetflowError, ConfigError, UserInputError
 from budgetflow.evaluate.datasets import (
     BUILTIN_DATASETS,
@@ -102,6 +102,15 @@ def eval_command(
             help="Hard cap on total tokens (prompt + completion) per strategy run. Every request "
             "reserves its worst case first; a question that cannot afford another sample answers "
             "with what it has."
+        ),
+    ] = None,
+    budget_cost: Annotated[
+        float | None, typer.Option(help="Hard cap in dollars per strategy run; needs --price for the model.")
+    ] = None,
+    price: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MODEL=PROMPT,COMPLETION in dollars per million tokens, e.g. gpt-4o-mini=0.15,0.6."
         ),
     ] = None,
     question_budget_tokens: Annotated[
@@ -214,7 +223,8 @@ def eval_command(
         allocators = [make_allocator(a, use_greedy=greedy_evidence) for a in allocator or []]
         if allocators and not budget_samples:
             raise ConfigError("--allocator needs --budget-samples (total samples over all questions)")
-        budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds)
+        budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds, budget_cost)
+        price_table = parse_prices(price or [])
         sampling = SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed)
         chosen = make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
         limits = EndpointLimits(
@@ -229,6 +239,7 @@ def eval_command(
             budget_samples or [],
             temperature if temperature is not None else 0.5,
             limits,
+            price_table,
         )
         reports = asyncio.run(_run_all(data, runs, chosen, sampling, concurrency, output, budgets))
     except UserInputError as exc:
@@ -245,11 +256,29 @@ def eval_command(
     console.print("results written to " + ", ".join(str(p) for p in written))
 
 
+def parse_prices(specs: list[str]) -> dict[str, Price]:
+    """`MODEL=PROMPT,COMPLETION` (dollars per million tokens) -> a price table."""
+    table: dict[str, Price] = {}
+    for spec in specs:
+        model, _, rates = spec.partition("=")
+        parts = rates.split(",")
+        try:
+            prompt, completion = (float(part) for part in parts)
+        except ValueError:
+            raise ConfigError(
+                f"--price {spec!r}: expected MODEL=PROMPT,COMPLETION, e.g. gpt-4o-mini=0.15,0.6"
+            ) from None
+        if not model:
+            raise ConfigError(f"--price {spec!r}: the model name is missing")
+        table[model] = Price(prompt_per_million=prompt, completion_per_million=completion)
+    return table
+
+
 def _budgets(
-    run_tokens: int | None, question_tokens: int | None, deadline: float | None
+    run_tokens: int | None, question_tokens: int | None, deadline: float | None, cost: float | None
 ) -> tuple[Budget | None, Budget | None]:
-    has_run_limit = run_tokens is not None or deadline is not None
-    run = Budget(total_tokens=run_tokens, deadline_seconds=deadline) if has_run_limit else None
+    has_run_limit = run_tokens is not None or deadline is not None or cost is not None
+    run = Budget(total_tokens=run_tokens, deadline_seconds=deadline, cost=cost) if has_run_limit else None
     question = Budget(total_tokens=question_tokens) if question_tokens is not None else None
     return run, question
 
@@ -293,6 +322,7 @@ class _Runs:
     budget_samples: list[int]
     temperature: float
     limits: EndpointLimits
+    prices: dict[str, Price]
 
 
 async def _run_all(
@@ -309,9 +339,7 @@ async def _run_all(
         with _progress() as progress:
             for strategy in runs.strategies:
                 reports.append(
-                    await _run_one(
-                        data, strategy, backend, sampling, concurrency, progress, budgets, runs.limits
-                    )
+                    await _run_one(data, strategy, backend, sampling, concurrency, progress, budgets, runs)
                 )
                 _write_results(output, data, reports, sampling)
             for allocator in runs.allocators:
@@ -348,6 +376,7 @@ async def _run_allocator(
         concurrency=concurrency,
         budget=budgets[0],
         limits=runs.limits,
+        prices=runs.prices,
         events=events,
     )
     report.strategy = name
@@ -362,7 +391,7 @@ async def _run_one(
     concurrency: int,
     progress: Progress,
     budgets: tuple[Budget | None, Budget | None],
-    limits: EndpointLimits,
+    runs: _Runs,
 ) -> StrategyReport:
     events = EventStream()
     events.subscribe(_ProgressView(progress, strategy.name, len(data), budgets[0]))
@@ -374,7 +403,8 @@ async def _run_one(
         concurrency=concurrency,
         budget=budgets[0],
         question_budget=budgets[1],
-        limits=limits,
+        limits=runs.limits,
+        prices=runs.prices,
         events=events,
     )
 

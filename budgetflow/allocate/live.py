@@ -18,7 +18,7 @@ from budgetflow.allocate.policies import Allocator, Evidence, final_answer
 from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
-from budgetflow.budget import Budget
+from budgetflow.budget import Budget, Price
 from budgetflow.concurrency import run_all
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.evaluate.datasets import Dataset
@@ -57,13 +57,14 @@ async def run_allocated(
     concurrency: int = 4,
     budget: Budget | None = None,
     limits: EndpointLimits | None = None,
+    prices: dict[str, Price] | None = None,
     events: EventStream | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
 ) -> StrategyReport:
     """Answer `dataset` with at most `budget_samples` samples in all, spent where `allocator` says."""
     if budget_samples < 0:
         raise ConfigError(f"budget_samples must be >= 0, got {budget_samples}")
-    context = RunContext(backend, budget=budget, limits=limits, events=events)
+    context = RunContext(backend, budget=budget, limits=limits, prices=prices, events=events)
     backends = [context.backend_for(q.id) for q in dataset.questions]
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)
     books = _Books(len(dataset), budget_samples)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from budgetflow.backends.base import Backend
-from budgetflow.budget import Budget
+from budgetflow.budget import Budget, Price
 from budgetflow.concurrency import run_all
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.runtime.events import EventStream, QuestionFinished
@@ -92,12 +92,14 @@ async def evaluate(
     question_budget: Budget | None = None,
     events: EventStream | None = None,
     limits: EndpointLimits | None = None,
+    prices: dict[str, Price] | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
 ) -> StrategyReport:
     """Answer every question of `dataset` with `strategy`, `concurrency` questions at a time.
 
     `budget` caps the whole run and `question_budget` each question (both optional, both hard);
-    `limits` sets the endpoint's concurrency (nested calls included), rates and retry policy.
+    `limits` sets the endpoint's concurrency (nested calls included), rates and retry policy;
+    `prices` (dollars per million tokens, by model name) let `budget.cost` be kept.
     Results are reported through `on_result` as each question finishes and returned in dataset
     order. A backend failure that retries cannot fix cancels the questions still running and
     propagates.
@@ -108,6 +110,7 @@ async def evaluate(
         question_budget=question_budget,
         events=events,
         limits=limits,
+        prices=prices,
     )
     limiter = asyncio.Semaphore(max(1, concurrency))
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)

@@ -81,3 +81,23 @@ def test_help_explains_every_eval_option() -> None:
     assert result.exit_code == 0
     for option in ("--dataset", "--strategy", "--limit", "--backend", "--base-url", "--threads", "--output"):
         assert option in result.output
+
+
+def test_cost_budget_with_a_price_table(stub_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "qs.jsonl"
+    data.write_text("".join(f'{{"question": "{i} + 7", "answer": 7}}\n' for i in range(6)))
+    common = [
+        "eval", "--backend", "openai", "--base-url", stub_url, "--model", "stub", "--dataset", str(data),
+        "-s", "vote@4", "--max-tokens", "16", "--output", str(tmp_path / "o.json"), "--no-plots",
+    ]  # fmt: skip
+    # each question reserves about 60 prompt + 64 completion tokens = ~$0.000124 at $1/M: two fit, not six
+    result = runner.invoke(app, [*common, "--budget-cost", "0.0003", "--price", "stub=1,1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "o.json").read_text())["reports"][0]
+    assert report["budget_exhausted_questions"] > 0
+    spent = sum(r["prompt_tokens"] + r["completion_tokens"] for r in report["results"])
+    assert spent / 1e6 <= 0.0003
+    unpriced = runner.invoke(app, [*common, "--budget-cost", "1"])
+    assert unpriced.exit_code == 2 and "no price for model 'stub'" in " ".join(unpriced.output.split())
+    malformed = runner.invoke(app, [*common, "--price", "stub=cheap"])
+    assert malformed.exit_code == 2 and "MODEL=PROMPT,COMPLETION" in malformed.output
