@@ -12,10 +12,11 @@ with distinct seeds, and later requests fan out from the start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ import aiohttp
 from budgetflow.backends.base import Backend
 from budgetflow.concurrency import first_finished, run_all
 from budgetflow.errors import (
+    BackendError,
     BackendTimeout,
     ConfigError,
     EndpointUnreachable,
@@ -105,7 +107,7 @@ class OpenAICompatibleBackend(Backend):
         self._session = None
 
     async def complete(self, request: Request) -> Response:
-        seed = request.sampling.seed if request.sampling.seed is not None else random.randrange(2**31)
+        seed = _base_seed(request)
         if request.keep_first is not None:
             return await self._first_finished(request, seed)
         completions: list[Completion] = []
@@ -127,31 +129,18 @@ class OpenAICompatibleBackend(Backend):
         """Text deltas of one completion from the server's server-sent events (`n` must be 1)."""
         if request.n != 1 or request.keep_first is not None:
             raise ConfigError("streaming returns one completion: use n=1 without keep_first")
-        seed = request.sampling.seed if request.sampling.seed is not None else random.randrange(2**31)
-        payload = {**self._payload(request, n=1, seed=seed), "stream": True}
+        payload = {**self._payload(request, n=1, seed=_base_seed(request)), "stream": True}
         url = f"{self.base_url}/chat/completions"
-        try:
+        with self._transport_errors(url):
             async with self._client().post(url, data=json.dumps(payload)) as reply:
                 if reply.status >= 300:
-                    body = await reply.text()
-                    retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
-                    raise error_for_status(reply.status, body, backend=self.name, retry_after=retry_after)
+                    raise await self._status_error(reply)
                 async for raw in reply.content:
                     delta = _stream_delta(raw.decode("utf-8", errors="replace").strip(), self.name)
                     if delta is None:
                         return
                     if delta:
                         yield delta
-        except aiohttp.ClientConnectorError as exc:
-            raise EndpointUnreachable(
-                f"{self.name}: cannot connect to {url}: {exc}", backend=self.name
-            ) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-            raise EndpointUnreachable(
-                f"{self.name}: stream from {url} dropped: {exc!r}", backend=self.name
-            ) from exc
-        except TimeoutError as exc:
-            raise BackendTimeout(f"{self.name}: stream from {url} timed out", backend=self.name) from exc
 
     async def _first_finished(self, request: Request, seed: int) -> Response:
         """Start `n` one-sample requests; keep the first `keep_first` replies and close the other
@@ -172,12 +161,24 @@ class OpenAICompatibleBackend(Backend):
     async def _post(self, request: Request, *, n: int, seed: int) -> tuple[list[Completion], Usage]:
         payload = self._payload(request, n=n, seed=seed)
         url = f"{self.base_url}/chat/completions"
-        try:
+        with self._transport_errors(url):
             async with self._client().post(url, data=json.dumps(payload)) as reply:
-                body = await reply.text()
                 if reply.status >= 300:
-                    retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
-                    raise error_for_status(reply.status, body, backend=self.name, retry_after=retry_after)
+                    raise await self._status_error(reply)
+                body = await reply.text()
+        return _parse_reply(body, backend=self.name)
+
+    async def _status_error(self, reply: aiohttp.ClientResponse) -> BackendError:
+        """The typed error for a non-2xx reply (by status code, with Retry-After when given)."""
+        body = await reply.text()
+        retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
+        return error_for_status(reply.status, body, backend=self.name, retry_after=retry_after)
+
+    @contextlib.contextmanager
+    def _transport_errors(self, url: str) -> Iterator[None]:
+        """Map aiohttp's connection failures and timeouts to budgetflow's typed errors."""
+        try:
+            yield
         except aiohttp.ClientConnectorError as exc:
             raise EndpointUnreachable(
                 f"{self.name}: cannot connect to {url}: {exc}", backend=self.name
@@ -190,7 +191,6 @@ class OpenAICompatibleBackend(Backend):
             raise BackendTimeout(
                 f"{self.name}: no reply from {url} within {self._timeout.total} s", backend=self.name
             ) from exc
-        return _parse_reply(body, backend=self.name)
 
     def _payload(self, request: Request, *, n: int, seed: int) -> dict[str, Any]:
         sampling = request.sampling
@@ -215,6 +215,11 @@ class OpenAICompatibleBackend(Backend):
         if request.thinking is not None:  # Qwen3-style templates on vLLM / SGLang
             payload["chat_template_kwargs"] = {"enable_thinking": request.thinking}
         return payload
+
+
+def _base_seed(request: Request) -> int:
+    """The request's seed, or a fresh random one: samples always get distinct, explicit seeds."""
+    return request.sampling.seed if request.sampling.seed is not None else random.randrange(2**31)
 
 
 def _message_json(message: Message) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.budget import Ledger
 from budgetflow.errors import BackendError, BudgetExceeded
-from budgetflow.types import Message, Request, Response, TextPart, Usage
+from budgetflow.types import Message, Request, Response, Spend, TextPart, Usage
 
 __all__ = ["Budgeted", "prompt_token_bound"]
 
@@ -49,13 +49,17 @@ class Budgeted(Wrapper):
         self._media_tokens = media_tokens
         self._exact_counts = True
 
-    async def complete(self, request: Request) -> Response:
+    async def _worst_case(self, request: Request) -> tuple[str, Spend]:
+        """The model that prices `request`, and the most it can cost (every prompt copy included)."""
         model = request.model or self.inner.model_name
-        prompt_tokens = await self._prompt_tokens(request)
-        prompt_tokens *= self.inner.prompt_copies(request)
+        prompt_tokens = await self._prompt_tokens(request) * self.inner.prompt_copies(request)
         amount = self.ledger.worst_case(
             model=model, prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n=request.n
         )
+        return model, amount
+
+    async def complete(self, request: Request) -> Response:
+        model, amount = await self._worst_case(request)
         reservation = self.ledger.reserve(amount)
         try:
             response = await self._within_deadline(request)
@@ -75,11 +79,7 @@ class Budgeted(Wrapper):
         """Stream through the ledger. A text stream reports no usage, so it settles conservatively:
         the prompt as reserved, and the streamed text's tokens counted by the backend's tokenizer
         when it has one, else the whole `max_tokens` reservation."""
-        model = request.model or self.inner.model_name
-        prompt_tokens = await self._prompt_tokens(request)
-        amount = self.ledger.worst_case(
-            model=model, prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n=request.n
-        )
+        model, amount = await self._worst_case(request)
         reservation = self.ledger.reserve(amount)
         pieces: list[str] = []
         try:
@@ -96,7 +96,7 @@ class Budgeted(Wrapper):
             generated = min(self.inner.count_tokens("".join(pieces)), amount.completion_tokens)
         except NotImplementedError:
             generated = amount.completion_tokens
-        usage = Usage(prompt_tokens, generated)
+        usage = Usage(amount.prompt_tokens, generated)
         self.ledger.settle(reservation, self.ledger.actual(model=model, usage=usage))
 
     async def _within_deadline(self, request: Request) -> Response:
