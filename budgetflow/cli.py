@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -18,7 +17,8 @@ from budgetflow.allocate.policies import Allocator, make_allocator
 from budgetflow.backends.base import Backend
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.budget import Budget, Price
-from budgetflow.errors import BudgetflowError, ConfigError, UserInputError
+from budgetflow.cli_output import console, exit_for, stdout
+from budgetflow.errors import BudgetflowError, ConfigError
 from budgetflow.evaluate.datasets import (
     BUILTIN_DATASETS,
     BUILTIN_MIXES,
@@ -40,8 +40,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
-stdout = Console()
 
 
 @app.callback()
@@ -242,12 +240,8 @@ def eval_command(
             price_table,
         )
         reports = asyncio.run(_run_all(data, runs, chosen, sampling, concurrency, output, budgets))
-    except UserInputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     except BudgetflowError as exc:
-        console.print(f"[red]failed:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise exit_for(exc) from None
     stdout.print(_summary_table(reports, chosen_name=backend))
     written = [output, output.with_suffix(".md")]
     write_markdown(reports, written[1])

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -18,20 +17,14 @@ from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate
 from budgetflow.allocate.policies import ALLOCATORS, Allocator, make_allocator
 from budgetflow.allocate.simulate import SimulationResult, oracle_accuracy, simulate
 from budgetflow.backends.base import Backend
-from budgetflow.errors import BudgetflowError, ConfigError, UserInputError
+from budgetflow.cli_output import console, exit_for, stdout
+from budgetflow.errors import BudgetflowError, ConfigError
 from budgetflow.evaluate.datasets import Dataset, load_dataset
 from budgetflow.types import SamplingParams
 
 bank_app = typer.Typer(
     help="Record sample banks and replay budget allocators against them.", no_args_is_help=True
 )
-console = Console(stderr=True)
-stdout = Console()
-
-
-def _fail(exc: BudgetflowError) -> typer.Exit:
-    console.print(f"[red]{'error' if isinstance(exc, UserInputError) else 'failed'}:[/red] {exc}")
-    return typer.Exit(2 if isinstance(exc, UserInputError) else 1)
 
 
 @bank_app.command("record")
@@ -59,7 +52,7 @@ def record_command(
         sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
         bank = asyncio.run(_record(data, chosen, k, sampling, temperature))
     except BudgetflowError as exc:
-        raise _fail(exc) from None
+        raise exit_for(exc) from None
     write_bank(output, bank)
     mean_correct = statistics.fmean(sum(s.correct for s in q.samples) / len(q.samples) for q in bank)
     greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
@@ -147,7 +140,7 @@ def simulate_command(
         )
         oracle = oracle_accuracy(questions, oracle_budget)
     except BudgetflowError as exc:
-        raise _fail(exc) from None
+        raise exit_for(exc) from None
     stdout.print(_table([result, uniform], oracle, len(questions)))
     print(
         json.dumps(
@@ -173,7 +166,7 @@ def calibrate_command(
     try:
         calibration = calibrate(load_bank(bank), budget or [2, 4, 8])
     except BudgetflowError as exc:
-        raise _fail(exc) from None
+        raise exit_for(exc) from None
     calibration.save(output)
     for per_question, plan in sorted(calibration.plans.items()):
         stdout.print(f"budget {per_question}/question: samples per bin (easy, medium, hard) = {plan}")
