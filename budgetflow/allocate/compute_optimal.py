@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from budgetflow.allocate.bank import BankQuestion
-from budgetflow.allocate.policies import Evidence
+from budgetflow.allocate.policies import Evidence, answer_key
 from budgetflow.allocate.simulate import majority_curve
-from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.errors import ConfigError
 
 __all__ = ["PROBE_SAMPLES", "CalibrationTable", "calibrate", "probe_bin"]
@@ -66,14 +65,10 @@ class CalibrationTable:
             raise ConfigError(f"{path}: not a calibration table ({exc})") from None
 
 
-def _key(answer: str | None) -> str | None:
-    return None if answer is None else normalize_answer(answer)
-
-
 def _calibration_bin(question: BankQuestion, rng: random.Random) -> int:
     order = rng.sample(range(len(question.samples)), len(question.samples))
-    greedy = _key(question.greedy.answer) if question.greedy else None
-    answers = [_key(question.samples[i].answer) for i in order[:PROBE_SAMPLES]]
+    greedy = answer_key(question.greedy.answer) if question.greedy else None
+    answers = [answer_key(question.samples[i].answer) for i in order[:PROBE_SAMPLES]]
     return probe_bin(Evidence(answers=answers, greedy=greedy, used_greedy=True))
 
 

@@ -14,8 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from budgetflow.allocate.policies import Allocator, Evidence, final_answer
-from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
@@ -134,7 +133,7 @@ async def _spend_by_priority(
 
 
 def _record(books: _Books, index: int, answer: str | None, tokens: int, greedy: bool) -> None:
-    key = None if answer is None else normalize_answer(answer)
+    key = answer_key(answer)
     if key is not None and answer is not None:
         books.raw[index].setdefault(key, answer)
     evidence = books.evidence[index]

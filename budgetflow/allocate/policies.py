@@ -27,10 +27,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.errors import ConfigError
 from budgetflow.strategies.early_stop import leader_confidence
 
-__all__ = ["ALLOCATORS", "Allocator", "Evidence", "final_answer", "make_allocator", "marginal_gain"]
+__all__ = [
+    "ALLOCATORS",
+    "Allocator",
+    "Evidence",
+    "answer_key",
+    "final_answer",
+    "make_allocator",
+    "marginal_gain",
+]
+
+
+def answer_key(answer: str | None) -> str | None:
+    """The normalised form answers are counted by (None stays None: no answer stated)."""
+    return None if answer is None else normalize_answer(answer)
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from budgetflow.allocate.bank import BankQuestion
-from budgetflow.allocate.policies import Allocator, Evidence, final_answer
+from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
 from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.errors import ConfigError
 
@@ -35,10 +35,6 @@ class SimulationResult:
     tokens: float
     samples_per_question: float
     seeds: int
-
-
-def _key(answer: str | None) -> str | None:
-    return None if answer is None else normalize_answer(answer)
 
 
 def _correct_keys(question: BankQuestion) -> set[str]:
@@ -127,7 +123,7 @@ class _Spender:
         cost = quota if cut and quota is not None else sample.completion_tokens
         self._pay(cost, sample.seconds)
         evidence.seconds += sample.seconds
-        evidence.answers.append(None if cut else _key(sample.answer))
+        evidence.answers.append(None if cut else answer_key(sample.answer))
         evidence.tokens += cost
         evidence.longest = max(evidence.longest, cost)
 
@@ -138,7 +134,7 @@ class _Spender:
         self._pay(greedy.completion_tokens, greedy.seconds)
         evidence = self.evidence[index]
         evidence.used_greedy = True
-        evidence.greedy = _key(greedy.answer)
+        evidence.greedy = answer_key(greedy.answer)
         evidence.tokens += greedy.completion_tokens
 
 
@@ -191,7 +187,7 @@ def majority_curve(question: BankQuestion, max_n: int, with_greedy: bool, trials
     rng = random.Random(zlib.crc32(question.id.encode()))
     ok = _correct_keys(question)
     greedy = Evidence(
-        used_greedy=with_greedy, greedy=_key(question.greedy.answer) if question.greedy else None
+        used_greedy=with_greedy, greedy=answer_key(question.greedy.answer) if question.greedy else None
     )
     curve = [0.0] * (max_n + 1)
     for _ in range(trials):
@@ -199,7 +195,7 @@ def majority_curve(question: BankQuestion, max_n: int, with_greedy: bool, trials
         evidence = Evidence(used_greedy=greedy.used_greedy, greedy=greedy.greedy)
         curve[0] += final_answer(evidence, 1.0) in ok
         for n in range(1, max_n + 1):
-            evidence.answers.append(_key(question.samples[order[n - 1]].answer))
+            evidence.answers.append(answer_key(question.samples[order[n - 1]].answer))
             curve[n] += final_answer(evidence, 1.0) in ok
     return [value / trials for value in curve]
 

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 
 from budgetflow.errors import ConfigError
 from budgetflow.strategies.base import Decision, Draw, Finish, Sample, Verifier, Verify
+from budgetflow.strategies.prune import intermediate_answer
 
 __all__ = ["Beam", "allocate_widths", "diverse_top"]
 
 _FINAL = re.compile(r"answer\s*(?:is\s*:?|:|=)|\\boxed\{", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def _key(sample: Sample) -> str:
-    """The intermediate answer a partial trace has reached: its last number (ETS's semantic key)."""
-    numbers = _NUMBER.findall(sample.trace)
-    return numbers[-1] if numbers else sample.trace.strip()[-40:]
+    """The intermediate answer a partial trace has reached: its last number (ETS's semantic key),
+    or its last words when it has none."""
+    return intermediate_answer(sample.trace) or sample.trace.strip()[-40:]
 
 
 def diverse_top(indices: Sequence[int], samples: Sequence[Sample], width: int) -> list[int]:
