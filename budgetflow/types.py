@@ -92,6 +92,9 @@ class SamplingParams:
     """The one sampling-parameter type; each backend maps it to its own options.
 
     `temperature=0` means greedy decoding. `seed=None` means unseeded (not reproducible).
+    `logprobs=True` asks for each completion's mean token log-probability
+    (`Completion.mean_logprob`), a confidence signal for weighted voting; backends that cannot
+    report it leave it None.
     """
 
     temperature: float = 1.0
@@ -99,6 +102,7 @@ class SamplingParams:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -223,11 +227,13 @@ class Spend:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Completion:
-    """One sampled continuation."""
+    """One sampled continuation; `mean_logprob` is the mean log-probability of its tokens under
+    the model's own distribution (before temperature), when the request asked for logprobs."""
 
     text: str
     finish_reason: FinishReason = "stop"
     completion_tokens: int = 0
+    mean_logprob: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

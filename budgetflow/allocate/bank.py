@@ -6,8 +6,9 @@ One JSON object per line:
      "greedy": {"answer", "correct", "completion_tokens"} | null,
      "samples": [{"answer", "correct", "completion_tokens", "seconds"}, ...]}
 
-Banks from other sources in the same format load unchanged; `load_bank` names the line and field
-of anything malformed.
+A sample may also carry "mean_logprob" (the mean log-probability of its tokens, recorded when the
+backend reports it), which confidence-weighted voting uses. Banks from other sources in the same
+format load unchanged; `load_bank` names the line and field of anything malformed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class BankSample:
     correct: bool
     completion_tokens: int
     seconds: float = 0.0
+    mean_logprob: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +109,16 @@ def _sample(value: Any, where: str) -> BankSample:
         correct=bool(value["correct"]),
         completion_tokens=tokens,
         seconds=float(value.get("seconds", 0.0)),
+        mean_logprob=_optional_float(value.get("mean_logprob"), f"{where}: mean_logprob"),
     )
+
+
+def _optional_float(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DatasetError(f"{where} must be a number or null, got {value!r}")
+    return float(value)
 
 
 async def record_bank(
@@ -154,7 +165,7 @@ async def _draw(
 ) -> list[BankSample]:
     from dataclasses import replace
 
-    params = replace(sampling, temperature=temperature, stop=sampling.stop or dataset.stop)
+    params = replace(sampling, temperature=temperature, stop=sampling.stop or dataset.stop, logprobs=True)
     started = time.perf_counter()
     response = await backend.complete(Request(messages=question.messages, sampling=params, n=n))
     seconds = (time.perf_counter() - started) / n
@@ -167,6 +178,7 @@ async def _draw(
                 correct=dataset.grader.grade(answer, question) >= 1.0,
                 completion_tokens=completion.completion_tokens,
                 seconds=seconds,
+                mean_logprob=completion.mean_logprob,
             )
         )
     return drawn

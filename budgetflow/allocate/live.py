@@ -24,7 +24,7 @@ from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
 from budgetflow.runtime.events import EventStream, QuestionFinished
 from budgetflow.runtime.executor import EndpointLimits, RunContext
-from budgetflow.types import Request, SamplingParams, Usage
+from budgetflow.types import Completion, Request, SamplingParams, Usage
 
 __all__ = ["run_allocated"]
 
@@ -65,7 +65,10 @@ async def run_allocated(
         raise ConfigError(f"budget_samples must be >= 0, got {budget_samples}")
     context = RunContext(backend, budget=budget, limits=limits, prices=prices, events=events)
     backends = [context.backend_for(q.id) for q in dataset.questions]
-    sampling = replace(sampling, stop=sampling.stop or dataset.stop)
+    wants_logprobs = allocator.voting.confidence_weight is not None
+    sampling = replace(
+        sampling, stop=sampling.stop or dataset.stop, logprobs=sampling.logprobs or wants_logprobs
+    )
     books = _Books(len(dataset), budget_samples)
     started = time.perf_counter()
 
@@ -94,7 +97,7 @@ async def run_allocated(
         for completion in response.completions:
             cut = quota is not None and completion.finish_reason == "length"
             answer = None if cut else extract_answer(completion.text)
-            _record(books, index, answer, completion.completion_tokens, greedy)
+            _record(books, index, answer, completion, greedy)
 
     everyone = range(len(dataset))
     if allocator.use_greedy:
@@ -132,17 +135,18 @@ async def _spend_by_priority(
         await run_all(draw(i, 1, temperature) for i in batch)
 
 
-def _record(books: _Books, index: int, answer: str | None, tokens: int, greedy: bool) -> None:
+def _record(books: _Books, index: int, answer: str | None, completion: Completion, greedy: bool) -> None:
     key = answer_key(answer)
     if key is not None and answer is not None:
         books.raw[index].setdefault(key, answer)
     evidence = books.evidence[index]
-    evidence.tokens += tokens
-    evidence.longest = max(evidence.longest, tokens)
+    evidence.tokens += completion.completion_tokens
+    evidence.longest = max(evidence.longest, completion.completion_tokens)
     if greedy:
         evidence.used_greedy, evidence.greedy = True, key
+        evidence.greedy_confidence = completion.mean_logprob
     else:
-        evidence.answers.append(key)
+        evidence.add(key, None if answer is None else completion.mean_logprob)
 
 
 def _seed(sampling: SamplingParams, index: int, drawn: int) -> int | None:
@@ -158,7 +162,7 @@ def _report(
 ) -> StrategyReport:
     report = StrategyReport(strategy=f"alloc:{allocator.name}", dataset=dataset.name)
     for index, question in enumerate(dataset.questions):
-        key = final_answer(books.evidence[index], allocator.greedy_weight)
+        key = final_answer(books.evidence[index], allocator.voting)
         answer = None if key is None else books.raw[index].get(key, key)
         evidence = books.evidence[index]
         result = QuestionResult(

@@ -35,6 +35,7 @@ __all__ = [
     "ALLOCATORS",
     "Allocator",
     "Evidence",
+    "Voting",
     "answer_key",
     "final_answer",
     "make_allocator",
@@ -49,40 +50,69 @@ def answer_key(answer: str | None) -> str | None:
 
 @dataclass(slots=True)
 class Evidence:
-    """What has been observed for one question: normalised answers (None = no answer stated)."""
+    """What has been observed for one question: normalised answers (None = no answer stated) and,
+    when the backend reported them, each sample's mean token log-probability."""
 
     answers: list[str | None] = field(default_factory=list)
+    confidences: list[float | None] = field(default_factory=list)
     greedy: str | None = None
+    greedy_confidence: float | None = None
     used_greedy: bool = False
     tokens: int = 0
     longest: int = 0
     seconds: float = 0.0
 
-    def votes(self, greedy_weight: float) -> dict[str, float]:
+    def add(self, answer: str | None, confidence: float | None = None) -> None:
+        self.answers.append(answer)
+        self.confidences.append(confidence)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Voting:
+    """How votes count: the greedy answer (when used) weighs `greedy_weight` samples; with
+    `confidence_weight` b, a vote with mean token log-probability c weighs exp(b x c), rescaled so
+    that the weights average 1 (counts stay on the scale of samples). Confidence weighting applies
+    only when every vote of the question carries a log-probability."""
+
+    greedy_weight: float = 1.0
+    confidence_weight: float | None = None
+
+    def votes(self, evidence: Evidence) -> dict[str, float]:
+        ballots = [(a, c, 1.0) for a, c in zip(evidence.answers, _padded(evidence), strict=True)]
+        if evidence.used_greedy:
+            ballots.append((evidence.greedy, evidence.greedy_confidence, self.greedy_weight))
+        stated = [(a, c, w) for a, c, w in ballots if a is not None]
+        weights = [w for _, _, w in stated]
+        if self.confidence_weight is not None and stated and all(c is not None for _, c, _ in stated):
+            raw = [w * math.exp(self.confidence_weight * (c or 0.0)) for _, c, w in stated]
+            weights = [r * sum(weights) / sum(raw) for r in raw]
         counts: dict[str, float] = {}
-        for answer in self.answers:
-            if answer is not None:
-                counts[answer] = counts.get(answer, 0.0) + 1.0
-        if self.used_greedy and self.greedy is not None:
-            counts[self.greedy] = counts.get(self.greedy, 0.0) + greedy_weight
+        for (answer, _, _), weight in zip(stated, weights, strict=True):
+            assert answer is not None
+            counts[answer] = counts.get(answer, 0.0) + weight
         return counts
 
 
-def final_answer(evidence: Evidence, greedy_weight: float) -> str | None:
-    """Majority over the votes; ties go to the greedy answer, then to the first answer seen."""
-    counts = evidence.votes(greedy_weight)
+def _padded(evidence: Evidence) -> list[float | None]:
+    missing = len(evidence.answers) - len(evidence.confidences)
+    return [*evidence.confidences, *([None] * missing)]
+
+
+def final_answer(evidence: Evidence, voting: Voting) -> str | None:
+    """The answer with the most votes; ties go to the greedy answer, then to the first answer seen."""
+    counts = voting.votes(evidence)
     if not counts:
         return None
     best = max(counts.values())
-    tied = [answer for answer, count in counts.items() if count == best]
+    tied = [answer for answer, count in counts.items() if count >= best - 1e-9]
     if evidence.used_greedy and evidence.greedy in tied:
         return evidence.greedy
     order = [a for a in evidence.answers if a is not None]
     return min(tied, key=lambda a: order.index(a) if a in order else len(order))
 
 
-def marginal_gain(evidence: Evidence, greedy_weight: float) -> float:
-    counts = sorted(evidence.votes(greedy_weight).values(), reverse=True)
+def marginal_gain(evidence: Evidence, voting: Voting) -> float:
+    counts = sorted(voting.votes(evidence).values(), reverse=True)
     leader = counts[0] if counts else 0.0
     runner_up = counts[1] if len(counts) > 1 else 0.0
     total = sum(counts) + evidence.answers.count(None)
@@ -99,7 +129,7 @@ class Allocator:
     name: str
     probe: int = 0
     use_greedy: bool = False
-    greedy_weight: float = 1.0
+    voting: Voting = Voting()
     adaptive: bool = True
     cap: int | None = None
     stop_confidence: float | None = None
@@ -126,11 +156,11 @@ class Allocator:
         if self.cap is not None and drawn >= self.cap:
             return 0.0
         if self.stop_confidence is not None:
-            counts = [*sorted(evidence.votes(self.greedy_weight).values(), reverse=True), 0, 0]
+            counts = [*sorted(self.voting.votes(evidence).values(), reverse=True), 0, 0]
             settled = leader_confidence(round(counts[0]), round(counts[1])) >= self.stop_confidence
             hopeless = drawn >= self.hopeless_after and counts[0] <= 1
             return 0.0 if settled or hopeless else 1.0 / (1 + drawn)
-        gain = marginal_gain(evidence, self.greedy_weight)
+        gain = marginal_gain(evidence, self.voting)
         if self.per_second and drawn:
             return gain / max(evidence.seconds / drawn, 1e-6)  # gain per expected second of this question
         return gain

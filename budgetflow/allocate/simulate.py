@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from budgetflow.allocate.bank import BankQuestion
-from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
+from budgetflow.allocate.policies import Allocator, Evidence, Voting, answer_key, final_answer
 from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.errors import ConfigError
 
@@ -63,7 +63,7 @@ def simulate(
         evidence = _run_once(
             bank, allocator, (budget_samples, budget_tokens, budget_seconds), random.Random(seed)
         )
-        answers = [final_answer(e, allocator.greedy_weight) for e in evidence]
+        answers = [final_answer(e, allocator.voting) for e in evidence]
         accuracies.append(
             sum(a is not None and a in ok for a, ok in zip(answers, correct, strict=True)) / len(bank)
         )
@@ -123,7 +123,7 @@ class _Spender:
         cost = quota if cut and quota is not None else sample.completion_tokens
         self._pay(cost, sample.seconds)
         evidence.seconds += sample.seconds
-        evidence.answers.append(None if cut else answer_key(sample.answer))
+        evidence.add(None if cut else answer_key(sample.answer), None if cut else sample.mean_logprob)
         evidence.tokens += cost
         evidence.longest = max(evidence.longest, cost)
 
@@ -135,6 +135,7 @@ class _Spender:
         evidence = self.evidence[index]
         evidence.used_greedy = True
         evidence.greedy = answer_key(greedy.answer)
+        evidence.greedy_confidence = greedy.mean_logprob
         evidence.tokens += greedy.completion_tokens
 
 
@@ -182,33 +183,46 @@ def _spread_evenly(spender: _Spender, rng: random.Random) -> None:
                 progressed = True
 
 
-def majority_curve(question: BankQuestion, max_n: int, with_greedy: bool, trials: int) -> list[float]:
-    """Expected correctness of the majority of n samples (plus the greedy vote), n = 0..max_n."""
+def majority_curve(
+    question: BankQuestion, max_n: int, with_greedy: bool, trials: int, voting: Voting | None = None
+) -> list[float]:
+    """Expected correctness of the vote of n samples (plus the greedy vote), n = 0..max_n."""
+    voting = voting or Voting()
     rng = random.Random(zlib.crc32(question.id.encode()))
     ok = _correct_keys(question)
-    greedy = Evidence(
-        used_greedy=with_greedy, greedy=answer_key(question.greedy.answer) if question.greedy else None
-    )
+    greedy = question.greedy if with_greedy else None
     curve = [0.0] * (max_n + 1)
     for _ in range(trials):
         order = rng.sample(range(len(question.samples)), len(question.samples))
-        evidence = Evidence(used_greedy=greedy.used_greedy, greedy=greedy.greedy)
-        curve[0] += final_answer(evidence, 1.0) in ok
+        evidence = Evidence(
+            used_greedy=greedy is not None,
+            greedy=answer_key(greedy.answer) if greedy else None,
+            greedy_confidence=greedy.mean_logprob if greedy else None,
+        )
+        curve[0] += final_answer(evidence, voting) in ok
         for n in range(1, max_n + 1):
-            evidence.answers.append(answer_key(question.samples[order[n - 1]].answer))
-            curve[n] += final_answer(evidence, 1.0) in ok
+            sample = question.samples[order[n - 1]]
+            evidence.add(answer_key(sample.answer), sample.mean_logprob)
+            curve[n] += final_answer(evidence, voting) in ok
     return [value / trials for value in curve]
 
 
-def oracle_accuracy(bank: list[BankQuestion], budget_samples: int, *, trials: int = 64) -> float:
-    """The best expected accuracy any split of `budget_samples` across questions can reach."""
+def oracle_accuracy(
+    bank: list[BankQuestion],
+    budget_samples: int,
+    *,
+    trials: int = 64,
+    votings: tuple[Voting, ...] = (Voting(),),
+) -> float:
+    """The best expected accuracy any split of `budget_samples` across questions can reach, each
+    question counted by whichever of `votings` serves it best (plain majority by default)."""
     best = np.full(budget_samples + 1, -np.inf)
     best[0] = 0.0
     for question in bank:
         max_n = min(len(question.samples), budget_samples)
-        options = [(n, value) for n, value in enumerate(majority_curve(question, max_n, False, trials))]
+        options = [(n, value) for n, value in enumerate(_best_curve(question, max_n, False, trials, votings))]
         if question.greedy is not None and budget_samples >= 1:
-            with_greedy = majority_curve(question, min(max_n, budget_samples - 1), True, trials)
+            with_greedy = _best_curve(question, min(max_n, budget_samples - 1), True, trials, votings)
             options += [(n + 1, value) for n, value in enumerate(with_greedy)]
         step = np.full(budget_samples + 1, -np.inf)
         for cost, value in options:
@@ -217,3 +231,10 @@ def oracle_accuracy(bank: list[BankQuestion], budget_samples: int, *, trials: in
             step = np.maximum(step, shifted)
         best = step
     return float(best.max() / len(bank))
+
+
+def _best_curve(
+    question: BankQuestion, max_n: int, with_greedy: bool, trials: int, votings: tuple[Voting, ...]
+) -> list[float]:
+    curves = [majority_curve(question, max_n, with_greedy, trials, voting) for voting in votings]
+    return [max(values) for values in zip(*curves, strict=True)]

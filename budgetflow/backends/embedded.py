@@ -172,7 +172,12 @@ class EmbeddedBackend(Backend):
                 prompt, request.sampling, n=batch, first_index=len(results), cancel=cancel, on_text=on_text
             )
         completions = tuple(
-            Completion(text=r.text, finish_reason=r.finish_reason, completion_tokens=r.tokens)  # type: ignore[arg-type]
+            Completion(
+                text=r.text,
+                finish_reason=r.finish_reason,  # type: ignore[arg-type]
+                completion_tokens=r.tokens,
+                mean_logprob=r.mean_logprob,
+            )
             for r in results[: request.returned]
         )
         usage = Usage(len(prompt), sum(r.tokens for r in results))

@@ -19,7 +19,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from budgetflow.backends.token_sampling import sample_next_token, sequence_generator
+from budgetflow.backends.token_sampling import sample_next_token, sequence_generator, token_logprob
 from budgetflow.errors import BackendError, ConfigError, ModelFileError
 from budgetflow.types import Message, SamplingParams
 
@@ -36,11 +36,13 @@ class DecodeCancelled(Exception):
 
 @dataclass(slots=True)
 class SequenceResult:
-    """One finished sample: its text, why it stopped, and how many tokens it generated."""
+    """One finished sample: its text, why it stopped, how many tokens it generated, and (when
+    asked for) the mean log-probability of the tokens it sampled."""
 
     text: str
     finish_reason: str
     tokens: int
+    mean_logprob: float | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +55,11 @@ class _Sequence:
     text: str = ""
     finished_at: int = -1
     emitted: int = 0
+    logprob_sum: float = 0.0
+    scored: int = 0
+
+    def mean_logprob(self) -> float | None:
+        return self.logprob_sum / self.scored if self.scored else None
 
 
 _SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
@@ -246,7 +253,9 @@ class LlamaEngine:
                 self._finish(s, "cancelled")
         if finish_after is not None:
             sequences.sort(key=lambda s: s.finished_at if s.finished_at >= 0 else len(sequences) + s.index)
-        return [SequenceResult(s.text, s.finish_reason or "stop", s.tokens) for s in sequences]
+        return [
+            SequenceResult(s.text, s.finish_reason or "stop", s.tokens, s.mean_logprob()) for s in sequences
+        ]
 
     def _advance(self, seq: _Sequence, token: int, sampling: SamplingParams) -> bool:
         """Append `token` to `seq`; False once the sequence has finished."""
@@ -283,9 +292,13 @@ class LlamaEngine:
     def _sample(self, logits: np.ndarray, seq: _Sequence, sampling: SamplingParams) -> int:
         if seq.finish_reason is not None:
             return -1
-        return sample_next_token(
+        token = sample_next_token(
             logits, temperature=sampling.temperature, top_p=sampling.top_p, generator=seq.generator
         )
+        if sampling.logprobs:
+            seq.logprob_sum += token_logprob(logits, token)
+            seq.scored += 1
+        return token
 
     def _decode_prompt(self, prompt_tokens: list[int]) -> np.ndarray:
         """Decode the prompt on sequence 0, reusing the cached cells of the longest prefix it shares

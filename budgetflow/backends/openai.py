@@ -17,6 +17,7 @@ import json
 import os
 import random
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -209,6 +210,8 @@ class OpenAICompatibleBackend(Backend):
             payload["n"] = n
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
+        if sampling.logprobs:
+            payload["logprobs"] = True
         if request.prefill:  # vLLM / SGLang: continue the last assistant message instead of a new turn
             payload["continue_final_message"] = True
             payload["add_generation_prompt"] = False
@@ -266,10 +269,7 @@ def _parse_reply(body: str, *, backend: str) -> tuple[list[Completion], Usage]:
     if not raw_usage:
         raise MalformedReply(f"{backend}: reply has no 'usage'; budgets cannot be kept", backend=backend)
     per_choice = usage.completion_tokens // len(completions)
-    return [
-        Completion(text=c.text, finish_reason=c.finish_reason, completion_tokens=per_choice)
-        for c in completions
-    ], usage
+    return [replace(c, completion_tokens=per_choice) for c in completions], usage
 
 
 def _parse_choice(choice: Any, backend: str) -> Completion:
@@ -278,7 +278,23 @@ def _parse_choice(choice: Any, backend: str) -> Completion:
     if not isinstance(content, str):
         raise MalformedReply(f"{backend}: a choice lacks message.content: {choice!r:.200}", backend=backend)
     reason = _FINISH_REASONS.get(str(choice.get("finish_reason")), "stop")
-    return Completion(text=content, finish_reason=reason)  # type: ignore[arg-type]
+    mean_logprob = _mean_logprob(choice.get("logprobs"), backend)
+    return Completion(text=content, finish_reason=reason, mean_logprob=mean_logprob)  # type: ignore[arg-type]
+
+
+def _mean_logprob(logprobs: Any, backend: str) -> float | None:
+    """The mean of `logprobs.content[*].logprob` (OpenAI's shape), None when the reply has none."""
+    if logprobs is None:
+        return None
+    tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if tokens is None:
+        return None
+    try:
+        values = [float(token["logprob"]) for token in tokens]
+    except (TypeError, KeyError, ValueError) as exc:
+        message = f"{backend}: malformed choice.logprobs: {logprobs!r:.200}"
+        raise MalformedReply(message, backend=backend) from exc
+    return sum(values) / len(values) if values else None
 
 
 def _stream_delta(line: str, backend: str) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["sample_next_token", "sequence_generator"]
+__all__ = ["sample_next_token", "sequence_generator", "token_logprob"]
 
 _CANDIDATE_RATIO = 1e-4
 
@@ -38,6 +38,13 @@ def sample_next_token(
         return _draw(None, weights, generator)
     candidates = _nucleus(weights, top_p)
     return _draw(candidates, weights[candidates], generator)
+
+
+def token_logprob(logits: FloatArray, token: int) -> float:
+    """log P(token) under the model's own distribution (softmax of the raw logits, no temperature)."""
+    values = np.asarray(logits, dtype=np.float64)
+    top = values.max()
+    return float(values[token] - top - np.log(np.exp(values - top).sum()))
 
 
 def _nucleus(weights: npt.NDArray[np.float64], top_p: float) -> npt.NDArray[np.intp]:

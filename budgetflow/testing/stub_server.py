@@ -142,8 +142,7 @@ class StubOpenAIServer:
             "object": "chat.completion",
             "model": payload.get("model", "stub"),
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-                for i, t in enumerate(texts)
+                _choice(i, t, with_logprobs=bool(payload.get("logprobs"))) for i, t in enumerate(texts)
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
@@ -151,6 +150,19 @@ class StubOpenAIServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _choice(index: int, text: str, *, with_logprobs: bool) -> dict[str, Any]:
+    """One choice; with logprobs, each word is a token of log-probability -len(word) / 10."""
+    choice: dict[str, Any] = {
+        "index": index,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": "stop",
+    }
+    if with_logprobs:
+        tokens = [{"token": word, "logprob": -len(word) / 10} for word in text.split()]
+        choice["logprobs"] = {"content": tokens}
+    return choice
 
 
 async def _serve_forever() -> None:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from budgetflow.allocate.bank import BankQuestion, BankSample, load_bank, write_bank
-from budgetflow.allocate.policies import Evidence, final_answer, make_allocator, marginal_gain
+from budgetflow.allocate.policies import Evidence, Voting, final_answer, make_allocator, marginal_gain
 from budgetflow.allocate.simulate import oracle_accuracy, simulate
 from budgetflow.cli import app
 from budgetflow.errors import ConfigError, DatasetError
@@ -58,11 +58,11 @@ def test_bank_round_trips_and_bad_lines_are_named(tmp_path: Path) -> None:
 
 def test_final_answer_and_gain() -> None:
     evidence = Evidence(answers=["3", "4"], greedy="4", used_greedy=True)
-    assert final_answer(evidence, 1.0) == "4"
-    assert final_answer(Evidence(answers=["3", "4"]), 1.0) == "3"  # tie: first seen
-    settled = marginal_gain(Evidence(answers=["7"] * 6), 1.0)
-    contested = marginal_gain(Evidence(answers=["5", "1", "5", "2"]), 1.0)
-    hopeless = marginal_gain(Evidence(answers=["101", "202", "303", "404", "505", "606"]), 1.0)
+    assert final_answer(evidence, Voting()) == "4"
+    assert final_answer(Evidence(answers=["3", "4"]), Voting()) == "3"  # tie: first seen
+    settled = marginal_gain(Evidence(answers=["7"] * 6), Voting())
+    contested = marginal_gain(Evidence(answers=["5", "1", "5", "2"]), Voting())
+    hopeless = marginal_gain(Evidence(answers=["101", "202", "303", "404", "505", "606"]), Voting())
     assert contested > settled and contested > hopeless
 
 

@@ -220,3 +220,30 @@ def test_first_finish_races_reserve_a_prompt_per_racer() -> None:
     assert backend.prompt_copies(Request.from_prompt("q", n=4, keep_first=2)) == 4
     unknown = OpenAICompatibleBackend(base_url="http://127.0.0.1:1/v1", model="m")
     assert unknown.prompt_copies(Request.from_prompt("q", n=3)) == 3
+
+
+def test_logprobs_are_requested_only_when_asked_and_averaged_per_choice() -> None:
+    async def check(server: StubOpenAIServer, backend: OpenAICompatibleBackend) -> None:
+        plain = await backend.complete(Request.from_prompt("q", n=2))
+        assert [c.mean_logprob for c in plain.completions] == [None, None]
+        assert "logprobs" not in server.payloads[0]
+        asked = await backend.complete(Request.from_prompt("q", n=2, sampling=SamplingParams(logprobs=True)))
+        assert server.payloads[1]["logprobs"] is True
+        # stub: "Answer: 1" is two tokens of log-probability -0.7 and -0.1
+        assert [c.mean_logprob for c in asked.completions] == pytest.approx([-0.4, -0.4])
+
+    with_server(check)
+
+
+def test_malformed_logprobs_are_a_malformed_reply() -> None:
+    body = (
+        '{"choices": [{"message": {"content": "Answer: 1"}, "finish_reason": "stop",'
+        ' "logprobs": {"content": [{"token": "x"}]}}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}'
+    )
+
+    async def check(server: StubOpenAIServer, backend: OpenAICompatibleBackend) -> None:
+        server.inject(Fault(body=body))
+        with pytest.raises(MalformedReply, match="malformed choice.logprobs"):
+            await backend.complete(Request.from_prompt("q", sampling=SamplingParams(logprobs=True)))
+
+    with_server(check)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from budgetflow.backends.token_sampling import sample_next_token, sequence_generator
+from budgetflow.backends.token_sampling import sample_next_token, sequence_generator, token_logprob
 
 
 def _logits(values: list[float], size: int = 1000) -> np.ndarray:
@@ -48,3 +48,11 @@ def test_seeded_generators_are_reproducible_and_distinct_per_sequence() -> None:
     assert draws(7, 0) == draws(7, 0)
     assert draws(7, 0) != draws(7, 1)
     assert draws(7, 0) != draws(8, 0)
+
+
+def test_token_logprob_is_the_log_softmax_of_the_raw_logits() -> None:
+    logits = _logits([2.0, 1.0, 0.5], size=50)
+    values = [token_logprob(logits, token) for token in range(50)]
+    assert np.isclose(np.logaddexp.reduce(values), 0.0)  # probabilities sum to one
+    assert values[0] > values[1] > values[2] > values[3]
+    assert np.isclose(values[0] - values[1], 1.0)  # differences are logit differences

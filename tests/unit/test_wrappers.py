@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from budgetflow.backends.base import Backend
 from budgetflow.backends.scripted import FunctionBackend, ScriptedBackend
 from budgetflow.backends.wrappers import (
     Cache,
@@ -26,7 +28,7 @@ from budgetflow.runtime.events import (
     RequestStarted,
     RetryScheduled,
 )
-from budgetflow.types import Request, SamplingParams
+from budgetflow.types import Completion, Request, Response, SamplingParams, Usage
 
 
 class Sleeps:
@@ -202,3 +204,35 @@ def test_metered_counts_and_emits_request_events() -> None:
     assert metered.reading.requests == 2 and metered.reading.failures == 1
     assert metered.reading.usage.completion_tokens == 2
     assert [type(e) for e in log.events] == [RequestStarted, RequestFinished, RequestStarted, RequestFailed]
+
+
+class _ConfidentBackend(Backend):
+    """Completions that carry a mean log-probability, for the cache's logprob column."""
+
+    name = "confident"
+
+    async def complete(self, request: Request) -> Response:
+        completions = tuple(
+            Completion(text=f"s{i}", completion_tokens=1, mean_logprob=-0.25 * (i + 1))
+            for i in range(request.n)
+        )
+        return Response(completions=completions, usage=Usage(1, request.n))
+
+
+def test_cache_keeps_log_probabilities_and_upgrades_an_old_database(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:  # the schema before mean_logprob existed
+        old.execute(
+            "CREATE TABLE samples (key TEXT NOT NULL, rollout INTEGER NOT NULL, text TEXT NOT NULL, "
+            "finish_reason TEXT NOT NULL, completion_tokens INTEGER NOT NULL, PRIMARY KEY (key, rollout))"
+        )
+    request = Request.from_prompt("q", sampling=SamplingParams(seed=1, logprobs=True), n=2)
+
+    async def once() -> list[float | None]:
+        cache = Cache(_ConfidentBackend(), path)
+        response = await cache.complete(request)
+        await cache.aclose()
+        return [c.mean_logprob for c in response.completions]
+
+    assert asyncio.run(once()) == [-0.25, -0.5]
+    assert asyncio.run(once()) == [-0.25, -0.5]  # replayed from the upgraded database

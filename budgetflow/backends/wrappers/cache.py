@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS samples (
     text TEXT NOT NULL,
     finish_reason TEXT NOT NULL,
     completion_tokens INTEGER NOT NULL,
+    mean_logprob REAL,
     PRIMARY KEY (key, rollout)
 )
 """
@@ -64,6 +65,9 @@ class Cache(Wrapper):
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+        if "mean_logprob" not in columns:  # a cache written before logprobs were recorded
+            self._db.execute("ALTER TABLE samples ADD COLUMN mean_logprob REAL")
         self._db.commit()
         self._handed_out: dict[str, int] = {}
         self.hits = 0
@@ -89,19 +93,24 @@ class Cache(Wrapper):
 
     def _lookup(self, key: str, offset: int, n: int) -> dict[int, Completion]:
         rows = self._db.execute(
-            "SELECT rollout, text, finish_reason, completion_tokens FROM samples "
+            "SELECT rollout, text, finish_reason, completion_tokens, mean_logprob FROM samples "
             "WHERE key = ? AND rollout >= ? AND rollout < ?",
             (key, offset, offset + n),
         ).fetchall()
         return {
-            rollout: Completion(text=text, finish_reason=finish, completion_tokens=tokens)
-            for rollout, text, finish, tokens in rows
+            rollout: Completion(
+                text=text, finish_reason=finish, completion_tokens=tokens, mean_logprob=logprob
+            )
+            for rollout, text, finish, tokens, logprob in rows
         }
 
     def _record(self, key: str, completions: dict[int, Completion]) -> None:
         self._db.executemany(
-            "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?)",
-            [(key, r, c.text, c.finish_reason, c.completion_tokens) for r, c in completions.items()],
+            "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (key, r, c.text, c.finish_reason, c.completion_tokens, c.mean_logprob)
+                for r, c in completions.items()
+            ],
         )
         self._db.commit()
 
