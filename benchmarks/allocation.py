@@ -2,15 +2,23 @@
 
 Records (once; cached under results/banks/) a bank of mixed-difficulty reasoning-gym questions
 (`arith_mix`: equal shares of 2-3 term, 3-4 term and two-number +/- problems) with K samples and
-one greedy answer each, then replays allocators at several average budgets (samples per question,
-total over all questions) over many seeds, against uniform (floor) and the oracle (upper bound).
+one greedy answer each, every one with its mean token log-probability, then replays allocators at
+several average budgets (samples per question, total over all questions) over many seeds, against
+uniform (floor) and the oracle (upper bound). Each adaptive allocator is run with and without the
+greedy answer as evidence and with plain or confidence-weighted votes; the variant is chosen on
+one half of the bank and scored on the other, both ways (cross-fitted, like compute_optimal's
+calibration), so no reported number picked its settings on the questions it is scored on.
+`oracle` is the issue's: each question's best sample count knowing
+its answer distribution, counted by majority vote (with or without the greedy vote);
+`oracle_any_vote` also lets each question use the confidence-weighted vote, a stricter bound.
 
     python benchmarks/allocation.py [--questions 150] [--k 16] [--budgets 2 4 8] [--seeds 20]
 
 Prints a table, writes results/allocation.png, and as the last stdout line:
 {"budgets": [...], "uniform": [...], "difficulty": [...], "online": [...], "oracle": [...],
- "gap_closed": [...]}
-where gap_closed = (best allocator - uniform) / (oracle - uniform) at each budget.
+ "gap_closed": [...], ...}
+where gap_closed = (best allocator - uniform) / (oracle - uniform) at each budget
+(gap_closed_any_vote uses oracle_any_vote).
 """
 
 from __future__ import annotations
@@ -23,13 +31,15 @@ from pathlib import Path
 
 from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
 from budgetflow.allocate.compute_optimal import calibrate
-from budgetflow.allocate.policies import make_allocator
+from budgetflow.allocate.policies import Allocator, Voting, make_allocator
 from budgetflow.allocate.simulate import oracle_accuracy, simulate
 from budgetflow.evaluate.datasets import load_dataset
 from budgetflow.types import SamplingParams
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 ADAPTIVE = ("difficulty", "online", "compute_optimal")
+BANK_VERSION = "v2"  # v2: samples carry mean_logprob
+CONFIDENCE_WEIGHTS = (10.0, 20.0)
 
 
 async def _record(path: Path, questions: int, k: int, temperature: float) -> list[BankQuestion]:
@@ -69,22 +79,67 @@ def _cross_fitted(bank: list[BankQuestion], budget: int, seeds: int) -> float:
     return correct / len(bank)
 
 
-def _sweep(bank: list[BankQuestion], budgets: list[int], seeds: int) -> dict[str, list[float]]:
-    series: dict[str, list[float]] = {name: [] for name in ("uniform", *ADAPTIVE, "oracle")}
+def _variants(name: str) -> list[Allocator]:
+    """The settings a variant may take: greedy evidence or not; majority or confidence-weighted votes
+    (b in CONFIDENCE_WEIGHTS) with the greedy vote worth 1 or 2 samples."""
+    plain = [make_allocator(name, use_greedy=greedy) for greedy in (False, True)]
+    weighted = [
+        make_allocator(name, use_greedy=greedy, confidence_weight=weight, greedy_weight=greedy_weight)
+        for greedy in (False, True)
+        for weight in CONFIDENCE_WEIGHTS
+        for greedy_weight in ((1.0, 2.0) if greedy else (1.0,))
+    ]
+    return plain + weighted
+
+
+def _cross_fitted_variant(
+    bank: list[BankQuestion], name: str, budget: int, seeds: int
+) -> tuple[float, list[str]]:
+    """Pick the best variant on one half of the bank, score it on the other, both ways: the
+    settings are chosen without seeing the questions they are scored on."""
+    halves = (bank[::2], bank[1::2])
+    correct, picked = 0.0, []
+    for calibration, held_out in (halves, halves[::-1]):
+
+        def score(allocator: Allocator, part: list[BankQuestion] = calibration) -> float:
+            return simulate(part, allocator, budget_samples=budget * len(part), seeds=seeds).accuracy
+
+        best = max(_variants(name), key=score)
+        result = simulate(held_out, best, budget_samples=budget * len(held_out), seeds=seeds)
+        correct += result.accuracy * len(held_out)
+        picked.append(_describe(best))
+    return correct / len(bank), picked
+
+
+def _sweep(
+    bank: list[BankQuestion], budgets: list[int], seeds: int
+) -> tuple[dict[str, list[float]], dict[str, list[list[str]]]]:
+    names = ("uniform", *ADAPTIVE, "oracle", "oracle_any_vote")
+    series: dict[str, list[float]] = {name: [] for name in names}
+    chosen: dict[str, list[list[str]]] = {name: [] for name in ("difficulty", "online")}
     for budget in budgets:
         total = budget * len(bank)
         series["uniform"].append(
             simulate(bank, make_allocator("uniform"), budget_samples=total, seeds=seeds).accuracy
         )
         for name in ("difficulty", "online"):
-            variants = [
-                simulate(bank, make_allocator(name, use_greedy=g), budget_samples=total, seeds=seeds).accuracy
-                for g in (False, True)
-            ]
-            series[name].append(max(variants))
+            accuracy, picked = _cross_fitted_variant(bank, name, budget, seeds)
+            series[name].append(accuracy)
+            chosen[name].append(picked)
         series["compute_optimal"].append(_cross_fitted(bank, budget, seeds))
         series["oracle"].append(oracle_accuracy(bank, total))
-    return series
+        votings = (Voting(), *(Voting(confidence_weight=w) for w in CONFIDENCE_WEIGHTS))
+        series["oracle_any_vote"].append(oracle_accuracy(bank, total, votings=votings))
+    return series, chosen
+
+
+def _describe(allocator: Allocator) -> str:
+    voting = allocator.voting
+    if voting.confidence_weight is None:
+        votes = "majority"
+    else:
+        votes = f"conf b={voting.confidence_weight:g}, greedy weight {voting.greedy_weight:g}"
+    return ("greedy + " if allocator.use_greedy else "") + votes
 
 
 def _plot(budgets: list[int], series: dict[str, list[float]], path: Path) -> None:
@@ -118,7 +173,8 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--seeds", type=int, default=20)
     args = parser.parse_args()
-    path = RESULTS / "banks" / f"arith_mix-{args.questions}-k{args.k}-t{args.temperature}.jsonl"
+    name = f"arith_mix-{args.questions}-k{args.k}-t{args.temperature}-{BANK_VERSION}.jsonl"
+    path = RESULTS / "banks" / name
     if path.is_file():
         bank = load_bank(path)
         print(f"bank: {path} (cached)")
@@ -130,12 +186,10 @@ def main() -> None:
     early = simulate(
         bank, make_allocator("early_stop", cap=args.k), budget_samples=args.k * len(bank), seeds=args.seeds
     )
-    series = _sweep(bank, args.budgets, args.seeds)
+    series, chosen = _sweep(bank, args.budgets, args.seeds)
     best = [max(ADAPTIVE, key=lambda name: series[name][i]) for i in range(len(args.budgets))]
-    gap = [
-        (series[best[i]][i] - series["uniform"][i]) / max(1e-9, series["oracle"][i] - series["uniform"][i])
-        for i in range(len(args.budgets))
-    ]
+    gap = _gap_closed(series, best, "oracle")
+    gap_any = _gap_closed(series, best, "oracle_any_vote")
     RESULTS.mkdir(exist_ok=True)
     _plot(args.budgets, series, RESULTS / "allocation.png")
     print(
@@ -144,15 +198,28 @@ def main() -> None:
         f"({vote_all.tokens:,.0f} tokens), early_stop {early.accuracy:.1%} ({early.tokens:,.0f} tokens, "
         f"{1 - early.tokens / vote_all.tokens:.0%} fewer)"
     )
-    names = ("uniform", *ADAPTIVE, "oracle")
-    print("| samples/question | " + " | ".join(names) + " | gap closed |")
-    print("|---" * (len(names) + 2) + "|")
+    names = ("uniform", *ADAPTIVE, "oracle", "oracle_any_vote")
+    print("| samples/question | " + " | ".join(names) + " | gap closed | vs oracle_any_vote | best variant |")
+    print("|---" * (len(names) + 4) + "|")
     for i, budget in enumerate(args.budgets):
         cells = " | ".join(f"{series[name][i]:.1%}" for name in names)
-        print(f"| {budget} | {cells} | {gap[i]:.0%} ({best[i]}) |")
-    summary = {"budgets": args.budgets, **{n: [round(v, 4) for v in series[n]] for n in series}}
+        variant = " / ".join(chosen[best[i]][i]) if best[i] in chosen else "calibrated bins"
+        print(f"| {budget} | {cells} | {gap[i]:.0%} ({best[i]}) | {gap_any[i]:.0%} | {variant} |")
+    summary: dict[str, object] = {"budgets": args.budgets}
+    summary.update({n: [round(v, 4) for v in series[n]] for n in series})
     summary["gap_closed"] = [round(g, 3) for g in gap]
+    summary["gap_closed_any_vote"] = [round(g, 3) for g in gap_any]
+    summary["best_variant"] = chosen
+    summary["greedy"] = round(greedy, 4)
+    summary[f"vote@{args.k}"] = round(vote_all.accuracy, 4)
     print(json.dumps(summary))
+
+
+def _gap_closed(series: dict[str, list[float]], best: list[str], oracle: str) -> list[float]:
+    return [
+        (series[name][i] - series["uniform"][i]) / max(1e-9, series[oracle][i] - series["uniform"][i])
+        for i, name in enumerate(best)
+    ]
 
 
 if __name__ == "__main__":

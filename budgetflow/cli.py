@@ -134,6 +134,14 @@ def eval_command(
     greedy_evidence: Annotated[
         bool, typer.Option(help="Allocators spend one sample per question on a greedy answer that votes.")
     ] = False,
+    confidence_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Allocators weigh each vote by exp(B x its mean token log-probability), asking the backend "
+            "for logprobs, and a sure greedy answer lowers its question's priority (10-20 worked on the "
+            "embedded model; see benchmarks/allocation.py). Default: plain majority."
+        ),
+    ] = None,
     backend_concurrency: Annotated[
         int, typer.Option(help="Requests in flight on the backend at once, nested calls (judges) included.")
     ] = 64,
@@ -218,7 +226,10 @@ def eval_command(
         )
         default = [] if allocator else ["single", "vote@8"]
         strategies = [parse_strategy(s, options=options) for s in (strategy or default)]
-        allocators = [make_allocator(a, use_greedy=greedy_evidence) for a in allocator or []]
+        allocators = [
+            make_allocator(a, use_greedy=greedy_evidence, confidence_weight=confidence_weight)
+            for a in allocator or []
+        ]
         if allocators and not budget_samples:
             raise ConfigError("--allocator needs --budget-samples (total samples over all questions)")
         budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds, budget_cost)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
 from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate
-from budgetflow.allocate.policies import ALLOCATORS, Allocator, make_allocator
+from budgetflow.allocate.policies import ALLOCATORS, Allocator, Voting, make_allocator
 from budgetflow.allocate.simulate import SimulationResult, oracle_accuracy, simulate
 from budgetflow.backends.base import Backend
 from budgetflow.cli_output import console, exit_for, stdout
@@ -109,6 +109,17 @@ def simulate_command(
             help="difficulty/online: cap each later sample at this x the longest probe sample's tokens."
         ),
     ] = None,
+    confidence_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Weigh each vote by exp(B x its mean_logprob) (banks recorded by `bank record` carry it) "
+            "and let a sure greedy answer lower its question's priority; also reports the oracle that may "
+            "count each question by this vote (oracle_any_vote_accuracy)."
+        ),
+    ] = None,
+    greedy_weight: Annotated[
+        float, typer.Option(help="How many samples the greedy vote is worth (with --greedy).")
+    ] = 1.0,
 ) -> None:
     """Replay an allocator against a bank; compare with uniform (floor) and the oracle (upper bound).
 
@@ -122,7 +133,14 @@ def simulate_command(
         if table is not None:
             per_question = (budget_samples or 0) / len(questions)
             targets = CalibrationTable.load(table).targets_for(per_question)
-        chosen = make_allocator(allocator, use_greedy=greedy, bin_targets=targets, quota_factor=quota_factor)
+        chosen = make_allocator(
+            allocator,
+            use_greedy=greedy,
+            bin_targets=targets,
+            quota_factor=quota_factor,
+            confidence_weight=confidence_weight,
+            greedy_weight=greedy_weight,
+        )
 
         def replay(policy: Allocator) -> SimulationResult:
             return simulate(
@@ -139,19 +157,20 @@ def simulate_command(
             budget_samples if budget_samples is not None else _samples_for_tokens(questions, budget_tokens)
         )
         oracle = oracle_accuracy(questions, oracle_budget)
+        summary = {
+            "accuracy": round(result.accuracy, 4),
+            "tokens": round(result.tokens, 1),
+            "oracle_accuracy": round(oracle, 4),
+            "uniform_accuracy": round(uniform.accuracy, 4),
+        }
+        if confidence_weight is not None:
+            votings = (Voting(), chosen.voting)
+            any_vote = oracle_accuracy(questions, oracle_budget, votings=votings)
+            summary["oracle_any_vote_accuracy"] = round(any_vote, 4)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
     stdout.print(_table([result, uniform], oracle, len(questions)))
-    print(
-        json.dumps(
-            {
-                "accuracy": round(result.accuracy, 4),
-                "tokens": round(result.tokens, 1),
-                "oracle_accuracy": round(oracle, 4),
-                "uniform_accuracy": round(uniform.accuracy, 4),
-            }
-        )
-    )
+    print(json.dumps(summary))
 
 
 @bank_app.command("calibrate")

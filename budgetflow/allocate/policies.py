@@ -25,7 +25,7 @@ disagree but a mode is forming; leave settled and hopeless questions alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.errors import ConfigError
@@ -137,6 +137,15 @@ class Allocator:
     bin_targets: tuple[int, ...] | None = None
     quota_factor: float | None = None
     per_second: bool = False
+    greedy_doubt: float | None = None
+
+    def doubt(self, evidence: Evidence) -> float:
+        """(1 - q)^greedy_doubt, q = exp(the greedy answer's mean token log-probability), the
+        geometric-mean probability of its tokens: a question whose greedy answer the model was
+        sure of attracts less budget. 1 when unused or unknown."""
+        if self.greedy_doubt is None or not evidence.used_greedy or evidence.greedy_confidence is None:
+            return 1.0
+        return float((1.0 - math.exp(min(0.0, evidence.greedy_confidence))) ** self.greedy_doubt)
 
     def quota(self, evidence: Evidence) -> int | None:
         """max_tokens for this question's next sample: `quota_factor` x its longest probe sample once
@@ -160,7 +169,7 @@ class Allocator:
             settled = leader_confidence(round(counts[0]), round(counts[1])) >= self.stop_confidence
             hopeless = drawn >= self.hopeless_after and counts[0] <= 1
             return 0.0 if settled or hopeless else 1.0 / (1 + drawn)
-        gain = marginal_gain(evidence, self.voting)
+        gain = marginal_gain(evidence, self.voting) * self.doubt(evidence)
         if self.per_second and drawn:
             return gain / max(evidence.seconds / drawn, 1e-6)  # gain per expected second of this question
         return gain
@@ -178,13 +187,36 @@ def make_allocator(
     hopeless_after: int = 4,
     bin_targets: tuple[int, ...] | None = None,
     quota_factor: float | None = None,
+    confidence_weight: float | None = None,
+    greedy_weight: float = 1.0,
 ) -> Allocator:
     """An allocator by name; `compute_optimal` needs `bin_targets` (from a calibration table).
 
     early_stop's defaults (stop at Beta confidence 0.85, give up after 4 disagreeing samples) were
     chosen on the embedded-model bank of benchmarks/allocation.py: 60% fewer tokens than vote@16
     for -0.2 points there, where 0.95 and 6 saved 25%. They are data dependent: on questions with
-    many near-tied answers, raise both."""
+    many near-tied answers, raise both.
+
+    `confidence_weight` b weighs each vote by exp(b x its mean token log-probability) (the samples
+    must carry log-probabilities; see `Voting`) and, with `use_greedy`, lets the greedy answer's
+    own confidence lower its question's priority (`Allocator.greedy_doubt` = 2)."""
+    voting = Voting(greedy_weight=greedy_weight, confidence_weight=confidence_weight)
+    allocator = _named_allocator(
+        name, use_greedy, cap, stop_confidence, hopeless_after, bin_targets, quota_factor
+    )
+    doubt = 2.0 if confidence_weight is not None and allocator.adaptive else None
+    return replace(allocator, voting=voting, greedy_doubt=doubt)
+
+
+def _named_allocator(
+    name: str,
+    use_greedy: bool,
+    cap: int,
+    stop_confidence: float,
+    hopeless_after: int,
+    bin_targets: tuple[int, ...] | None,
+    quota_factor: float | None,
+) -> Allocator:
     if name == "uniform":
         return Allocator(name=name, adaptive=False, use_greedy=use_greedy)
     if name == "difficulty":

@@ -210,8 +210,9 @@ class OpenAICompatibleBackend(Backend):
             payload["n"] = n
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
-        if sampling.logprobs:
+        if sampling.logprobs:  # llama.cpp's server sends none unless top_logprobs >= 1
             payload["logprobs"] = True
+            payload["top_logprobs"] = 1
         if request.prefill:  # vLLM / SGLang: continue the last assistant message instead of a new turn
             payload["continue_final_message"] = True
             payload["add_generation_prompt"] = False

@@ -223,3 +223,23 @@ def test_streaming_matches_complete_and_stops_when_the_reader_stops(
     whole, deltas, spent = loop.run_until_complete(body())
     assert len(deltas) > 3 and "".join(deltas) == whole and ", 7" not in whole
     assert spent < 200  # decoding stopped soon after the reader did, far short of 1000 tokens
+
+
+def test_log_probabilities_come_only_when_asked_and_rank_greedy_first(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    prompt = "Q: 3 + 5\nA: 3 + 5 = 8. Answer: 8\n\nQ: 4 + 2\nA:"
+    plain = loop.run_until_complete(
+        backend.complete(Request.from_prompt(prompt, sampling=SamplingParams(temperature=0, max_tokens=12)))
+    )
+    assert plain.completions[0].mean_logprob is None
+    greedy_params = SamplingParams(temperature=0, max_tokens=12, logprobs=True)
+    hot_params = SamplingParams(temperature=1.5, max_tokens=12, seed=4, logprobs=True)
+    greedy = loop.run_until_complete(backend.complete(Request.from_prompt(prompt, sampling=greedy_params)))
+    hot = loop.run_until_complete(backend.complete(Request.from_prompt(prompt, sampling=hot_params, n=8)))
+    greedy_logprob = greedy.completions[0].mean_logprob
+    hot_logprobs = [c.mean_logprob for c in hot.completions]
+    assert greedy_logprob is not None and greedy_logprob <= 0
+    assert all(v is not None and v <= 0 for v in hot_logprobs)
+    # greedy takes the likeliest token at every step; hot samples wander into unlikely ones
+    assert greedy_logprob > sum(v for v in hot_logprobs if v is not None) / len(hot_logprobs)

@@ -10,7 +10,7 @@ import pytest
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.errors import BadRequest, EndpointUnreachable
 from budgetflow.testing.llama_server import LlamaServer, start_llama_server, stop_llama_server
-from budgetflow.types import Request, SamplingParams
+from budgetflow.types import Request, Response, SamplingParams
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +104,24 @@ def test_streaming_from_a_real_server(llama_server: LlamaServer) -> None:
 
     deltas, whole = asyncio.run(body())
     assert len(deltas) > 3 and "".join(deltas) == whole
+
+
+def test_log_probabilities_from_a_real_server(llama_server: LlamaServer) -> None:
+    prompt = "Q: 3 + 5\nA: 3 + 5 = 8. Answer: 8\n\nQ: 4 + 2\nA:"
+    greedy_request = Request.from_prompt(
+        prompt, sampling=SamplingParams(temperature=0, max_tokens=12, logprobs=True)
+    )
+    hot_request = Request.from_prompt(
+        prompt, sampling=SamplingParams(temperature=1.5, max_tokens=12, seed=4, logprobs=True), n=4
+    )
+
+    async def body() -> tuple[Response, Response]:
+        async with _backend(llama_server) as backend:
+            return await backend.complete(greedy_request), await backend.complete(hot_request)
+
+    greedy, hot = asyncio.run(body())
+    greedy_logprob = greedy.completions[0].mean_logprob
+    hot_logprobs = [c.mean_logprob for c in hot.completions]
+    assert greedy_logprob is not None and greedy_logprob <= 0
+    assert len(hot_logprobs) == 4 and all(v is not None and v <= 0 for v in hot_logprobs)
+    assert greedy_logprob > sum(v for v in hot_logprobs if v is not None) / 4

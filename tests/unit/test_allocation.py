@@ -270,3 +270,96 @@ def test_deadline_allocator_spends_time_where_it_pays() -> None:
     by_gain = simulate(bank, make_allocator("online"), budget_samples=8 * 60, budget_seconds=seconds, seeds=5)
     assert by_time.accuracy >= by_gain.accuracy
     assert by_time.samples_per_question > by_gain.samples_per_question  # cheap questions got the time
+
+
+def _confident_bank(size: int = 60, seed: int = 0) -> list[BankQuestion]:
+    """Questions whose correct answer is a sure minority (mean logprob -0.05) against an unsure
+    majority (-0.6); the greedy answer is the unsure wrong one on half of them."""
+    rng = random.Random(seed)
+    bank = []
+    for index in range(size):
+        samples = tuple(
+            BankSample(answer="5", correct=True, completion_tokens=8, mean_logprob=-0.05)
+            if rng.random() < 0.35
+            else BankSample(answer="9", correct=False, completion_tokens=8, mean_logprob=-0.6)
+            for _ in range(16)
+        )
+        wrong_greedy = index % 2 == 0
+        greedy = BankSample(
+            answer="9" if wrong_greedy else "5",
+            correct=not wrong_greedy,
+            completion_tokens=8,
+            mean_logprob=-0.6 if wrong_greedy else -0.05,
+        )
+        bank.append(BankQuestion(id=f"c{index}", question="?", gold="5", greedy=greedy, samples=samples))
+    return bank
+
+
+def test_confidence_weighted_votes_let_a_sure_minority_win() -> None:
+    evidence = Evidence()
+    for answer, confidence in [("9", -0.6), ("9", -0.6), ("5", -0.05)]:
+        evidence.add(answer, confidence)
+    assert final_answer(evidence, Voting()) == "9"
+    assert final_answer(evidence, Voting(confidence_weight=10.0)) == "5"
+    votes = Voting(confidence_weight=10.0).votes(evidence)
+    assert sum(votes.values()) == pytest.approx(3.0)  # rescaled: weights average one vote
+    mixed = Evidence(answers=["9", "9", "5"], confidences=[-0.6, None, -0.05])
+    assert final_answer(mixed, Voting(confidence_weight=10.0)) == "9"  # a vote without logprob: plain
+
+
+def test_confidence_weighting_pays_in_simulation_and_the_oracle_bounds_it() -> None:
+    bank = _confident_bank()
+    budget = 4 * len(bank)
+    plain = simulate(bank, make_allocator("online", use_greedy=True), budget_samples=budget, seeds=5)
+    weighted_allocator = make_allocator("online", use_greedy=True, confidence_weight=10.0)
+    weighted = simulate(bank, weighted_allocator, budget_samples=budget, seeds=5)
+    assert weighted.accuracy > plain.accuracy + 0.2
+    assert weighted.samples_per_question <= 4 + 1e-9
+    majority_oracle = oracle_accuracy(bank, budget, trials=16)
+    any_vote_oracle = oracle_accuracy(
+        bank, budget, trials=16, votings=(Voting(), Voting(confidence_weight=10.0))
+    )
+    assert any_vote_oracle >= majority_oracle
+    assert weighted.accuracy <= any_vote_oracle + 0.05  # seeds vs expectation: a small margin
+
+
+def test_a_sure_greedy_answer_lowers_its_questions_priority() -> None:
+    allocator = make_allocator("online", use_greedy=True, confidence_weight=10.0)
+    sure = Evidence(answers=["4"], confidences=[-0.3], greedy="4", greedy_confidence=-0.01, used_greedy=True)
+    unsure = Evidence(answers=["4"], confidences=[-0.3], greedy="4", greedy_confidence=-1.5, used_greedy=True)
+    assert allocator.priority(unsure) > allocator.priority(sure) > 0
+    plain = make_allocator("online", use_greedy=True)
+    assert plain.priority(unsure) == plain.priority(sure)  # only with confidence weighting
+
+
+def test_bank_mean_logprob_round_trips_and_is_checked(tmp_path: Path) -> None:
+    bank = _confident_bank(4)
+    path = tmp_path / "bank.jsonl"
+    write_bank(path, bank)
+    assert load_bank(path) == bank
+    path.write_text(
+        '{"id": "x", "question": "q", "gold": "1", "samples": '
+        '[{"answer": "1", "correct": true, "completion_tokens": 3, "mean_logprob": "high"}]}\n'
+    )
+    with pytest.raises(DatasetError, match=r"bank.jsonl:1: samples\[0\]: mean_logprob must be a number"):
+        load_bank(path)
+
+
+def test_bank_simulate_cli_weighs_votes_by_confidence(tmp_path: Path) -> None:
+    path = tmp_path / "bank.jsonl"
+    write_bank(path, _confident_bank(40))
+
+    def run(*extra: str) -> dict[str, float]:
+        result = CliRunner().invoke(
+            app,
+            ["bank", "simulate", "--bank", str(path), "--allocator", "online", "--greedy",
+             "--budget-samples", "160", "--seeds", "3", *extra],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summary: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+        return summary
+
+    plain, weighted = run(), run("--confidence-weight", "10", "--greedy-weight", "2")
+    assert "oracle_any_vote_accuracy" not in plain
+    assert weighted["accuracy"] > plain["accuracy"]
+    assert weighted["oracle_any_vote_accuracy"] >= weighted["oracle_accuracy"]
