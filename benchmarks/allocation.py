@@ -142,23 +142,27 @@ def _describe(allocator: Allocator) -> str:
     return ("greedy + " if allocator.use_greedy else "") + votes
 
 
-def _plot(budgets: list[int], series: dict[str, list[float]], path: Path) -> None:
+def _plot(
+    budgets: list[int], series: dict[str, list[float]], references: dict[str, float], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    figure, axes = plt.subplots(figsize=(8.4, 4.4), dpi=120)
     for name, values in series.items():
-        style = "--" if name in ("oracle", "uniform") else "-"
+        style = "--" if name in ("oracle", "oracle_any_vote", "uniform") else "-"
         axes.plot(budgets, [100 * v for v in values], style, marker="o", label=name)
+    for (name, value), color in zip(references.items(), ("black", "grey"), strict=False):
+        axes.axhline(100 * value, linestyle=":", color=color, label=name)
     axes.set_xscale("log", base=2)
     axes.set_xticks(budgets, [str(b) for b in budgets])
     axes.set_xlabel("average samples per question (total budget / questions)")
     axes.set_ylabel("accuracy (%)")
     axes.set_title("Allocation on the embedded-model bank (arith_mix)")
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.tight_layout()
     figure.savefig(path)
 
@@ -191,7 +195,8 @@ def main() -> None:
     gap = _gap_closed(series, best, "oracle")
     gap_any = _gap_closed(series, best, "oracle_any_vote")
     RESULTS.mkdir(exist_ok=True)
-    _plot(args.budgets, series, RESULTS / "allocation.png")
+    references = {"greedy": greedy, f"uniform vote@{args.k}": vote_all.accuracy}
+    _plot(args.budgets, series, references, RESULTS / "allocation.png")
     print(
         f"\n{len(bank)} questions, K={args.k}: greedy {greedy:.1%}, "
         f"uniform vote@{args.k} {vote_all.accuracy:.1%} "
