@@ -14,6 +14,7 @@ from rich.table import Table
 
 from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
 from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate
+from budgetflow.allocate.deadline import Lane, LaneSimulation, simulate_lanes
 from budgetflow.allocate.policies import ALLOCATORS, Allocator, Voting, make_allocator
 from budgetflow.allocate.simulate import SimulationResult, oracle_accuracy, simulate
 from budgetflow.backends.base import Backend
@@ -80,7 +81,12 @@ async def _record(
 @bank_app.command("simulate")
 def simulate_command(
     bank: Annotated[
-        Path, typer.Option(help="A bank file (JSONL) from `bank record` or any source in that format.")
+        list[Path],
+        typer.Option(
+            help="A bank file (JSONL) from `bank record` or any source in that format. Repeat it with "
+            "--allocator deadline to give one bank per backend (the same questions recorded on each): "
+            "the planner then chooses the backend and the batch size of every draw."
+        ),
     ],
     allocator: Annotated[str, typer.Option(help=f"One of: {', '.join(ALLOCATORS)}.")] = "difficulty",
     budget_samples: Annotated[
@@ -120,13 +126,23 @@ def simulate_command(
     greedy_weight: Annotated[
         float, typer.Option(help="How many samples the greedy vote is worth (with --greedy).")
     ] = 1.0,
+    request_seconds: Annotated[
+        float,
+        typer.Option(
+            help="--allocator deadline with --budget-seconds: fixed seconds each request costs its backend "
+            "on top of its samples (HTTP latency, prompt processing); batching pays when it is high."
+        ),
+    ] = 0.0,
 ) -> None:
     """Replay an allocator against a bank; compare with uniform (floor) and the oracle (upper bound).
 
-    The last line of stdout is one JSON object: accuracy, tokens, oracle_accuracy, uniform_accuracy.
+    The last line of stdout is one JSON object: accuracy, tokens, oracle_accuracy, uniform_accuracy
+    (and, for the deadline planner, seconds and samples_by_lane).
     """
     try:
-        questions = load_bank(bank)
+        questions = load_bank(bank[0])
+        if len(bank) > 1 and allocator != "deadline":
+            raise ConfigError("several --bank files (one per backend) need --allocator deadline")
         if (budget_samples is None) == (budget_tokens is None):
             raise ConfigError("give exactly one of --budget-samples and --budget-tokens")
         targets = None
@@ -152,17 +168,32 @@ def simulate_command(
                 seeds=seeds,
             )
 
-        result, uniform = replay(chosen), replay(make_allocator("uniform"))
+        planned = None
+        if allocator == "deadline" and budget_seconds is not None:
+            planned = _plan_on_lanes(bank, chosen, budget_samples, budget_seconds, request_seconds, seeds)
+            result = SimulationResult(
+                allocator=chosen.name,
+                accuracy=planned.accuracy,
+                tokens=planned.tokens,
+                samples_per_question=planned.samples_per_question,
+                seeds=seeds,
+            )
+        else:
+            result = replay(chosen)
+        uniform = replay(make_allocator("uniform"))
         oracle_budget = (
             budget_samples if budget_samples is not None else _samples_for_tokens(questions, budget_tokens)
         )
         oracle = oracle_accuracy(questions, oracle_budget)
-        summary = {
+        summary: dict[str, object] = {
             "accuracy": round(result.accuracy, 4),
             "tokens": round(result.tokens, 1),
             "oracle_accuracy": round(oracle, 4),
             "uniform_accuracy": round(uniform.accuracy, 4),
         }
+        if planned is not None:
+            summary["seconds"] = round(planned.seconds, 2)
+            summary["samples_by_lane"] = {k: round(v, 1) for k, v in planned.samples_by_lane.items()}
         if confidence_weight is not None:
             votings = (Voting(), chosen.voting)
             any_vote = oracle_accuracy(questions, oracle_budget, votings=votings)
@@ -171,6 +202,23 @@ def simulate_command(
         raise exit_for(exc) from None
     stdout.print(_table([result, uniform], oracle, len(questions)))
     print(json.dumps(summary))
+
+
+def _plan_on_lanes(
+    paths: list[Path],
+    allocator: Allocator,
+    budget_samples: int | None,
+    budget_seconds: float,
+    request_seconds: float,
+    seeds: int,
+) -> LaneSimulation:
+    """The deadline planner over one bank per backend (lanes named by file stem)."""
+    if budget_samples is None:
+        raise ConfigError("--allocator deadline with --budget-seconds needs --budget-samples")
+    lanes = [Lane(name=path.stem, bank=load_bank(path), request_seconds=request_seconds) for path in paths]
+    return simulate_lanes(
+        lanes, allocator, budget_samples=budget_samples, budget_seconds=budget_seconds, seeds=seeds
+    )
 
 
 @bank_app.command("calibrate")

@@ -1,0 +1,248 @@
+"""Deadline-aware allocation over one or more backends (On Time, Within Budget).
+
+A run has a sample budget and a wall-clock deadline, and may have several backends ("lanes"):
+each lane serves one request at a time, lanes run side by side, and every request costs its
+lane a fixed `request_seconds` plus its samples' time. Before every draw the planner looks at
+each question, each lane and each batch size n and picks the draw with the highest
+
+    expected gain of n more samples  /  (n / samples left  +  seconds / that lane's seconds left)
+
+that fits both limits: the gain per share of the scarcer resources it uses. Batches pay when a
+lane's per-request cost is high; a slow lane is used while its time lasts; questions that are
+slow on every lane must earn their time. The plan is re-made after every outcome.
+
+The expected gain of n samples is the question's marginal gain for one sample (`marginal_gain`:
+P(leader unsettled) x P(a sample joins the leader) = u x s) extended as u x (1 - (1 - s)^n),
+concave in n, times the allocator's greedy doubt. Seconds per sample are estimated from what
+was observed: this question on this lane, else this lane on any question, else 0 (an untried
+lane is tried).
+
+`simulate_lanes` replays the planner against one bank per lane (the same questions, recorded
+on each backend). A draw whose recorded time would overrun its lane's deadline is cancelled at
+the deadline, as the live runtime does: its time is spent, its samples are lost, the lane is done.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass, field
+
+from budgetflow.allocate.bank import BankQuestion
+from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
+from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.errors import ConfigError
+from budgetflow.strategies.early_stop import leader_confidence
+
+__all__ = [
+    "DrawPlan",
+    "Lane",
+    "LaneSimulation",
+    "LaneView",
+    "expected_gain",
+    "plan_next_draw",
+    "simulate_lanes",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lane:
+    """One backend, as recorded in a bank; each request costs `request_seconds` on top of its samples."""
+
+    name: str
+    bank: list[BankQuestion]
+    request_seconds: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class LaneView:
+    """What the planner knows of a lane: time left, per-request cost, observed seconds per sample."""
+
+    seconds_left: float
+    request_seconds: float = 0.0
+    observed_seconds: dict[int, list[float]] = field(default_factory=dict)  # question -> per sample
+    available: dict[int, int] = field(default_factory=dict)  # question -> samples it can still give
+
+    def seconds_per_sample(self, question: int) -> float:
+        own = self.observed_seconds.get(question)
+        if own:
+            return statistics.fmean(own)
+        everything = [s for values in self.observed_seconds.values() for s in values]
+        return statistics.fmean(everything) if everything else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrawPlan:
+    question: int
+    lane: int
+    n: int
+
+
+def expected_gain(evidence: Evidence, allocator: Allocator, n: int) -> float:
+    """Estimated accuracy gained by n more samples of this question (see the module doc)."""
+    counts = [*sorted(allocator.voting.votes(evidence).values(), reverse=True), 0.0, 0.0]
+    total = sum(counts) + evidence.answers.count(None)
+    unsettled = 1.0 - leader_confidence(round(counts[0]), round(counts[1]))
+    joins = (counts[0] + 1) / (total + 2)
+    return unsettled * (1.0 - (1.0 - joins) ** n) * allocator.doubt(evidence)
+
+
+def plan_next_draw(
+    evidence: list[Evidence],
+    lanes: list[LaneView],
+    *,
+    allocator: Allocator,
+    samples_left: int,
+    max_batch: int = 8,
+) -> DrawPlan | None:
+    """The draw (question, lane, n) with the best gain per share of budget and time, or None."""
+    best: tuple[float, DrawPlan] | None = None
+    for question, seen in enumerate(evidence):
+        if allocator.cap is not None and len(seen.answers) >= allocator.cap:
+            continue
+        for index, lane in enumerate(lanes):
+            largest = min(max_batch, samples_left, lane.available.get(question, max_batch))
+            per_sample = lane.seconds_per_sample(question)
+            for n in range(1, largest + 1):
+                seconds = lane.request_seconds + n * per_sample
+                if seconds > lane.seconds_left:
+                    break
+                share = n / samples_left + seconds / max(lane.seconds_left, 1e-9)
+                score = expected_gain(seen, allocator, n) / share
+                if score > 0 and (best is None or score > best[0] + 1e-12):
+                    best = (score, DrawPlan(question, index, n))
+    return None if best is None else best[1]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaneSimulation:
+    accuracy: float
+    tokens: float
+    samples_per_question: float
+    seconds: float
+    samples_by_lane: dict[str, float]
+    seeds: int
+
+
+def simulate_lanes(
+    lanes: list[Lane],
+    allocator: Allocator,
+    *,
+    budget_samples: int,
+    budget_seconds: float,
+    seeds: int = 20,
+    max_batch: int = 8,
+) -> LaneSimulation:
+    """Mean accuracy, tokens, wall time and samples per lane of the deadline planner over `seeds`."""
+    questions = _check_lanes(lanes)
+    correct = [_correct_keys([lane.bank[i] for lane in lanes]) for i in range(questions)]
+    runs = [
+        _LaneRun(lanes, allocator, budget_samples, budget_seconds, random.Random(seed)).run(max_batch)
+        for seed in range(seeds)
+    ]
+    accuracy = [
+        sum(final_answer(e, allocator.voting) in ok for e, ok in zip(run.evidence, correct, strict=True))
+        / questions
+        for run in runs
+    ]
+    return LaneSimulation(
+        accuracy=statistics.fmean(accuracy),
+        tokens=statistics.fmean(sum(e.tokens for e in run.evidence) for run in runs),
+        samples_per_question=statistics.fmean(
+            sum(len(e.answers) + e.used_greedy for e in run.evidence) / questions for run in runs
+        ),
+        seconds=statistics.fmean(run.wall_seconds() for run in runs),
+        samples_by_lane={
+            lane.name: statistics.fmean(run.drawn[i] for run in runs) for i, lane in enumerate(lanes)
+        },
+        seeds=seeds,
+    )
+
+
+def _check_lanes(lanes: list[Lane]) -> int:
+    if not lanes:
+        raise ConfigError("simulate_lanes needs at least one lane (bank)")
+    ids = [q.id for q in lanes[0].bank]
+    for lane in lanes[1:]:
+        if [q.id for q in lane.bank] != ids:
+            raise ConfigError(
+                f"lane {lane.name!r} does not hold the same questions in the same order as {lanes[0].name!r}"
+            )
+    return len(ids)
+
+
+def _correct_keys(records: list[BankQuestion]) -> set[str]:
+    drawn = [s for q in records for s in (*q.samples, *([q.greedy] if q.greedy else []))]
+    return {normalize_answer(s.answer) for s in drawn if s.correct and s.answer is not None}
+
+
+class _LaneRun:
+    """One seeded replay: shuffled pools per (lane, question), evidence pooled across lanes."""
+
+    def __init__(
+        self, lanes: list[Lane], allocator: Allocator, samples: int, seconds: float, rng: random.Random
+    ) -> None:
+        self.lanes, self.allocator, self.samples_left, self.deadline = lanes, allocator, samples, seconds
+        size = len(lanes[0].bank)
+        self.orders = [[rng.sample(range(len(q.samples)), len(q.samples)) for q in ln.bank] for ln in lanes]
+        self.evidence = [Evidence() for _ in range(size)]
+        self.views = [
+            LaneView(
+                seconds_left=seconds,
+                request_seconds=lane.request_seconds,
+                available={i: len(q.samples) for i, q in enumerate(lane.bank)},
+            )
+            for lane in lanes
+        ]
+        self.drawn = [0] * len(lanes)
+
+    def run(self, max_batch: int) -> _LaneRun:
+        if self.allocator.use_greedy:
+            for index in range(len(self.evidence)):
+                self._take_greedy(index)
+        while self.samples_left > 0:
+            plan = plan_next_draw(
+                self.evidence,
+                self.views,
+                allocator=self.allocator,
+                samples_left=self.samples_left,
+                max_batch=max_batch,
+            )
+            if plan is None:
+                break
+            self._draw(plan)
+        return self
+
+    def wall_seconds(self) -> float:
+        return max(self.deadline - view.seconds_left for view in self.views)
+
+    def _take_greedy(self, index: int) -> None:
+        greedy, view = self.lanes[0].bank[index].greedy, self.views[0]
+        cost = None if greedy is None else view.request_seconds + greedy.seconds
+        if greedy is None or cost is None or self.samples_left < 1 or cost > view.seconds_left:
+            return
+        self.samples_left -= 1
+        view.seconds_left -= cost
+        evidence = self.evidence[index]
+        evidence.used_greedy, evidence.greedy = True, answer_key(greedy.answer)
+        evidence.greedy_confidence = greedy.mean_logprob
+        evidence.tokens += greedy.completion_tokens
+
+    def _draw(self, plan: DrawPlan) -> None:
+        view, record = self.views[plan.lane], self.lanes[plan.lane].bank[plan.question]
+        start = len(record.samples) - view.available[plan.question]
+        picked = [record.samples[i] for i in self.orders[plan.lane][plan.question][start : start + plan.n]]
+        seconds = view.request_seconds + sum(s.seconds for s in picked)
+        self.samples_left -= plan.n
+        view.available[plan.question] -= plan.n
+        if seconds > view.seconds_left + 1e-9:  # cancelled at the deadline: time spent, nothing back
+            view.seconds_left = 0.0
+            return
+        view.seconds_left -= seconds
+        view.observed_seconds.setdefault(plan.question, []).extend(s.seconds for s in picked)
+        evidence = self.evidence[plan.question]
+        for sample in picked:
+            evidence.add(answer_key(sample.answer), sample.mean_logprob)
+            evidence.tokens += sample.completion_tokens
+        evidence.seconds += seconds
+        self.drawn[plan.lane] += plan.n

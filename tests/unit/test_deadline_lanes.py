@@ -1,0 +1,113 @@
+"""The deadline planner over several backends ("lanes"): which question, which backend, how many."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from budgetflow.allocate.bank import BankQuestion, BankSample, write_bank
+from budgetflow.allocate.deadline import Lane, LaneView, plan_next_draw, simulate_lanes
+from budgetflow.allocate.policies import Evidence, make_allocator
+from budgetflow.cli import app
+from budgetflow.errors import ConfigError
+
+
+def lane_bank(p_correct: float, seconds: float, size: int = 40, seed: int = 0) -> list[BankQuestion]:
+    """Questions whose samples are right with `p_correct` and otherwise scatter over wrong answers."""
+    rng = random.Random(seed)
+    bank = []
+    for index in range(size):
+        samples = tuple(
+            BankSample(answer="5", correct=True, completion_tokens=10, seconds=seconds)
+            if rng.random() < p_correct
+            else BankSample(
+                answer=str(rng.randint(10, 13)), correct=False, completion_tokens=10, seconds=seconds
+            )
+            for _ in range(16)
+        )
+        bank.append(BankQuestion(id=f"q{index}", question="?", gold="5", greedy=None, samples=samples))
+    return bank
+
+
+def test_two_backends_in_parallel_beat_either_alone_within_the_deadline() -> None:
+    fast = Lane(name="small", bank=lane_bank(0.4, 0.1, seed=1))
+    slow = Lane(name="large", bank=lane_bank(0.6, 0.5, seed=2))
+    allocator = make_allocator("deadline")
+    deadline, budget = 12.0, 8 * 40
+
+    def run(*lanes: Lane) -> float:
+        result = simulate_lanes(
+            list(lanes), allocator, budget_samples=budget, budget_seconds=deadline, seeds=5
+        )
+        assert result.seconds <= deadline + 1e-9
+        assert result.samples_per_question <= 8 + 1e-9
+        return result.accuracy
+
+    both = simulate_lanes([fast, slow], allocator, budget_samples=budget, budget_seconds=deadline, seeds=5)
+    assert both.samples_by_lane["small"] > 0 and both.samples_by_lane["large"] > 0
+    assert both.accuracy > max(run(fast), run(slow))
+
+
+def test_batches_pay_when_each_request_has_a_fixed_cost() -> None:
+    lane = Lane(name="http", bank=lane_bank(0.5, 0.05), request_seconds=1.0)
+    allocator = make_allocator("deadline")
+
+    def run(max_batch: int) -> tuple[float, float]:
+        result = simulate_lanes(
+            [lane], allocator, budget_samples=8 * 40, budget_seconds=60.0, seeds=4, max_batch=max_batch
+        )
+        return result.accuracy, result.samples_per_question
+
+    batched, single = run(8), run(1)
+    assert batched[1] > 2 * single[1]  # one request carries several samples
+    assert batched[0] > single[0]
+
+
+def test_the_plan_respects_both_limits() -> None:
+    allocator = make_allocator("deadline")
+    contested = Evidence(answers=["5", "6"])
+    settled = Evidence(answers=["5"] * 6)
+    lanes = [LaneView(seconds_left=1.0, observed_seconds={0: [0.3], 1: [0.3]})]
+    plan = plan_next_draw([settled, contested], lanes, allocator=allocator, samples_left=10)
+    assert plan is not None and plan.question == 1 and plan.n * 0.3 <= 1.0
+    assert plan_next_draw([contested], lanes, allocator=allocator, samples_left=0) is None
+    no_time = [LaneView(seconds_left=0.2, observed_seconds={0: [0.3]})]
+    assert plan_next_draw([contested], no_time, allocator=allocator, samples_left=10) is None
+
+
+def test_lanes_must_hold_the_same_questions() -> None:
+    with pytest.raises(ConfigError, match="same questions"):
+        simulate_lanes(
+            [
+                Lane(name="a", bank=lane_bank(0.5, 0.1, size=3)),
+                Lane(name="b", bank=lane_bank(0.5, 0.1, size=4)),
+            ],
+            make_allocator("deadline"),
+            budget_samples=10,
+            budget_seconds=5.0,
+        )
+
+
+def test_bank_simulate_cli_takes_one_bank_per_backend(tmp_path: Path) -> None:
+    small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    write_bank(small, lane_bank(0.4, 0.1, seed=1))
+    write_bank(large, lane_bank(0.6, 0.5, seed=2))
+    result = CliRunner().invoke(
+        app,
+        ["bank", "simulate", "--bank", str(small), "--bank", str(large), "--allocator", "deadline",
+         "--budget-samples", "320", "--budget-seconds", "12", "--seeds", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["seconds"] <= 12 and set(summary["samples_by_lane"]) == {"small", "large"}
+    assert {"accuracy", "tokens", "oracle_accuracy", "uniform_accuracy"} <= set(summary)
+    refused = CliRunner().invoke(
+        app,
+        ["bank", "simulate", "--bank", str(small), "--bank", str(large), "--allocator", "online",
+         "--budget-samples", "320"],
+    )  # fmt: skip
+    assert refused.exit_code == 2 and "deadline" in refused.output
