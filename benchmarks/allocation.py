@@ -42,7 +42,9 @@ BANK_VERSION = "v2"  # v2: samples carry mean_logprob
 CONFIDENCE_WEIGHTS = (10.0, 20.0)
 
 
-async def _record(path: Path, questions: int, k: int, temperature: float) -> list[BankQuestion]:
+async def _record(
+    path: Path, questions: int, k: int, temperature: float, ensemble: bool
+) -> list[BankQuestion]:
     from budgetflow.backends.embedded import EmbeddedBackend
 
     dataset = load_dataset("arith_mix", limit=questions, seed=0)
@@ -62,6 +64,7 @@ async def _record(path: Path, questions: int, k: int, temperature: float) -> lis
             temperature=temperature,
             concurrency=1,
             on_question=progress,
+            ensemble=ensemble,
         )
     write_bank(path, bank)
     return bank
@@ -176,15 +179,22 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="record the samples spread over the task's four few-shot prompts (the greedy answer from "
+        "the first); a separate cached bank",
+    )
     args = parser.parse_args()
-    name = f"arith_mix-{args.questions}-k{args.k}-t{args.temperature}-{BANK_VERSION}.jsonl"
+    suffix = "-ensemble" if args.ensemble else ""
+    name = f"arith_mix-{args.questions}-k{args.k}-t{args.temperature}-{BANK_VERSION}{suffix}.jsonl"
     path = RESULTS / "banks" / name
     if path.is_file():
         bank = load_bank(path)
         print(f"bank: {path} (cached)")
     else:
         print(f"recording bank {path} on the embedded model ...", flush=True)
-        bank = asyncio.run(_record(path, args.questions, args.k, args.temperature))
+        bank = asyncio.run(_record(path, args.questions, args.k, args.temperature, args.ensemble))
     greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
     vote_all = simulate(bank, make_allocator("uniform"), budget_samples=args.k * len(bank), seeds=args.seeds)
     early = simulate(
@@ -195,8 +205,9 @@ def main() -> None:
     gap = _gap_closed(series, best, "oracle")
     gap_any = _gap_closed(series, best, "oracle_any_vote")
     RESULTS.mkdir(exist_ok=True)
+    plot_path = RESULTS / f"allocation{suffix}.png"
     references = {"greedy": greedy, f"uniform vote@{args.k}": vote_all.accuracy}
-    _plot(args.budgets, series, references, RESULTS / "allocation.png")
+    _plot(args.budgets, series, references, plot_path)
     print(
         f"\n{len(bank)} questions, K={args.k}: greedy {greedy:.1%}, "
         f"uniform vote@{args.k} {vote_all.accuracy:.1%} "

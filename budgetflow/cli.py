@@ -142,6 +142,14 @@ def eval_command(
             "embedded model; see benchmarks/allocation.py). Default: plain majority."
         ),
     ] = None,
+    prompt_ensemble: Annotated[
+        bool,
+        typer.Option(
+            help="Allocators spread each question's samples over its alternative prompts (the built-in "
+            "tasks have four few-shot variants), so errors one prompt's wording causes do not all vote "
+            "together; the greedy answer keeps the question's own prompt."
+        ),
+    ] = False,
     backend_concurrency: Annotated[
         int, typer.Option(help="Requests in flight on the backend at once, nested calls (judges) included.")
     ] = 64,
@@ -249,6 +257,7 @@ def eval_command(
             temperature if temperature is not None else 0.5,
             limits,
             price_table,
+            ensemble=prompt_ensemble,
         )
         reports = asyncio.run(_run_all(data, runs, chosen, sampling, concurrency, output, budgets))
     except BudgetflowError as exc:
@@ -328,6 +337,7 @@ class _Runs:
     temperature: float
     limits: EndpointLimits
     prices: dict[str, Price]
+    ensemble: bool = False
 
 
 async def _run_all(
@@ -383,6 +393,7 @@ async def _run_allocator(
         limits=runs.limits,
         prices=runs.prices,
         events=events,
+        ensemble=runs.ensemble,
     )
     report.strategy = name
     return report

@@ -41,6 +41,13 @@ def record_command(
     base_url: Annotated[str | None, typer.Option(help="API root for --backend openai.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name for --backend openai.")] = None,
     threads: Annotated[int | None, typer.Option(help="llama.cpp threads for --backend embedded.")] = None,
+    prompt_ensemble: Annotated[
+        bool,
+        typer.Option(
+            help="Spread the K samples over each question's alternative prompts (built-in tasks: four "
+            "few-shot variants); the greedy answer keeps the question's own prompt."
+        ),
+    ] = False,
 ) -> None:
     """Draw one greedy answer and K samples per question with any backend, and write a bank."""
     from budgetflow.cli import make_backend
@@ -51,7 +58,7 @@ def record_command(
         data = load_dataset(dataset, limit=limit, seed=seed)
         chosen = make_backend(backend, base_url, model, "OPENAI_API_KEY", 120.0, None, threads)
         sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
-        bank = asyncio.run(_record(data, chosen, k, sampling, temperature))
+        bank = asyncio.run(_record(data, chosen, k, sampling, temperature, prompt_ensemble))
     except BudgetflowError as exc:
         raise exit_for(exc) from None
     write_bank(output, bank)
@@ -62,7 +69,7 @@ def record_command(
 
 
 async def _record(
-    data: Dataset, backend: Backend, k: int, sampling: SamplingParams, temperature: float
+    data: Dataset, backend: Backend, k: int, sampling: SamplingParams, temperature: float, ensemble: bool
 ) -> list[BankQuestion]:
     columns = (TextColumn("recording"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     async with backend:
@@ -75,6 +82,7 @@ async def _record(
                 sampling=sampling,
                 temperature=temperature,
                 on_question=lambda _: progress.advance(task),
+                ensemble=ensemble,
             )
 
 

@@ -257,7 +257,9 @@ class Question:
     """One evaluation item: the question text, the prompt that asks it, and the gold answer.
 
     `entry` keeps the source record for graders that need more than the gold string
-    (reasoning-gym's own scorers, for example).
+    (reasoning-gym's own scorers, for example). `alternates` are other prompts that ask the same
+    question (other few-shot examples, say): ensemble sampling spreads samples over `prompts`, so
+    that errors a prompt's wording causes do not all vote together.
     """
 
     id: str
@@ -265,3 +267,18 @@ class Question:
     gold: str
     messages: tuple[Message, ...]
     entry: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+    alternates: tuple[tuple[Message, ...], ...] = ()
+
+    @property
+    def prompts(self) -> tuple[tuple[Message, ...], ...]:
+        """The question's own prompt first, then its alternates."""
+        return (self.messages, *self.alternates)
+
+    def prompt_shares(self, n: int, first: int = 0) -> list[tuple[tuple[Message, ...], int]]:
+        """`n` samples spread round-robin over `prompts`, starting at prompt `first` (mod their
+        number): (prompt, samples) pairs, prompts with no share left out."""
+        prompts = self.prompts
+        counts = [0] * len(prompts)
+        for offset in range(n):
+            counts[(first + offset) % len(prompts)] += 1
+        return [(prompts[i], c) for i, c in enumerate(counts) if c]

@@ -25,7 +25,7 @@ from budgetflow.backends.base import Backend
 from budgetflow.concurrency import run_all
 from budgetflow.errors import DatasetError
 from budgetflow.evaluate.datasets import Dataset
-from budgetflow.types import Question, Request, SamplingParams
+from budgetflow.types import Message, Question, Request, SamplingParams
 
 __all__ = ["BankQuestion", "BankSample", "load_bank", "record_bank", "write_bank"]
 
@@ -130,16 +130,26 @@ async def record_bank(
     temperature: float,
     concurrency: int = 4,
     on_question: Callable[[BankQuestion], None] | None = None,
+    ensemble: bool = False,
 ) -> list[BankQuestion]:
-    """Draw one greedy answer and `k` samples at `temperature` for every question of `dataset`."""
+    """Draw one greedy answer and `k` samples at `temperature` for every question of `dataset`.
+
+    With `ensemble`, the samples are spread round-robin over the question's prompts
+    (`Question.prompts`); the greedy answer always comes from its own prompt."""
     import asyncio
 
     limiter = asyncio.Semaphore(concurrency)
 
     async def one(question: Question) -> BankQuestion:
         async with limiter:
-            greedy = await _draw(backend, dataset, question, sampling, temperature=0.0, n=1)
-            samples = await _draw(backend, dataset, question, sampling, temperature=temperature, n=k)
+            own = question.messages
+            greedy = await _draw(backend, dataset, question, own, sampling, temperature=0.0, n=1)
+            shares = question.prompt_shares(k) if ensemble else [(question.messages, k)]
+            samples = []
+            for messages, count in shares:
+                samples += await _draw(
+                    backend, dataset, question, messages, sampling, temperature=temperature, n=count
+                )
         entry = BankQuestion(
             id=question.id,
             question=question.text,
@@ -158,6 +168,7 @@ async def _draw(
     backend: Backend,
     dataset: Dataset,
     question: Question,
+    messages: tuple[Message, ...],
     sampling: SamplingParams,
     *,
     temperature: float,
@@ -167,7 +178,7 @@ async def _draw(
 
     params = replace(sampling, temperature=temperature, stop=sampling.stop or dataset.stop, logprobs=True)
     started = time.perf_counter()
-    response = await backend.complete(Request(messages=question.messages, sampling=params, n=n))
+    response = await backend.complete(Request(messages=messages, sampling=params, n=n))
     seconds = (time.perf_counter() - started) / n
     drawn = []
     for completion in response.completions:

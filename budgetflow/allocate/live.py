@@ -24,7 +24,7 @@ from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
 from budgetflow.runtime.events import EventStream, QuestionFinished
 from budgetflow.runtime.executor import EndpointLimits, RunContext
-from budgetflow.types import Completion, Request, SamplingParams, Usage
+from budgetflow.types import Completion, Message, Request, SamplingParams, Usage
 
 __all__ = ["run_allocated"]
 
@@ -59,8 +59,12 @@ async def run_allocated(
     prices: dict[str, Price] | None = None,
     events: EventStream | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
+    ensemble: bool = False,
 ) -> StrategyReport:
-    """Answer `dataset` with at most `budget_samples` samples in all, spent where `allocator` says."""
+    """Answer `dataset` with at most `budget_samples` samples in all, spent where `allocator` says.
+
+    With `ensemble`, a question's samples rotate over its prompts (`Question.prompts`); the greedy
+    answer comes from its own prompt."""
     if budget_samples < 0:
         raise ConfigError(f"budget_samples must be >= 0, got {budget_samples}")
     context = RunContext(backend, budget=budget, limits=limits, prices=prices, events=events)
@@ -76,6 +80,12 @@ async def run_allocated(
         granted = books.take(n)
         if not granted:
             return
+        question, drawn = dataset.questions[index], len(books.evidence[index].answers)
+        shares = question.prompt_shares(granted, drawn) if ensemble and not greedy else None
+        for messages, count in shares or [(question.messages, granted)]:
+            await _request(index, messages, count, heat, greedy)
+
+    async def _request(index: int, messages: tuple[Message, ...], n: int, heat: float, greedy: bool) -> None:
         evidence = books.evidence[index]
         quota = None if greedy else allocator.quota(evidence)
         params = replace(
@@ -84,12 +94,11 @@ async def run_allocated(
             seed=_seed(sampling, index, len(evidence.answers)),
             max_tokens=quota or sampling.max_tokens,
         )
-        request = Request(messages=dataset.questions[index].messages, sampling=params, n=granted)
         requested = time.perf_counter()
         try:
-            response = await backends[index].complete(request)
+            response = await backends[index].complete(Request(messages=messages, sampling=params, n=n))
         except BudgetExceeded:
-            books.samples_left += granted
+            books.samples_left += n
             books.refused.add(index)
             return
         books.usage[index] = books.usage[index] + response.usage

@@ -110,27 +110,42 @@ def load_dataset(
     raise DatasetError(f"unknown dataset {spec!r}: not a built-in task ({known}) nor a .jsonl file")
 
 
+#: The built-in tasks' prompt, then its alternates for ensemble sampling: the same two-example
+#: format with other examples (so a wrong answer copied from one prompt's examples, such as the
+#: "19" of the first, does not recur under the others).
+ARITHMETIC_PROMPTS = (
+    "arithmetic_fewshot",
+    "arithmetic_fewshot_b",
+    "arithmetic_fewshot_c",
+    "arithmetic_fewshot_d",
+)
+
+
 def _load_builtin(name: str, *, size: int, seed: int) -> Dataset:
     import reasoning_gym  # deferred: importing it takes about two seconds
 
     task = BUILTIN_DATASETS[name]
     generated = reasoning_gym.create_dataset(task.generator, size=size, seed=seed, **task.config)
     questions = tuple(
-        Question(
-            id=f"{name}-{seed}-{index}",
-            text=str(entry["metadata"]["expression"]),
-            gold=str(entry["answer"]),
-            messages=(
-                Message(
-                    "user", render_prompt("arithmetic_fewshot", question=entry["metadata"]["expression"])
-                ),
-            ),
-            entry=dict(entry),
-        )
-        for index, entry in enumerate(generated)
+        _arithmetic_question(f"{name}-{seed}-{index}", entry) for index, entry in enumerate(generated)
     )
     return Dataset(
         name=name, questions=questions, grader=ReasoningGymGrader(generated), stop=("\nQ:", "\n\n")
+    )
+
+
+def _arithmetic_question(identifier: str, entry: dict[str, Any]) -> Question:
+    expression = str(entry["metadata"]["expression"])
+    prompts = tuple(
+        (Message("user", render_prompt(template, question=expression)),) for template in ARITHMETIC_PROMPTS
+    )
+    return Question(
+        id=identifier,
+        text=expression,
+        gold=str(entry["answer"]),
+        messages=prompts[0],
+        alternates=prompts[1:],
+        entry=dict(entry),
     )
 
 
