@@ -146,7 +146,11 @@ def _describe(allocator: Allocator) -> str:
 
 
 def _plot(
-    budgets: list[int], series: dict[str, list[float]], references: dict[str, float], path: Path
+    budgets: list[int],
+    series: dict[str, list[float]],
+    references: dict[str, float],
+    path: Path,
+    title: str,
 ) -> None:
     import matplotlib
 
@@ -163,7 +167,7 @@ def _plot(
     axes.set_xticks(budgets, [str(b) for b in budgets])
     axes.set_xlabel("average samples per question (total budget / questions)")
     axes.set_ylabel("accuracy (%)")
-    axes.set_title("Allocation on the embedded-model bank (arith_mix)")
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.tight_layout()
@@ -207,7 +211,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     plot_path = RESULTS / f"allocation{suffix}.png"
     references = {"greedy": greedy, f"uniform vote@{args.k}": vote_all.accuracy}
-    _plot(args.budgets, series, references, plot_path)
+    sampled = "samples over four few-shot prompts" if args.ensemble else "one prompt"
+    title = f"Allocation on the embedded-model bank (arith_mix, {sampled})"
+    _plot(args.budgets, series, references, plot_path, title)
     print(
         f"\n{len(bank)} questions, K={args.k}: greedy {greedy:.1%}, "
         f"uniform vote@{args.k} {vote_all.accuracy:.1%} "
