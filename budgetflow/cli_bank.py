@@ -106,7 +106,8 @@ def simulate_command(
     budget_seconds: Annotated[
         float | None,
         typer.Option(
-            help="Also a wall-clock limit: samples cost their recorded seconds (see --allocator deadline)."
+            help="Also a wall-clock limit: samples cost their recorded seconds. With --allocator deadline "
+            "the planner picks each draw's question, backend (one --bank per backend) and batch size."
         ),
     ] = None,
     greedy: Annotated[
