@@ -84,3 +84,18 @@ def test_bank_record_cli_takes_prompt_ensemble(stub_url: str, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert all(len(q.samples) == 4 for q in load_bank(output))
     assert json.loads(output.read_text().splitlines()[0])["samples"][0]["mean_logprob"] is not None
+
+
+def test_eval_cli_runs_allocators_with_confidence_and_an_ensemble(stub_url: str, tmp_path: Path) -> None:
+    output = tmp_path / "out.json"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--backend", "openai", "--base-url", stub_url, "--model", "stub", "--dataset", "chain_sum",
+         "--limit", "3", "--allocator", "online", "--greedy-evidence", "--confidence-weight", "10",
+         "--prompt-ensemble", "--budget-samples", "9", "--output", str(output)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(output.read_text())["reports"][0]
+    assert report["strategy"] == "alloc:online@9"
+    assert sum(q["samples"] for q in report["results"]) <= 9
+    assert all(q["answer"] == "7" for q in report["results"])
