@@ -62,6 +62,13 @@ class LaneView:
     request_seconds: float = 0.0
     observed_seconds: dict[int, list[float]] = field(default_factory=dict)  # question -> per sample
     available: dict[int, int] = field(default_factory=dict)  # question -> samples it can still give
+    greedy_seconds: list[float] = field(default_factory=list)  # observed greedy answers (unbatched)
+    has_greedy: set[int] = field(default_factory=set)  # questions whose greedy answer it can give
+
+    def seconds_for_greedy(self, question: int) -> float:
+        if self.greedy_seconds:
+            return statistics.fmean(self.greedy_seconds)
+        return self.seconds_per_sample(question)
 
     def seconds_per_sample(self, question: int) -> float:
         own = self.observed_seconds.get(question)
@@ -76,6 +83,7 @@ class DrawPlan:
     question: int
     lane: int
     n: int
+    greedy: bool = False
 
 
 def expected_gain(evidence: Evidence, allocator: Allocator, n: int) -> float:
@@ -95,23 +103,44 @@ def plan_next_draw(
     samples_left: int,
     max_batch: int = 8,
 ) -> DrawPlan | None:
-    """The draw (question, lane, n) with the best gain per share of budget and time, or None."""
+    """The draw (question, lane, n, greedy or not) with the best gain per share of budget and
+    time, or None. With `allocator.use_greedy`, a question's greedy answer is one of the options
+    (once, on a lane that has it), worth a vote of `greedy_weight` samples."""
     best: tuple[float, DrawPlan] | None = None
     for question, seen in enumerate(evidence):
         if allocator.cap is not None and len(seen.answers) >= allocator.cap:
             continue
         for index, lane in enumerate(lanes):
-            largest = min(max_batch, samples_left, lane.available.get(question, max_batch))
-            per_sample = lane.seconds_per_sample(question)
-            for n in range(1, largest + 1):
-                seconds = lane.request_seconds + n * per_sample
-                if seconds > lane.seconds_left:
-                    break
-                share = n / samples_left + seconds / max(lane.seconds_left, 1e-9)
-                score = expected_gain(seen, allocator, n) / share
+            for plan, seconds in _options(question, seen, index, lane, allocator, samples_left, max_batch):
+                share = plan.n / samples_left + seconds / max(lane.seconds_left, 1e-9)
+                gain = expected_gain(seen, allocator, plan.n)
+                score = gain * (allocator.voting.greedy_weight if plan.greedy else 1.0) / share
                 if score > 0 and (best is None or score > best[0] + 1e-12):
-                    best = (score, DrawPlan(question, index, n))
+                    best = (score, plan)
     return None if best is None else best[1]
+
+
+def _options(
+    question: int,
+    seen: Evidence,
+    index: int,
+    lane: LaneView,
+    allocator: Allocator,
+    samples_left: int,
+    max_batch: int,
+) -> list[tuple[DrawPlan, float]]:
+    """The draws that fit the lane's time and the samples left, with their estimated seconds."""
+    options = []
+    if allocator.use_greedy and not seen.used_greedy and question in lane.has_greedy and samples_left:
+        options.append((DrawPlan(question, index, 1, greedy=True), lane.seconds_for_greedy(question)))
+    largest = min(max_batch, samples_left, lane.available.get(question, max_batch))
+    per_sample = lane.seconds_per_sample(question)
+    options += [(DrawPlan(question, index, n), n * per_sample) for n in range(1, largest + 1)]
+    return [
+        (plan, lane.request_seconds + seconds)
+        for plan, seconds in options
+        if lane.request_seconds + seconds <= lane.seconds_left
+    ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,15 +220,13 @@ class _LaneRun:
                 seconds_left=seconds,
                 request_seconds=lane.request_seconds,
                 available={i: len(q.samples) for i, q in enumerate(lane.bank)},
+                has_greedy={i for i, q in enumerate(lane.bank) if q.greedy is not None},
             )
             for lane in lanes
         ]
         self.drawn = [0] * len(lanes)
 
     def run(self, max_batch: int) -> _LaneRun:
-        if self.allocator.use_greedy:
-            for index in range(len(self.evidence)):
-                self._take_greedy(index)
         while self.samples_left > 0:
             plan = plan_next_draw(
                 self.evidence,
@@ -216,19 +243,27 @@ class _LaneRun:
     def wall_seconds(self) -> float:
         return max(self.deadline - view.seconds_left for view in self.views)
 
-    def _take_greedy(self, index: int) -> None:
-        greedy, view = self.lanes[0].bank[index].greedy, self.views[0]
-        cost = None if greedy is None else view.request_seconds + greedy.seconds
-        if greedy is None or cost is None or self.samples_left < 1 or cost > view.seconds_left:
-            return
+    def _take_greedy(self, plan: DrawPlan) -> None:
+        view, greedy = self.views[plan.lane], self.lanes[plan.lane].bank[plan.question].greedy
+        assert greedy is not None
+        view.has_greedy.discard(plan.question)
         self.samples_left -= 1
-        view.seconds_left -= cost
-        evidence = self.evidence[index]
+        seconds = view.request_seconds + greedy.seconds
+        if seconds > view.seconds_left + 1e-9:  # cancelled at the deadline
+            view.seconds_left = 0.0
+            return
+        view.seconds_left -= seconds
+        view.greedy_seconds.append(greedy.seconds)
+        evidence = self.evidence[plan.question]
         evidence.used_greedy, evidence.greedy = True, answer_key(greedy.answer)
         evidence.greedy_confidence = greedy.mean_logprob
         evidence.tokens += greedy.completion_tokens
+        self.drawn[plan.lane] += 1
 
     def _draw(self, plan: DrawPlan) -> None:
+        if plan.greedy:
+            self._take_greedy(plan)
+            return
         view, record = self.views[plan.lane], self.lanes[plan.lane].bank[plan.question]
         start = len(record.samples) - view.available[plan.question]
         picked = [record.samples[i] for i in self.orders[plan.lane][plan.question][start : start + plan.n]]

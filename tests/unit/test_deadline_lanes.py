@@ -111,3 +111,25 @@ def test_bank_simulate_cli_takes_one_bank_per_backend(tmp_path: Path) -> None:
          "--budget-samples", "320"],
     )  # fmt: skip
     assert refused.exit_code == 2 and "deadline" in refused.output
+
+
+def test_greedy_answers_are_planned_like_samples_and_never_overrun_the_deadline() -> None:
+    def with_greedy(seconds: float) -> list[BankQuestion]:
+        greedy = BankSample(answer="5", correct=True, completion_tokens=10, seconds=seconds)
+        return [
+            BankQuestion(id=q.id, question=q.question, gold=q.gold, greedy=greedy, samples=q.samples)
+            for q in lane_bank(0.4, 0.1)
+        ]
+
+    allocator = make_allocator("deadline", use_greedy=True)
+
+    def greedy_share(seconds: float) -> float:
+        lanes = [Lane(name="l", bank=with_greedy(seconds))]
+        result = simulate_lanes(lanes, allocator, budget_samples=320, budget_seconds=8.0, seeds=2)
+        assert result.seconds <= 8.0 + 1e-9
+        return result.accuracy
+
+    # a cheap greedy answer (always right here) is taken nearly everywhere; an expensive one cannot
+    # be afforded for every question within 8 s, and the planner buys samples instead of stalling
+    assert greedy_share(0.05) >= 0.9
+    assert 0.3 < greedy_share(2.0) < 0.9
