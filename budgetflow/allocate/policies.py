@@ -6,9 +6,10 @@ one) and returns a priority; the simulator (or executor) does the drawing. Alloc
 * `uniform`     the same number of samples everywhere (the baseline);
 * `difficulty`  probe every question with `probe` samples, then hand out the rest by estimated
                 marginal gain (below);
-* `online`      no probe phase beyond one sample: re-allocate after every sample, by answer
-                clusters rather than raw samples, so a question whose samples agree stops
-                attracting budget (Every Rollout Counts' direction-level view);
+* `online`      no probe phase beyond one sample (none with the greedy answer as evidence: it
+                is the first): re-allocate after every sample, by answer clusters rather than
+                raw samples, so a question whose samples agree stops attracting budget (Every
+                Rollout Counts' direction-level view);
 * `deadline`    like `online`, but by gain per expected second (each question's observed seconds
                 per sample), for runs with a wall-clock deadline as well as a budget (On Time,
                 Within Budget): slow questions must earn their time;
@@ -221,8 +222,9 @@ def _named_allocator(
         return Allocator(name=name, adaptive=False, use_greedy=use_greedy)
     if name == "difficulty":
         return Allocator(name=name, probe=2, use_greedy=use_greedy, quota_factor=quota_factor)
-    if name == "online":
-        return Allocator(name=name, probe=1, use_greedy=use_greedy, quota_factor=quota_factor)
+    if name == "online":  # with greedy evidence the greedy answer is the first sample: no probe
+        probe = 0 if use_greedy else 1
+        return Allocator(name=name, probe=probe, use_greedy=use_greedy, quota_factor=quota_factor)
     if name == "early_stop":
         return Allocator(
             name=name,
