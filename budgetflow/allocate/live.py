@@ -29,7 +29,7 @@ from budgetflow.types import Completion, Message, Request, SamplingParams, Usage
 __all__ = ["run_allocated"]
 
 
-class _Books:
+class Books:
     """Per-question evidence, raw answers, usage and a shared sample budget."""
 
     def __init__(self, size: int, samples: int) -> None:
@@ -73,7 +73,7 @@ async def run_allocated(
     sampling = replace(
         sampling, stop=sampling.stop or dataset.stop, logprobs=sampling.logprobs or wants_logprobs
     )
-    books = _Books(len(dataset), budget_samples)
+    books = Books(len(dataset), budget_samples)
     started = time.perf_counter()
 
     async def draw(index: int, n: int, heat: float, greedy: bool = False) -> None:
@@ -91,7 +91,7 @@ async def run_allocated(
         params = replace(
             sampling,
             temperature=heat,
-            seed=_seed(sampling, index, len(evidence.answers)),
+            seed=sample_seed(sampling, index, len(evidence.answers)),
             max_tokens=quota or sampling.max_tokens,
         )
         requested = time.perf_counter()
@@ -106,7 +106,7 @@ async def run_allocated(
         for completion in response.completions:
             cut = quota is not None and completion.finish_reason == "length"
             answer = None if cut else extract_answer(completion.text)
-            _record(books, index, answer, completion, greedy)
+            record_completion(books, index, answer, completion, greedy)
 
     everyone = range(len(dataset))
     if allocator.use_greedy:
@@ -118,13 +118,13 @@ async def run_allocated(
         await run_all(draw(i, share + (i < extra), temperature) for i in everyone)
     else:
         await _spend_by_priority(books, allocator, draw, concurrency, temperature)
-    report = _report(dataset, allocator, books, context, on_result)
+    report = build_report(dataset, allocator, books, context, on_result)
     report.wall_seconds = time.perf_counter() - started
     return report
 
 
 async def _spend_by_priority(
-    books: _Books,
+    books: Books,
     allocator: Allocator,
     draw: Callable[[int, int, float], Awaitable[None]],
     concurrency: int,
@@ -144,7 +144,9 @@ async def _spend_by_priority(
         await run_all(draw(i, 1, temperature) for i in batch)
 
 
-def _record(books: _Books, index: int, answer: str | None, completion: Completion, greedy: bool) -> None:
+def record_completion(
+    books: Books, index: int, answer: str | None, completion: Completion, greedy: bool
+) -> None:
     key = answer_key(answer)
     if key is not None and answer is not None:
         books.raw[index].setdefault(key, answer)
@@ -158,14 +160,14 @@ def _record(books: _Books, index: int, answer: str | None, completion: Completio
         evidence.add(key, None if answer is None else completion.mean_logprob)
 
 
-def _seed(sampling: SamplingParams, index: int, drawn: int) -> int | None:
+def sample_seed(sampling: SamplingParams, index: int, drawn: int) -> int | None:
     return None if sampling.seed is None else sampling.seed + 7919 * index + 1000 * drawn
 
 
-def _report(
+def build_report(
     dataset: Dataset,
     allocator: Allocator,
-    books: _Books,
+    books: Books,
     context: RunContext,
     on_result: Callable[[QuestionResult], None] | None,
 ) -> StrategyReport:

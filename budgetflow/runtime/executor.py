@@ -57,9 +57,14 @@ class RunContext:
         prices: dict[str, Price] | None = None,
         limits: EndpointLimits | None = None,
         events: EventStream | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
+        """`ledger` shares an existing run's ledger (several backends under one budget); `budget`
+        and `prices` then belong to that ledger and must not be given."""
+        if ledger is not None and (budget is not None or prices is not None):
+            raise ConfigError("give a RunContext either a ledger or a budget and prices, not both")
         self.events = events or EventStream()
-        self.ledger = Ledger(budget, prices=prices, events=self.events, name="run")
+        self.ledger = ledger or Ledger(budget, prices=prices, events=self.events, name="run")
         self.question_budget = question_budget
         self.limits = limits or EndpointLimits()
         self.metered = Metered(backend, events=self.events)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -11,9 +13,15 @@ from typer.testing import CliRunner
 
 from budgetflow.allocate.bank import BankQuestion, BankSample, write_bank
 from budgetflow.allocate.deadline import Lane, LaneView, plan_next_draw, simulate_lanes
+from budgetflow.allocate.live_deadline import run_planned
 from budgetflow.allocate.policies import Evidence, make_allocator
+from budgetflow.answers import MatchGrader
+from budgetflow.backends.base import Backend
 from budgetflow.cli import app
 from budgetflow.errors import ConfigError
+from budgetflow.evaluate.datasets import Dataset
+from budgetflow.evaluate.runner import StrategyReport
+from budgetflow.types import Completion, Message, Question, Request, Response, SamplingParams, Usage
 
 
 def lane_bank(p_correct: float, seconds: float, size: int = 40, seed: int = 0) -> list[BankQuestion]:
@@ -133,3 +141,66 @@ def test_greedy_answers_are_planned_like_samples_and_never_overrun_the_deadline(
     # be afforded for every question within 8 s, and the planner buys samples instead of stalling
     assert greedy_share(0.05) >= 0.9
     assert 0.3 < greedy_share(2.0) < 0.9
+
+
+class _Delayed(Backend):
+    """Answers after `delay` seconds per request: `answer` for every sample."""
+
+    def __init__(self, name: str, delay: float, answer: str) -> None:
+        self.name, self.delay, self.answer = name, delay, answer
+        self.requests: list[Request] = []
+
+    async def complete(self, request: Request) -> Response:
+        self.requests.append(request)
+        await asyncio.sleep(self.delay)
+        completion = Completion(text=f"Answer: {self.answer}", completion_tokens=2)
+        completions = tuple(completion for _ in range(request.n))
+        return Response(completions=completions, usage=Usage(3, 2 * request.n))
+
+
+def _live_dataset(size: int) -> Dataset:
+    questions = tuple(
+        Question(id=f"q{i}", text="?", gold="5", messages=(Message("user", f"question {i}"),))
+        for i in range(size)
+    )
+    return Dataset(name="live", questions=questions, grader=MatchGrader())
+
+
+def test_live_planner_uses_every_backend_and_stays_within_the_sample_budget() -> None:
+    fast, slow = _Delayed("fast", 0.001, "5"), _Delayed("slow", 0.01, "5")
+    report = asyncio.run(
+        run_planned(
+            _live_dataset(6),
+            [fast, slow],
+            make_allocator("deadline", use_greedy=True),
+            budget_samples=18,
+            deadline_seconds=30.0,
+            sampling=SamplingParams(seed=1, max_tokens=8),
+        )
+    )
+    assert fast.requests and slow.requests  # both lanes were planned for
+    assert sum(r.samples for r in report.results) <= 18
+    assert all(r.answer == "5" for r in report.results)
+    assert report.reserved_at_end.calls == 0
+    assert sum(r.n for r in fast.requests + slow.requests) == sum(r.samples for r in report.results)
+
+
+def test_live_planner_cancels_a_hung_backend_at_the_deadline() -> None:
+    working, hung = _Delayed("working", 0.001, "5"), _Delayed("hung", 60.0, "9")
+
+    async def run() -> tuple[StrategyReport, float]:
+        started = time.perf_counter()
+        report = await run_planned(
+            _live_dataset(4),
+            [working, hung],
+            make_allocator("deadline"),
+            budget_samples=40,
+            deadline_seconds=1.0,
+            sampling=SamplingParams(seed=1, max_tokens=8),
+        )
+        return report, time.perf_counter() - started
+
+    report, seconds = asyncio.run(run())
+    assert hung.requests and seconds < 10.0  # the 60 s request was cancelled, not awaited
+    assert all(r.answer == "5" for r in report.results)  # answers from the working lane
+    assert report.reserved_at_end.calls == 0
