@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from budgetflow.allocate.live import run_allocated
+from budgetflow.allocate.live_deadline import run_planned
 from budgetflow.allocate.policies import Allocator, make_allocator
 from budgetflow.backends.base import Backend
 from budgetflow.backends.openai import OpenAICompatibleBackend
@@ -142,6 +144,14 @@ def eval_command(
             "embedded model; see benchmarks/allocation.py). Default: plain majority."
         ),
     ] = None,
+    lane: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another OpenAI-compatible backend for --allocator deadline with --deadline-seconds, as "
+            "BASE_URL=MODEL (repeatable): the planner then picks backend, question and batch size for every "
+            "draw, one request in flight per backend, under one budget."
+        ),
+    ] = None,
     prompt_ensemble: Annotated[
         bool,
         typer.Option(
@@ -250,6 +260,7 @@ def eval_command(
             tokens_per_minute=tokens_per_minute,
             retry=RetryPolicy(max_attempts=max_attempts),
         )
+        lanes = _lane_backends(lane or [], allocators, deadline_seconds, api_key_env, timeout)
         runs = _Runs(
             strategies,
             allocators,
@@ -258,6 +269,8 @@ def eval_command(
             limits,
             price_table,
             ensemble=prompt_ensemble,
+            lanes=lanes,
+            deadline=deadline_seconds,
         )
         reports = asyncio.run(_run_all(data, runs, chosen, sampling, concurrency, output, budgets))
     except BudgetflowError as exc:
@@ -329,6 +342,21 @@ def make_backend(
     raise ConfigError(f"unknown backend {kind!r}; choose embedded or openai")
 
 
+def _lane_backends(
+    specs: list[str], allocators: list[Allocator], deadline: float | None, api_key_env: str, timeout: float
+) -> tuple[Backend, ...]:
+    """--lane BASE_URL=MODEL backends; they serve only the deadline planner."""
+    if specs and (deadline is None or not any(a.name == "deadline" for a in allocators)):
+        raise ConfigError("--lane needs --allocator deadline and --deadline-seconds")
+    lanes = []
+    for spec in specs:
+        base_url, _, model = spec.rpartition("=")
+        if not base_url or not model:
+            raise ConfigError(f"--lane must be BASE_URL=MODEL, got {spec!r}")
+        lanes.append(make_backend("openai", base_url, model, api_key_env, timeout, None, None))
+    return tuple(lanes)
+
+
 @dataclass(frozen=True, slots=True)
 class _Runs:
     strategies: list[Strategy]
@@ -338,6 +366,8 @@ class _Runs:
     limits: EndpointLimits
     prices: dict[str, Price]
     ensemble: bool = False
+    lanes: tuple[Backend, ...] = ()
+    deadline: float | None = None
 
 
 async def _run_all(
@@ -350,7 +380,9 @@ async def _run_all(
     budgets: tuple[Budget | None, Budget | None],
 ) -> list[StrategyReport]:
     reports: list[StrategyReport] = []
-    async with backend:
+    async with contextlib.AsyncExitStack() as stack:
+        for opened in (backend, *runs.lanes):
+            await stack.enter_async_context(opened)
         with _progress() as progress:
             for strategy in runs.strategies:
                 reports.append(
@@ -380,6 +412,23 @@ async def _run_allocator(
 ) -> StrategyReport:
     name = f"alloc:{allocator.name}@{total}"
     events = EventStream()
+    if allocator.name == "deadline" and runs.deadline is not None:
+        if runs.lanes:
+            name = f"alloc:deadline[{1 + len(runs.lanes)} backends]@{total}"
+        events.subscribe(_ProgressView(progress, name, len(data), budgets[0]))
+        report = await run_planned(
+            data,
+            [backend, *runs.lanes],
+            allocator,
+            budget_samples=total,
+            deadline_seconds=runs.deadline,
+            sampling=sampling,
+            temperature=runs.temperature,
+            budget=budgets[0],
+            events=events,
+        )
+        report.strategy = name
+        return report
     events.subscribe(_ProgressView(progress, name, len(data), budgets[0]))
     report = await run_allocated(
         data,

@@ -204,3 +204,22 @@ def test_live_planner_cancels_a_hung_backend_at_the_deadline() -> None:
     assert hung.requests and seconds < 10.0  # the 60 s request was cancelled, not awaited
     assert all(r.answer == "5" for r in report.results)  # answers from the working lane
     assert report.reserved_at_end.calls == 0
+
+
+def test_eval_cli_plans_over_several_backends(stub_url: str, tmp_path: Path) -> None:
+    output = tmp_path / "out.json"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--backend", "openai", "--base-url", stub_url, "--model", "stub", "--dataset", "chain_sum",
+         "--limit", "3", "--allocator", "deadline", "--greedy-evidence", "--deadline-seconds", "30",
+         "--budget-samples", "9", "--lane", f"{stub_url}=stub-b", "--output", str(output)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(output.read_text())["reports"][0]
+    assert report["strategy"] == "alloc:deadline[2 backends]@9"
+    assert sum(q["samples"] for q in report["results"]) <= 9
+    assert all(q["answer"] == "7" for q in report["results"])
+    refused = CliRunner().invoke(
+        app, ["eval", "--allocator", "online", "--budget-samples", "9", "--lane", f"{stub_url}=m"]
+    )
+    assert refused.exit_code == 2 and "--lane needs --allocator deadline" in " ".join(refused.output.split())
