@@ -64,6 +64,14 @@ class LaneView:
     available: dict[int, int] = field(default_factory=dict)  # question -> samples it can still give
     greedy_seconds: list[float] = field(default_factory=list)  # observed greedy answers (unbatched)
     has_greedy: set[int] = field(default_factory=set)  # questions whose greedy answer it can give
+    _seconds_total: float = 0.0
+    _seconds_count: int = 0
+
+    def observe(self, question: int, seconds_per_sample: list[float]) -> None:
+        """Record what the samples of one request to this lane took, each."""
+        self.observed_seconds.setdefault(question, []).extend(seconds_per_sample)
+        self._seconds_total += sum(seconds_per_sample)
+        self._seconds_count += len(seconds_per_sample)
 
     def seconds_for_greedy(self, question: int) -> float:
         if self.greedy_seconds:
@@ -71,11 +79,11 @@ class LaneView:
         return self.seconds_per_sample(question)
 
     def seconds_per_sample(self, question: int) -> float:
+        """This question's mean on this lane, else the lane's mean, else 0 (untried lanes get tried)."""
         own = self.observed_seconds.get(question)
         if own:
             return statistics.fmean(own)
-        everything = [s for values in self.observed_seconds.values() for s in values]
-        return statistics.fmean(everything) if everything else 0.0
+        return self._seconds_total / self._seconds_count if self._seconds_count else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +282,7 @@ class _LaneRun:
             view.seconds_left = 0.0
             return
         view.seconds_left -= seconds
-        view.observed_seconds.setdefault(plan.question, []).extend(s.seconds for s in picked)
+        view.observe(plan.question, [s.seconds for s in picked])
         evidence = self.evidence[plan.question]
         for sample in picked:
             evidence.add(answer_key(sample.answer), sample.mean_logprob)

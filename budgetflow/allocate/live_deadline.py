@@ -155,6 +155,6 @@ async def _draw(lanes: _Lanes, lane: int, plan: DrawPlan, sampling: SamplingPara
     if plan.greedy:
         view.greedy_seconds.append(seconds)
     else:
-        view.observed_seconds.setdefault(index, []).extend([seconds / plan.n] * plan.n)
+        view.observe(index, [seconds / plan.n] * plan.n)
     for completion in response.completions:
         record_completion(books, index, extract_answer(completion.text), completion, plan.greedy)

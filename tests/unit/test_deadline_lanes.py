@@ -79,11 +79,14 @@ def test_the_plan_respects_both_limits() -> None:
     allocator = make_allocator("deadline")
     contested = Evidence(answers=["5", "6"])
     settled = Evidence(answers=["5"] * 6)
-    lanes = [LaneView(seconds_left=1.0, observed_seconds={0: [0.3], 1: [0.3]})]
+    lanes = [LaneView(seconds_left=1.0)]
+    lanes[0].observe(0, [0.3])
+    lanes[0].observe(1, [0.3])
     plan = plan_next_draw([settled, contested], lanes, allocator=allocator, samples_left=10)
     assert plan is not None and plan.question == 1 and plan.n * 0.3 <= 1.0
     assert plan_next_draw([contested], lanes, allocator=allocator, samples_left=0) is None
-    no_time = [LaneView(seconds_left=0.2, observed_seconds={0: [0.3]})]
+    no_time = [LaneView(seconds_left=0.2)]
+    no_time[0].observe(0, [0.3])
     assert plan_next_draw([contested], no_time, allocator=allocator, samples_left=10) is None
 
 
