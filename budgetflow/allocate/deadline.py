@@ -29,10 +29,9 @@ import statistics
 from dataclasses import dataclass, field
 
 from budgetflow.allocate.bank import BankQuestion
-from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
-from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer, leader_odds
+from budgetflow.allocate.simulate import correct_keys
 from budgetflow.errors import ConfigError
-from budgetflow.strategies.early_stop import leader_confidence
 
 __all__ = [
     "DrawPlan",
@@ -96,10 +95,7 @@ class DrawPlan:
 
 def expected_gain(evidence: Evidence, allocator: Allocator, n: int) -> float:
     """Estimated accuracy gained by n more samples of this question (see the module doc)."""
-    counts = [*sorted(allocator.voting.votes(evidence).values(), reverse=True), 0.0, 0.0]
-    total = sum(counts) + evidence.answers.count(None)
-    unsettled = 1.0 - leader_confidence(round(counts[0]), round(counts[1]))
-    joins = (counts[0] + 1) / (total + 2)
+    unsettled, joins = leader_odds(evidence, allocator.voting)
     return unsettled * (1.0 - (1.0 - joins) ** n) * allocator.doubt(evidence)
 
 
@@ -172,7 +168,7 @@ def simulate_lanes(
 ) -> LaneSimulation:
     """Mean accuracy, tokens, wall time and samples per lane of the deadline planner over `seeds`."""
     questions = _check_lanes(lanes)
-    correct = [_correct_keys([lane.bank[i] for lane in lanes]) for i in range(questions)]
+    correct = [correct_keys(*(lane.bank[i] for lane in lanes)) for i in range(questions)]
     runs = [
         _LaneRun(lanes, allocator, budget_samples, budget_seconds, random.Random(seed)).run(max_batch)
         for seed in range(seeds)
@@ -206,11 +202,6 @@ def _check_lanes(lanes: list[Lane]) -> int:
                 f"lane {lane.name!r} does not hold the same questions in the same order as {lanes[0].name!r}"
             )
     return len(ids)
-
-
-def _correct_keys(records: list[BankQuestion]) -> set[str]:
-    drawn = [s for q in records for s in (*q.samples, *([q.greedy] if q.greedy else []))]
-    return {normalize_answer(s.answer) for s in drawn if s.correct and s.answer is not None}
 
 
 class _LaneRun:

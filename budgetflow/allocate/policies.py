@@ -39,6 +39,7 @@ __all__ = [
     "Voting",
     "answer_key",
     "final_answer",
+    "leader_odds",
     "make_allocator",
     "marginal_gain",
 ]
@@ -112,14 +113,18 @@ def final_answer(evidence: Evidence, voting: Voting) -> str | None:
     return min(tied, key=lambda a: order.index(a) if a in order else len(order))
 
 
-def marginal_gain(evidence: Evidence, voting: Voting) -> float:
-    counts = sorted(voting.votes(evidence).values(), reverse=True)
-    leader = counts[0] if counts else 0.0
-    runner_up = counts[1] if len(counts) > 1 else 0.0
+def leader_odds(evidence: Evidence, voting: Voting) -> tuple[float, float]:
+    """(P(the leader is unsettled), P(a sample joins the leader)) from the answer clusters: leader
+    count a, runner-up b, n votes: 1 - P(Beta(a+1, b+1) > 1/2) and (a + 1) / (n + 2)."""
+    counts = [*sorted(voting.votes(evidence).values(), reverse=True), 0.0, 0.0]
     total = sum(counts) + evidence.answers.count(None)
-    unsettled = 1.0 - leader_confidence(round(leader), round(runner_up))
-    solvable = (leader + 1) / (total + 2)
-    return unsettled * solvable
+    unsettled = 1.0 - leader_confidence(round(counts[0]), round(counts[1]))
+    return unsettled, (counts[0] + 1) / (total + 2)
+
+
+def marginal_gain(evidence: Evidence, voting: Voting) -> float:
+    unsettled, joins = leader_odds(evidence, voting)
+    return unsettled * joins
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

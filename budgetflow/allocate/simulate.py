@@ -25,7 +25,7 @@ from budgetflow.allocate.policies import Allocator, Evidence, Voting, answer_key
 from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.errors import ConfigError
 
-__all__ = ["SimulationResult", "majority_curve", "oracle_accuracy", "simulate"]
+__all__ = ["SimulationResult", "correct_keys", "majority_curve", "oracle_accuracy", "simulate"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,8 +37,10 @@ class SimulationResult:
     seeds: int
 
 
-def _correct_keys(question: BankQuestion) -> set[str]:
-    drawn = [*question.samples, *([question.greedy] if question.greedy else [])]
+def correct_keys(*records: BankQuestion) -> set[str]:
+    """The normalised answers graded correct among the samples and greedy answers of one question's
+    records (several when the question was recorded on several backends)."""
+    drawn = [s for q in records for s in (*q.samples, *([q.greedy] if q.greedy else []))]
     return {normalize_answer(s.answer) for s in drawn if s.correct and s.answer is not None}
 
 
@@ -57,7 +59,7 @@ def simulate(
     another) on top of the sample or token budget."""
     if (budget_samples is None) == (budget_tokens is None):
         raise ConfigError("give exactly one of budget_samples and budget_tokens")
-    correct = [_correct_keys(q) for q in bank]
+    correct = [correct_keys(q) for q in bank]
     accuracies, tokens, drawn = [], [], []
     for seed in range(seeds):
         evidence = _run_once(
@@ -189,7 +191,7 @@ def majority_curve(
     """Expected correctness of the vote of n samples (plus the greedy vote), n = 0..max_n."""
     voting = voting or Voting()
     rng = random.Random(zlib.crc32(question.id.encode()))
-    ok = _correct_keys(question)
+    ok = correct_keys(question)
     greedy = question.greedy if with_greedy else None
     curve = [0.0] * (max_n + 1)
     for _ in range(trials):
