@@ -254,8 +254,7 @@ class _LaneRun:
         view.seconds_left -= seconds
         view.greedy_seconds.append(greedy.seconds)
         evidence = self.evidence[plan.question]
-        evidence.used_greedy, evidence.greedy = True, answer_key(greedy.answer)
-        evidence.greedy_confidence = greedy.mean_logprob
+        evidence.set_greedy(answer_key(greedy.answer), greedy.mean_logprob)
         evidence.tokens += greedy.completion_tokens
         self.drawn[plan.lane] += 1
 

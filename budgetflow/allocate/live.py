@@ -69,10 +69,7 @@ async def run_allocated(
         raise ConfigError(f"budget_samples must be >= 0, got {budget_samples}")
     context = RunContext(backend, budget=budget, limits=limits, prices=prices, events=events)
     backends = [context.backend_for(q.id) for q in dataset.questions]
-    wants_logprobs = allocator.voting.confidence_weight is not None
-    sampling = replace(
-        sampling, stop=sampling.stop or dataset.stop, logprobs=sampling.logprobs or wants_logprobs
-    )
+    sampling = allocation_sampling(sampling, dataset, allocator)
     books = Books(len(dataset), budget_samples)
     started = time.perf_counter()
 
@@ -154,10 +151,16 @@ def record_completion(
     evidence.tokens += completion.completion_tokens
     evidence.longest = max(evidence.longest, completion.completion_tokens)
     if greedy:
-        evidence.used_greedy, evidence.greedy = True, key
-        evidence.greedy_confidence = completion.mean_logprob
+        evidence.set_greedy(key, completion.mean_logprob)
     else:
         evidence.add(key, None if answer is None else completion.mean_logprob)
+
+
+def allocation_sampling(sampling: SamplingParams, dataset: Dataset, allocator: Allocator) -> SamplingParams:
+    """The run's sampling: the dataset's stop strings unless given, and log-probabilities when the
+    allocator weighs votes by confidence."""
+    wants_logprobs = sampling.logprobs or allocator.voting.confidence_weight is not None
+    return replace(sampling, stop=sampling.stop or dataset.stop, logprobs=wants_logprobs)
 
 
 def sample_seed(sampling: SamplingParams, index: int, drawn: int) -> int | None:

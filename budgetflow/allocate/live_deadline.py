@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from budgetflow.allocate.deadline import DrawPlan, LaneView, plan_next_draw
-from budgetflow.allocate.live import Books, build_report, record_completion, sample_seed
+from budgetflow.allocate.live import (
+    Books,
+    allocation_sampling,
+    build_report,
+    record_completion,
+    sample_seed,
+)
 from budgetflow.allocate.policies import Allocator
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
@@ -76,17 +82,13 @@ async def run_planned(
     """Answer `dataset` with at most `budget_samples` samples over `backends` by `deadline_seconds`."""
     if not backends or budget_samples < 0 or deadline_seconds <= 0:
         raise ConfigError("run_planned needs backends, budget_samples >= 0 and deadline_seconds > 0")
-    wants_logprobs = sampling.logprobs or allocator.voting.confidence_weight is not None
-    sampling = replace(sampling, stop=sampling.stop or dataset.stop, logprobs=wants_logprobs)
+    sampling = allocation_sampling(sampling, dataset, allocator)
     books = Books(len(dataset), budget_samples)
     lanes = _Lanes(dataset, backends, allocator, books, Ledger(budget, events=events, name="run"))
     started = time.perf_counter()
 
     def time_left() -> float:
         return max(0.0, deadline_seconds - (time.perf_counter() - started))
-
-    async def draw(lane: int, plan: DrawPlan) -> None:
-        await _draw(lanes, lane, plan, sampling, temperature)
 
     running: dict[asyncio.Task[None], int] = {}
     try:
@@ -97,7 +99,7 @@ async def run_planned(
                     books.samples_left -= plan.n
                     if plan.greedy:
                         lanes.retire(plan.question, greedy_only=True)
-                    running[asyncio.create_task(draw(lane, plan))] = lane
+                    running[asyncio.create_task(_draw(lanes, lane, plan, sampling, temperature))] = lane
             if not running:
                 break
             done, _ = await asyncio.wait(running, timeout=time_left(), return_when=asyncio.FIRST_COMPLETED)

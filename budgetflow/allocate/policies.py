@@ -68,6 +68,10 @@ class Evidence:
         self.answers.append(answer)
         self.confidences.append(confidence)
 
+    def set_greedy(self, answer: str | None, confidence: float | None = None) -> None:
+        """The greedy answer is in: it votes (see `Voting`) and breaks ties."""
+        self.used_greedy, self.greedy, self.greedy_confidence = True, answer, confidence
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Voting:

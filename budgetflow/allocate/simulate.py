@@ -135,9 +135,7 @@ class _Spender:
             return
         self._pay(greedy.completion_tokens, greedy.seconds)
         evidence = self.evidence[index]
-        evidence.used_greedy = True
-        evidence.greedy = answer_key(greedy.answer)
-        evidence.greedy_confidence = greedy.mean_logprob
+        evidence.set_greedy(answer_key(greedy.answer), greedy.mean_logprob)
         evidence.tokens += greedy.completion_tokens
 
 
