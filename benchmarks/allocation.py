@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
@@ -70,16 +71,29 @@ async def _record(
     return bank
 
 
-def _cross_fitted(bank: list[BankQuestion], budget: int, seeds: int) -> float:
-    """compute_optimal, calibrated on one half and scored on the other, both ways (no leakage)."""
+def _cross_fit(
+    bank: list[BankQuestion], budget: int, seeds: int, choose: Callable[[list[BankQuestion]], Allocator]
+) -> tuple[float, list[Allocator]]:
+    """Choose an allocator on one half of the bank and score it on the other, both ways: nothing is
+    tuned on the questions it is scored on. Returns the accuracy and the two choices."""
     halves = (bank[::2], bank[1::2])
-    correct = 0.0
+    correct, chosen = 0.0, []
     for calibration, held_out in (halves, halves[::-1]):
-        targets = calibrate(calibration, [budget]).targets_for(budget)
-        allocator = make_allocator("compute_optimal", bin_targets=targets)
+        allocator = choose(calibration)
         result = simulate(held_out, allocator, budget_samples=budget * len(held_out), seeds=seeds)
         correct += result.accuracy * len(held_out)
-    return correct / len(bank)
+        chosen.append(allocator)
+    return correct / len(bank), chosen
+
+
+def _cross_fitted(bank: list[BankQuestion], budget: int, seeds: int) -> float:
+    """compute_optimal with its calibration table learnt on the other half."""
+
+    def calibrated(calibration: list[BankQuestion]) -> Allocator:
+        targets = calibrate(calibration, [budget]).targets_for(budget)
+        return make_allocator("compute_optimal", bin_targets=targets)
+
+    return _cross_fit(bank, budget, seeds, calibrated)[0]
 
 
 def _variants(name: str) -> list[Allocator]:
@@ -98,20 +112,17 @@ def _variants(name: str) -> list[Allocator]:
 def _cross_fitted_variant(
     bank: list[BankQuestion], name: str, budget: int, seeds: int
 ) -> tuple[float, list[str]]:
-    """Pick the best variant on one half of the bank, score it on the other, both ways: the
-    settings are chosen without seeing the questions they are scored on."""
-    halves = (bank[::2], bank[1::2])
-    correct, picked = 0.0, []
-    for calibration, held_out in (halves, halves[::-1]):
+    """The variant of `name` that scores best on the other half."""
 
-        def score(allocator: Allocator, part: list[BankQuestion] = calibration) -> float:
-            return simulate(part, allocator, budget_samples=budget * len(part), seeds=seeds).accuracy
+    def best_variant(calibration: list[BankQuestion]) -> Allocator:
+        def score(allocator: Allocator) -> float:
+            total = budget * len(calibration)
+            return simulate(calibration, allocator, budget_samples=total, seeds=seeds).accuracy
 
-        best = max(_variants(name), key=score)
-        result = simulate(held_out, best, budget_samples=budget * len(held_out), seeds=seeds)
-        correct += result.accuracy * len(held_out)
-        picked.append(_describe(best))
-    return correct / len(bank), picked
+        return max(_variants(name), key=score)
+
+    accuracy, chosen = _cross_fit(bank, budget, seeds, best_variant)
+    return accuracy, [_describe(allocator) for allocator in chosen]
 
 
 def _sweep(
