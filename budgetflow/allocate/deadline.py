@@ -72,6 +72,15 @@ class LaneView:
         self._seconds_total += sum(seconds_per_sample)
         self._seconds_count += len(seconds_per_sample)
 
+    def spend(self, seconds: float) -> bool:
+        """Charge a request's time; one that would overrun is cancelled at the deadline: its time
+        is spent, nothing comes back (False) and the lane is done."""
+        if seconds > self.seconds_left + 1e-9:
+            self.seconds_left = 0.0
+            return False
+        self.seconds_left -= seconds
+        return True
+
     def seconds_for_greedy(self, question: int) -> float:
         if self.greedy_seconds:
             return statistics.fmean(self.greedy_seconds)
@@ -247,11 +256,8 @@ class _LaneRun:
         assert greedy is not None
         view.has_greedy.discard(plan.question)
         self.samples_left -= 1
-        seconds = view.request_seconds + greedy.seconds
-        if seconds > view.seconds_left + 1e-9:  # cancelled at the deadline
-            view.seconds_left = 0.0
+        if not view.spend(view.request_seconds + greedy.seconds):
             return
-        view.seconds_left -= seconds
         view.greedy_seconds.append(greedy.seconds)
         evidence = self.evidence[plan.question]
         evidence.set_greedy(answer_key(greedy.answer), greedy.mean_logprob)
@@ -268,10 +274,8 @@ class _LaneRun:
         seconds = view.request_seconds + sum(s.seconds for s in picked)
         self.samples_left -= plan.n
         view.available[plan.question] -= plan.n
-        if seconds > view.seconds_left + 1e-9:  # cancelled at the deadline: time spent, nothing back
-            view.seconds_left = 0.0
+        if not view.spend(seconds):
             return
-        view.seconds_left -= seconds
         view.observe(plan.question, [s.seconds for s in picked])
         evidence = self.evidence[plan.question]
         for sample in picked:
