@@ -1,4 +1,4 @@
-"""`budgetflow bank record|simulate`: sample banks and allocator replay."""
+"""`budgetflow bank record|score|simulate|calibrate`: sample banks and allocator replay."""
 
 from __future__ import annotations
 
@@ -86,6 +86,46 @@ async def _record(
             )
 
 
+@bank_app.command("score")
+def score_command(
+    bank: Annotated[Path, typer.Option(help="The bank to score (JSONL).")],
+    output: Annotated[Path, typer.Option(help="Where to write the scored bank (JSONL).")],
+    dataset: Annotated[
+        str, typer.Option(help="The dataset the bank was recorded from (its prompts); the same --limit.")
+    ] = "chain_sum",
+    limit: Annotated[int | None, typer.Option(help="Questions the dataset was generated with.")] = None,
+    seed: Annotated[int, typer.Option(help="The seed the dataset was generated with.")] = 0,
+    model_path: Annotated[
+        Path | None, typer.Option(help="GGUF file to score with (default: the embedded model).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads.")] = None,
+) -> None:
+    """Add a likelihood verifier's score to every answer of a bank: the model's log-probability of
+    stating that answer after the question (embedded llama.cpp model; prompt tokens only, no
+    sampling). `bank simulate --verifier-weight` then weighs votes by it."""
+    from budgetflow.backends.embedded import EmbeddedBackend
+
+    try:
+        questions = load_bank(bank)
+        data = load_dataset(dataset, limit=limit or len(questions), seed=seed)
+        backend = EmbeddedBackend(model_path=model_path, threads=threads)
+        scored = asyncio.run(_score(questions, data, backend))
+    except BudgetflowError as exc:
+        raise exit_for(exc) from None
+    write_bank(output, scored)
+    console.print(f"{len(scored)} questions scored, written to {output}")
+
+
+async def _score(questions: list[BankQuestion], data: Dataset, backend: Backend) -> list[BankQuestion]:
+    from budgetflow.allocate.verify import score_bank
+
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    async with backend:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("score", total=len(questions))
+            return await score_bank(questions, data, backend, on_question=lambda _: progress.advance(task))
+
+
 @bank_app.command("simulate")
 def simulate_command(
     bank: Annotated[
@@ -135,6 +175,14 @@ def simulate_command(
     greedy_weight: Annotated[
         float, typer.Option(help="How many samples the greedy vote is worth (with --greedy).")
     ] = 1.0,
+    verifier_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Weigh each vote by exp(V x its answer's verifier_score) (`bank score` adds the model's "
+            "likelihood of each answer); also reports the oracle that may count each question by this "
+            "vote (oracle_any_vote_accuracy)."
+        ),
+    ] = None,
     request_seconds: Annotated[
         float,
         typer.Option(
@@ -165,6 +213,7 @@ def simulate_command(
             quota_factor=quota_factor,
             confidence_weight=confidence_weight,
             greedy_weight=greedy_weight,
+            verifier_weight=verifier_weight,
         )
 
         def replay(policy: Allocator) -> SimulationResult:
@@ -203,7 +252,7 @@ def simulate_command(
         if planned is not None:
             summary["seconds"] = round(planned.seconds, 2)
             summary["samples_by_lane"] = {k: round(v, 1) for k, v in planned.samples_by_lane.items()}
-        if confidence_weight is not None:
+        if confidence_weight is not None or verifier_weight is not None:
             votings = (Voting(), chosen.voting)
             any_vote = oracle_accuracy(questions, oracle_budget, votings=votings)
             summary["oracle_any_vote_accuracy"] = round(any_vote, 4)

@@ -7,7 +7,9 @@ One JSON object per line:
      "samples": [{"answer", "correct", "completion_tokens", "seconds"}, ...]}
 
 A sample may also carry "mean_logprob" (the mean log-probability of its tokens, recorded when the
-backend reports it), which confidence-weighted voting uses. Banks from other sources in the same
+backend reports it), which confidence-weighted voting uses, and "verifier_score" (any verifier's
+score of its answer, higher is better: `budgetflow bank score` adds the model's own likelihood of
+the answer), which verifier-weighted voting uses. Banks from other sources in the same
 format load unchanged; `load_bank` names the line and field of anything malformed.
 """
 
@@ -37,6 +39,7 @@ class BankSample:
     completion_tokens: int
     seconds: float = 0.0
     mean_logprob: float | None = None
+    verifier_score: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +113,7 @@ def _sample(value: Any, where: str) -> BankSample:
         completion_tokens=tokens,
         seconds=float(value.get("seconds", 0.0)),
         mean_logprob=_optional_float(value.get("mean_logprob"), f"{where}: mean_logprob"),
+        verifier_score=_optional_float(value.get("verifier_score"), f"{where}: verifier_score"),
     )
 
 

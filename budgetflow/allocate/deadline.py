@@ -260,7 +260,7 @@ class _LaneRun:
             return
         view.greedy_seconds.append(greedy.seconds)
         evidence = self.evidence[plan.question]
-        evidence.set_greedy(answer_key(greedy.answer), greedy.mean_logprob)
+        evidence.set_greedy(answer_key(greedy.answer), greedy.mean_logprob, greedy.verifier_score)
         evidence.tokens += greedy.completion_tokens
         self.drawn[plan.lane] += 1
 
@@ -279,7 +279,7 @@ class _LaneRun:
         view.observe(plan.question, [s.seconds for s in picked])
         evidence = self.evidence[plan.question]
         for sample in picked:
-            evidence.add(answer_key(sample.answer), sample.mean_logprob)
+            evidence.add(answer_key(sample.answer), sample.mean_logprob, sample.verifier_score)
             evidence.tokens += sample.completion_tokens
         evidence.seconds += seconds
         self.drawn[plan.lane] += plan.n

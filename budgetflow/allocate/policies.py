@@ -52,11 +52,13 @@ def answer_key(answer: str | None) -> str | None:
 
 @dataclass(slots=True)
 class Evidence:
-    """What has been observed for one question: normalised answers (None = no answer stated) and,
-    when the backend reported them, each sample's mean token log-probability."""
+    """What has been observed for one question: normalised answers (None = no answer stated),
+    when the backend reported them each sample's mean token log-probability, and when a verifier
+    scored them each answer's score."""
 
     answers: list[str | None] = field(default_factory=list)
     confidences: list[float | None] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
     greedy: str | None = None
     greedy_confidence: float | None = None
     used_greedy: bool = False
@@ -64,24 +66,34 @@ class Evidence:
     longest: int = 0
     seconds: float = 0.0
 
-    def add(self, answer: str | None, confidence: float | None = None) -> None:
+    def add(self, answer: str | None, confidence: float | None = None, score: float | None = None) -> None:
         self.answers.append(answer)
         self.confidences.append(confidence)
+        self._score(answer, score)
 
-    def set_greedy(self, answer: str | None, confidence: float | None = None) -> None:
+    def set_greedy(
+        self, answer: str | None, confidence: float | None = None, score: float | None = None
+    ) -> None:
         """The greedy answer is in: it votes (see `Voting`) and breaks ties."""
         self.used_greedy, self.greedy, self.greedy_confidence = True, answer, confidence
+        self._score(answer, score)
+
+    def _score(self, answer: str | None, score: float | None) -> None:
+        if answer is not None and score is not None:
+            self.scores[answer] = score
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Voting:
     """How votes count: the greedy answer (when used) weighs `greedy_weight` samples; with
-    `confidence_weight` b, a vote with mean token log-probability c weighs exp(b x c), rescaled so
-    that the weights average 1 (counts stay on the scale of samples). Confidence weighting applies
-    only when every vote of the question carries a log-probability."""
+    `confidence_weight` b, a vote with mean token log-probability c weighs exp(b x c); with
+    `verifier_weight` v, a vote for an answer the verifier scored s weighs exp(v x s). Weights are
+    rescaled to average 1 (counts stay on the scale of samples). Each weighting applies only when
+    every vote of the question carries its number (a log-probability, a verifier score)."""
 
     greedy_weight: float = 1.0
     confidence_weight: float | None = None
+    verifier_weight: float | None = None
 
     def votes(self, evidence: Evidence) -> dict[str, float]:
         ballots = [(a, c, 1.0) for a, c in zip(evidence.answers, _padded(evidence), strict=True)]
@@ -89,8 +101,15 @@ class Voting:
             ballots.append((evidence.greedy, evidence.greedy_confidence, self.greedy_weight))
         stated = [(a, c, w) for a, c, w in ballots if a is not None]
         weights = [w for _, _, w in stated]
-        if self.confidence_weight is not None and stated and all(c is not None for _, c, _ in stated):
-            raw = [w * math.exp(self.confidence_weight * (c or 0.0)) for _, c, w in stated]
+        exponents = [0.0] * len(stated)
+        if self.confidence_weight is not None and all(c is not None for _, c, _ in stated):
+            exponents = [self.confidence_weight * (c or 0.0) for _, c, _ in stated]
+        if self.verifier_weight is not None and all(a in evidence.scores for a, _, _ in stated):
+            scores = [self.verifier_weight * evidence.scores[a or ""] for a, _, _ in stated]
+            exponents = [e + s for e, s in zip(exponents, scores, strict=True)]
+        if stated and any(exponents):
+            top = max(exponents)  # exp of the difference: no overflow for long, unlikely answers
+            raw = [w * math.exp(e - top) for w, e in zip(weights, exponents, strict=True)]
             weights = [r * sum(weights) / sum(raw) for r in raw]
         counts: dict[str, float] = {}
         for (answer, _, _), weight in zip(stated, weights, strict=True):
@@ -199,6 +218,7 @@ def make_allocator(
     quota_factor: float | None = None,
     confidence_weight: float | None = None,
     greedy_weight: float = 1.0,
+    verifier_weight: float | None = None,
 ) -> Allocator:
     """An allocator by name; `compute_optimal` needs `bin_targets` (from a calibration table).
 
@@ -209,8 +229,13 @@ def make_allocator(
 
     `confidence_weight` b weighs each vote by exp(b x its mean token log-probability) (the samples
     must carry log-probabilities; see `Voting`) and, with `use_greedy`, lets the greedy answer's
-    own confidence lower its question's priority (`Allocator.greedy_doubt` = 2)."""
-    voting = Voting(greedy_weight=greedy_weight, confidence_weight=confidence_weight)
+    own confidence lower its question's priority (`Allocator.greedy_doubt` = 2).
+
+    `verifier_weight` v weighs each vote by exp(v x its answer's verifier score) (the samples must
+    carry scores: `budgetflow bank score`)."""
+    voting = Voting(
+        greedy_weight=greedy_weight, confidence_weight=confidence_weight, verifier_weight=verifier_weight
+    )
     allocator = _named_allocator(
         name, use_greedy, cap, stop_confidence, hopeless_after, bin_targets, quota_factor
     )

@@ -125,7 +125,10 @@ class _Spender:
         cost = quota if cut and quota is not None else sample.completion_tokens
         self._pay(cost, sample.seconds)
         evidence.seconds += sample.seconds
-        evidence.add(None if cut else answer_key(sample.answer), None if cut else sample.mean_logprob)
+        if cut:
+            evidence.add(None)
+        else:
+            evidence.add(answer_key(sample.answer), sample.mean_logprob, sample.verifier_score)
         evidence.tokens += cost
         evidence.longest = max(evidence.longest, cost)
 
@@ -135,7 +138,7 @@ class _Spender:
             return
         self._pay(greedy.completion_tokens, greedy.seconds)
         evidence = self.evidence[index]
-        evidence.set_greedy(answer_key(greedy.answer), greedy.mean_logprob)
+        evidence.set_greedy(answer_key(greedy.answer), greedy.mean_logprob, greedy.verifier_score)
         evidence.tokens += greedy.completion_tokens
 
 
@@ -194,15 +197,13 @@ def majority_curve(
     curve = [0.0] * (max_n + 1)
     for _ in range(trials):
         order = rng.sample(range(len(question.samples)), len(question.samples))
-        evidence = Evidence(
-            used_greedy=greedy is not None,
-            greedy=answer_key(greedy.answer) if greedy else None,
-            greedy_confidence=greedy.mean_logprob if greedy else None,
-        )
+        evidence = Evidence()
+        if greedy is not None:
+            evidence.set_greedy(answer_key(greedy.answer), greedy.mean_logprob, greedy.verifier_score)
         curve[0] += final_answer(evidence, voting) in ok
         for n in range(1, max_n + 1):
             sample = question.samples[order[n - 1]]
-            evidence.add(answer_key(sample.answer), sample.mean_logprob)
+            evidence.add(answer_key(sample.answer), sample.mean_logprob, sample.verifier_score)
             curve[n] += final_answer(evidence, voting) in ok
     return [value / trials for value in curve]
 

@@ -1,6 +1,6 @@
 """The backend contract: one required async method, `complete`.
 
-Everything else a backend may offer (streaming, token counting) is optional and raises
+Everything else a backend may offer (streaming, token counting, scoring text) is optional and raises
 `NotImplementedError` naming the class where unsupported. Cancellation is asyncio cancellation of
 `complete`: a backend that can stop work mid-generation does so when its task is cancelled.
 """
@@ -8,7 +8,7 @@ Everything else a backend may offer (streaming, token counting) is optional and 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
 from budgetflow.types import Request, Response
@@ -53,6 +53,11 @@ class Backend(abc.ABC):
     def count_tokens(self, text: str) -> int:
         """Count tokens as this backend's model would (optional)."""
         raise NotImplementedError(f"{type(self).__name__} does not count tokens")
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        """The model's log-probability of each text as the reply to `request`'s messages (the sum
+        over its tokens; optional): what a likelihood verifier ranks answers by."""
+        raise NotImplementedError(f"{type(self).__name__} does not score text")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
         """Release connections, threads or model memory. Safe to call more than once."""

@@ -13,7 +13,7 @@ import contextlib
 import importlib.util
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -191,6 +191,18 @@ class EmbeddedBackend(Backend):
     def _prompt_length(self, request: Request) -> int:
         engine = self._load()
         return len(engine.tokenize(engine.render_chat(request.messages, request.prefill)))
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        """Each text's log-probability as the reply to `request` (after its prefill), decoded side by
+        side on the cached prompt: one batch for a question's candidate answers."""
+        async with self._turn:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._worker(), self._score, request, list(continuations))
+
+    def _score(self, request: Request, continuations: list[str]) -> list[float]:
+        engine = self._load()
+        prompt = engine.tokenize(engine.render_chat(request.messages, request.prefill))
+        return engine.score(prompt, [engine.tokenize(text, special=False) for text in continuations])
 
     @property
     def decoded_tokens(self) -> int:

@@ -105,7 +105,8 @@ class LlamaEngine:
         self.context_tokens = context_tokens
         self._ctx: Any = self._new_context(threads)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(max(512, max_sequences), 0, 1)
+        self._batch_capacity = max(512, max_sequences)
+        self._batch = llama_cpp.llama_batch_init(self._batch_capacity, 0, 1)
         self._pieces: dict[int, bytes] = {}
         self._on_text: Callable[[int, str], None] | None = None
         self._hold = 0
@@ -160,11 +161,12 @@ class LlamaEngine:
             raise BackendError("the model's chat template could not be applied", backend="embedded")
         return buffer.raw[:length].decode("utf-8") + prefill
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        """Tokens of `text`; `special=False` for a continuation: no BOS added, markup read as text."""
         data = text.encode("utf-8")
         capacity = len(data) + 16
         tokens = (llama_cpp.llama_token * capacity)()
-        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, True, True)
+        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, special, special)
         if count < 0:
             raise BackendError(f"tokenizer needs {-count} slots", backend="embedded")
         return list(tokens[:count])
@@ -257,6 +259,50 @@ class LlamaEngine:
             SequenceResult(s.text, s.finish_reason or "stop", s.tokens, s.mean_logprob()) for s in sequences
         ]
 
+    def score(self, prompt_tokens: list[int], continuations: list[list[int]]) -> list[float]:
+        """The log-probability of each continuation after `prompt_tokens` (the sum over its tokens,
+        from the raw logits), all continuations decoded side by side on the cached prompt."""
+        if any(not tokens for tokens in continuations):
+            raise ConfigError("cannot score an empty continuation")
+        longest = max((len(tokens) for tokens in continuations), default=0)
+        if longest > self._batch_capacity:
+            raise ConfigError(f"a continuation of {longest} tokens exceeds a batch of {self._batch_capacity}")
+        needed = len(prompt_tokens) + sum(len(tokens) for tokens in continuations[: self.max_sequences])
+        if needed > self.context_tokens:
+            raise ConfigError(f"prompt + continuations need {needed} tokens, more than {self.context_tokens}")
+        first = np.array(self._decode_prompt(prompt_tokens), copy=True)
+        scores: list[float] = []
+        group: list[list[int]] = []
+        for tokens in continuations:
+            if group and (
+                len(group) == self.max_sequences
+                or sum(len(t) - 1 for t in group) + len(tokens) - 1 > self._batch_capacity
+            ):
+                scores += self._score_group(first, len(prompt_tokens), group)
+                group = []
+            group.append(tokens)
+        if group:
+            scores += self._score_group(first, len(prompt_tokens), group)
+        return scores
+
+    def _score_group(self, first: np.ndarray, start: int, group: list[list[int]]) -> list[float]:
+        """Score up to `max_sequences` continuations, one sequence each, in one batch."""
+        for seq in range(1, len(group)):
+            llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
+        rows = [(token, seq, start + j) for seq, t in enumerate(group) for j, token in enumerate(t[:-1])]
+        totals = [token_logprob(first, tokens[0]) for tokens in group]
+        if rows:
+            tokens, seqs, positions = (list(column) for column in zip(*rows, strict=True))
+            self._fill_batch(tokens, seqs, positions, logits_for_last_only=False, same_pos=False)
+            row = 0
+            for seq, continuation in enumerate(group):
+                for token in continuation[1:]:
+                    totals[seq] += token_logprob(self._logits(row), token)
+                    row += 1
+        for seq in range(len(group)):
+            llama_cpp.llama_memory_seq_rm(self._memory, seq, start, -1)
+        return totals
+
     def _advance(self, seq: _Sequence, token: int, sampling: SamplingParams) -> bool:
         """Append `token` to `seq`; False once the sequence has finished."""
         if seq.finish_reason is not None:
@@ -326,16 +372,21 @@ class LlamaEngine:
         self,
         tokens: list[int],
         seq_ids: list[int],
-        position: int,
+        position: int | list[int],
         *,
         logits_for_last_only: bool,
         same_pos: bool,
     ) -> None:
+        """Decode one batch; `position` is every token's own position when a list, else the first
+        token's (`same_pos`: all tokens' position)."""
         batch = self._batch
         batch.n_tokens = len(tokens)
         for i, (token, seq) in enumerate(zip(tokens, seq_ids, strict=True)):
             batch.token[i] = token
-            batch.pos[i] = position if same_pos else position + i
+            if isinstance(position, list):
+                batch.pos[i] = position[i]
+            else:
+                batch.pos[i] = position if same_pos else position + i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = seq
             batch.logits[i] = (i == len(tokens) - 1) if logits_for_last_only else 1

@@ -19,7 +19,15 @@ from budgetflow.errors import DatasetError
 from budgetflow.prompts import render_prompt
 from budgetflow.types import Message, Question
 
-__all__ = ["BUILTIN_DATASETS", "Dataset", "FieldMap", "load_dataset", "load_jsonl"]
+__all__ = [
+    "ARITHMETIC_STATEMENT",
+    "BUILTIN_DATASETS",
+    "AnswerStatement",
+    "Dataset",
+    "FieldMap",
+    "load_dataset",
+    "load_jsonl",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +89,20 @@ _KNOWN_LAYOUTS = (
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerStatement:
+    """How a reply states an answer, for a likelihood verifier: the reply's opening (`opening`,
+    with `{question}`, the same for every candidate) and the answer's own text (`answer`, with
+    `{answer}`), whose log-probability after the opening ranks the candidates."""
+
+    opening: str = ""
+    answer: str = "The answer is {answer}."
+
+
+#: The built-in arithmetic tasks' replies read "7 + 4 = 11. Answer: 11"; the period ends the number.
+ARITHMETIC_STATEMENT = AnswerStatement(opening="{question} =", answer=" {answer}.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Dataset:
     """Questions plus the grader that scores answers to them."""
 
@@ -88,6 +110,7 @@ class Dataset:
     questions: tuple[Question, ...]
     grader: Grader
     stop: tuple[str, ...] = ()
+    statement: AnswerStatement = AnswerStatement()
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -130,7 +153,11 @@ def _load_builtin(name: str, *, size: int, seed: int) -> Dataset:
         _arithmetic_question(f"{name}-{seed}-{index}", entry) for index, entry in enumerate(generated)
     )
     return Dataset(
-        name=name, questions=questions, grader=ReasoningGymGrader(generated), stop=("\nQ:", "\n\n")
+        name=name,
+        questions=questions,
+        grader=ReasoningGymGrader(generated),
+        stop=("\nQ:", "\n\n"),
+        statement=ARITHMETIC_STATEMENT,
     )
 
 
@@ -156,7 +183,11 @@ def _load_mix(name: str, *, size: int, seed: int) -> Dataset:
     interleaved = [q for group in zip(*(d.questions for d in loaded), strict=False) for q in group][:size]
     graders = {d.name: d.grader for d in loaded}
     return Dataset(
-        name=name, questions=tuple(interleaved), grader=_GraderByTask(graders), stop=loaded[0].stop
+        name=name,
+        questions=tuple(interleaved),
+        grader=_GraderByTask(graders),
+        stop=loaded[0].stop,
+        statement=loaded[0].statement,
     )
 
 
