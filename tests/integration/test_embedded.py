@@ -243,3 +243,24 @@ def test_log_probabilities_come_only_when_asked_and_rank_greedy_first(
     assert all(v is not None and v <= 0 for v in hot_logprobs)
     # greedy takes the likeliest token at every step; hot samples wander into unlikely ones
     assert greedy_logprob > sum(v for v in hot_logprobs if v is not None) / len(hot_logprobs)
+
+
+def test_scoring_a_text_gives_the_log_probability_generation_would_give_it(
+    backend: EmbeddedBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    prompt = "Q: 3 + 5\nA: 3 + 5 = 8. Answer: 8\n\nQ: 0 - 4 - 8\nA:"
+    params = SamplingParams(temperature=0, max_tokens=6, logprobs=True)  # cut by length: no stop token
+    request = Request.from_prompt(prompt, sampling=params)
+    greedy = loop.run_until_complete(backend.complete(request)).completions[0]
+    assert greedy.finish_reason == "length" and greedy.mean_logprob is not None
+    (score,) = loop.run_until_complete(backend.score_continuations(request, [greedy.text]))
+    assert score == pytest.approx(greedy.mean_logprob * greedy.completion_tokens, abs=1e-3)
+    # more candidates than one batch holds (8 sequences): each scores as it would alone
+    candidates = [f" {value}." for value in range(-12, 8)]
+    opening = Request(messages=request.messages, prefill="0 - 4 - 8 =")
+    together = loop.run_until_complete(backend.score_continuations(opening, candidates))
+    alone = [loop.run_until_complete(backend.score_continuations(opening, [c]))[0] for c in candidates[::7]]
+    assert together[::7] == pytest.approx(alone, abs=1e-3)
+    assert all(value < 0 for value in together)
+    with pytest.raises(ConfigError, match="empty continuation"):
+        loop.run_until_complete(backend.score_continuations(request, [""]))

@@ -1,0 +1,179 @@
+"""The likelihood verifier: scoring a bank's answers, verifier-weighted votes, and their replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from budgetflow.allocate.bank import BankQuestion, BankSample, load_bank, write_bank
+from budgetflow.allocate.policies import Evidence, Voting, final_answer, make_allocator
+from budgetflow.allocate.simulate import oracle_accuracy, simulate
+from budgetflow.allocate.verify import likelihood_scores, score_bank
+from budgetflow.answers.grading import MatchGrader
+from budgetflow.backends.base import Backend
+from budgetflow.cli import app
+from budgetflow.errors import DatasetError
+from budgetflow.evaluate.datasets import ARITHMETIC_STATEMENT, Dataset
+from budgetflow.types import Message, Question, Request, Response
+
+
+class _ListeningScorer(Backend):
+    """Scores a text by a table of answers ('-12' likely, anything else unlikely) and keeps what it
+    was asked, so tests can check the prompts and statements the verifier builds."""
+
+    name = "listening-scorer"
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[Request, list[str]]] = []
+
+    async def complete(self, request: Request) -> Response:
+        raise AssertionError("a verifier samples nothing")
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        self.asked.append((request, list(continuations)))
+        return [-0.5 if " -12." in text else -6.0 for text in continuations]
+
+
+def _dataset() -> Dataset:
+    question = Question(
+        id="q0", text="0 - 4 - 8", gold="-12", messages=(Message("user", "Q: 0 - 4 - 8\nA:"),)
+    )
+    return Dataset(name="tiny", questions=(question,), grader=MatchGrader(), statement=ARITHMETIC_STATEMENT)
+
+
+def _sample(answer: str | None, gold: str = "-12") -> BankSample:
+    return BankSample(answer=answer, correct=answer == gold, completion_tokens=9)
+
+
+def test_the_verifier_states_each_distinct_answer_once_after_the_question() -> None:
+    dataset, scorer = _dataset(), _ListeningScorer()
+    scores = asyncio.run(
+        likelihood_scores(scorer, dataset, dataset.questions[0], ["19", "-12", "19.0", "19"])
+    )
+    assert scores == {"-12": -0.5, "19": -6.0}  # "19.0" and "19" are one answer
+    ((request, texts),) = scorer.asked
+    assert request.prefill == "0 - 4 - 8 =" and request.messages == dataset.questions[0].messages
+    assert sorted(texts) == [" -12.", " 19."]
+
+
+def test_score_bank_sets_every_answers_score_and_names_a_foreign_question() -> None:
+    entry = BankQuestion(
+        id="q0",
+        question="0 - 4 - 8",
+        gold="-12",
+        greedy=_sample("19"),
+        samples=(_sample("19"), _sample("-12"), _sample(None)),
+    )
+    (scored,) = asyncio.run(score_bank([entry], _dataset(), _ListeningScorer()))
+    assert scored.greedy is not None and scored.greedy.verifier_score == -6.0
+    assert [s.verifier_score for s in scored.samples] == [-6.0, -0.5, None]
+    assert [s.answer for s in scored.samples] == ["19", "-12", None]  # nothing else changed
+    stranger = BankQuestion(id="elsewhere", question="?", gold="1", greedy=None, samples=(_sample("1"),))
+    with pytest.raises(DatasetError, match=r"not in dataset 'tiny' \(first: 'elsewhere'\)"):
+        asyncio.run(score_bank([stranger], _dataset(), _ListeningScorer()))
+
+
+def test_a_backend_without_scoring_says_so() -> None:
+    class Plain(Backend):
+        async def complete(self, request: Request) -> Response:
+            raise AssertionError
+
+    with pytest.raises(NotImplementedError, match="Plain does not score text"):
+        asyncio.run(Plain().score_continuations(Request.from_prompt("hi"), ["x"]))
+
+
+def test_verifier_weighted_votes_let_a_likely_minority_win() -> None:
+    evidence = Evidence()
+    evidence.add("19", score=-6.0)
+    evidence.add("19", score=-6.0)
+    evidence.add("-12", score=-0.5)
+    assert final_answer(evidence, Voting()) == "19"
+    assert final_answer(evidence, Voting(verifier_weight=1.0)) == "-12"
+    votes = Voting(verifier_weight=1.0).votes(evidence)
+    assert sum(votes.values()) == pytest.approx(3.0)  # rescaled: weights average one vote
+    assert final_answer(evidence, Voting(verifier_weight=0.1)) == "19"  # a light weight: votes still count
+    unscored = Evidence()
+    for answer, score in [("19", -6.0), ("19", -6.0), ("-12", None)]:
+        unscored.add(answer, score=score)
+    assert final_answer(unscored, Voting(verifier_weight=1.0)) == "19"  # an answer without a score: plain
+
+
+def test_huge_scores_do_not_overflow() -> None:
+    evidence = Evidence()
+    evidence.add("1", score=-900.0)
+    evidence.add("2", score=-1000.0)
+    votes = Voting(verifier_weight=1.0).votes(evidence)
+    assert votes["1"] == pytest.approx(2.0) and votes["2"] == pytest.approx(0.0)
+
+
+def _copied_answer_bank(size: int = 60, seed: int = 0) -> list[BankQuestion]:
+    """A wrong answer copied from an example ("19", unlikely as a statement) outvotes the right one
+    (likely) on every question; greedy says "19" on half."""
+    rng = random.Random(seed)
+    bank = []
+    for index in range(size):
+        samples = tuple(
+            BankSample(answer="-12", correct=True, completion_tokens=8, verifier_score=-1.0)
+            if rng.random() < 0.3
+            else BankSample(answer="19", correct=False, completion_tokens=8, verifier_score=-5.0)
+            for _ in range(16)
+        )
+        wrong = index % 2 == 0
+        greedy = BankSample(
+            answer="19" if wrong else "-12",
+            correct=not wrong,
+            completion_tokens=8,
+            verifier_score=-5.0 if wrong else -1.0,
+        )
+        bank.append(BankQuestion(id=f"v{index}", question="?", gold="-12", greedy=greedy, samples=samples))
+    return bank
+
+
+def test_verifier_weighting_pays_in_simulation_and_the_oracle_bounds_it() -> None:
+    bank = _copied_answer_bank()
+    budget = 4 * len(bank)
+    plain = simulate(bank, make_allocator("online", use_greedy=True), budget_samples=budget, seeds=5)
+    verified_allocator = make_allocator("online", use_greedy=True, verifier_weight=1.0)
+    verified = simulate(bank, verified_allocator, budget_samples=budget, seeds=5)
+    assert verified.accuracy > plain.accuracy + 0.3
+    assert verified.samples_per_question <= 4 + 1e-9
+    any_vote = oracle_accuracy(bank, budget, trials=16, votings=(Voting(), Voting(verifier_weight=1.0)))
+    assert verified.accuracy <= any_vote + 0.05  # seeds vs expectation: a small margin
+
+
+def test_bank_verifier_score_round_trips_and_is_checked(tmp_path: Path) -> None:
+    bank = _copied_answer_bank(4)
+    path = tmp_path / "bank.jsonl"
+    write_bank(path, bank)
+    assert load_bank(path) == bank
+    path.write_text(
+        '{"id": "x", "question": "q", "gold": "1", "samples": '
+        '[{"answer": "1", "correct": true, "completion_tokens": 3, "verifier_score": [1]}]}\n'
+    )
+    with pytest.raises(DatasetError, match=r"bank.jsonl:1: samples\[0\]: verifier_score must be a number"):
+        load_bank(path)
+
+
+def test_bank_simulate_cli_weighs_votes_by_the_verifier(tmp_path: Path) -> None:
+    path = tmp_path / "bank.jsonl"
+    write_bank(path, _copied_answer_bank(40))
+
+    def run(*extra: str) -> dict[str, float]:
+        result = CliRunner().invoke(
+            app,
+            ["bank", "simulate", "--bank", str(path), "--allocator", "uniform", "--greedy",
+             "--budget-samples", "120", "--seeds", "3", *extra],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summary: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+        return summary
+
+    plain, verified = run(), run("--verifier-weight", "1")
+    assert verified["accuracy"] > plain["accuracy"] + 0.3
+    assert verified["oracle_any_vote_accuracy"] >= verified["oracle_accuracy"]
