@@ -16,6 +16,10 @@ one) and returns a priority; the simulator (or executor) does the drawing. Alloc
 * `early_stop`  every question samples until its leader is settled (Beta rule at 0.85), `cap` is
                 hit, or its first four samples all disagree (no mode is forming: more rarely helps).
 
+With verifier-weighted votes (`Voting.verifier_weight`) an adaptive allocator's priority is the
+verifier's doubt about the leading answer over (1 + samples drawn): samples spread evenly except
+where the verifier is sure of the leader (`Allocator.verifier_doubt`).
+
 Marginal gain of one more sample for majority voting, from the answer clusters (leader count a,
 runner-up b, n votes): the leader is unsettled with probability 1 - P(Beta(a+1, b+1) > 1/2), and
 the question is solvable by voting with probability about (a + 1) / (n + 2) (a question whose
@@ -176,6 +180,18 @@ class Allocator:
             return 1.0
         return float((1.0 - math.exp(min(0.0, evidence.greedy_confidence))) ** self.greedy_doubt)
 
+    def verifier_doubt(self, evidence: Evidence) -> float | None:
+        """With verifier-weighted votes: 1 - exp(the leading answer's verifier score), the chance
+        that the model would not state the leader (for a likelihood verifier); None when votes are
+        not verifier-weighted or the leader is unscored. Agreement is no proof with a verifier:
+        samples that copy a few-shot example's answer agree on it, and the verifier doubts it."""
+        if self.voting.verifier_weight is None:
+            return None
+        leader = final_answer(evidence, self.voting)
+        if leader is None or leader not in evidence.scores:
+            return None
+        return 1.0 - math.exp(min(0.0, evidence.scores[leader]))
+
     def quota(self, evidence: Evidence) -> int | None:
         """max_tokens for this question's next sample: `quota_factor` x its longest probe sample once
         probed (short answers stay short, as in DRQA / SCALE), None before or when quotas are off."""
@@ -198,7 +214,11 @@ class Allocator:
             settled = leader_confidence(round(counts[0]), round(counts[1])) >= self.stop_confidence
             hopeless = drawn >= self.hopeless_after and counts[0] <= 1
             return 0.0 if settled or hopeless else 1.0 / (1 + drawn)
-        gain = marginal_gain(evidence, self.voting) * self.doubt(evidence)
+        verified = self.verifier_doubt(evidence)
+        if verified is not None:
+            gain = verified / (1 + drawn) * self.doubt(evidence)
+        else:
+            gain = marginal_gain(evidence, self.voting) * self.doubt(evidence)
         if self.per_second and drawn:
             return gain / max(evidence.seconds / drawn, 1e-6)  # gain per expected second of this question
         return gain

@@ -177,3 +177,19 @@ def test_bank_simulate_cli_weighs_votes_by_the_verifier(tmp_path: Path) -> None:
     plain, verified = run(), run("--verifier-weight", "1")
     assert verified["accuracy"] > plain["accuracy"] + 0.3
     assert verified["oracle_any_vote_accuracy"] >= verified["oracle_accuracy"]
+
+
+def test_with_a_verifier_agreement_on_a_doubted_answer_still_attracts_budget() -> None:
+    allocator = make_allocator("online", use_greedy=True, verifier_weight=1.0)
+    copied, sure = Evidence(), Evidence()
+    for _ in range(3):
+        copied.add("19", score=-5.0)  # three samples agree on an answer the model would rarely state
+        sure.add("7", score=-0.05)
+    assert allocator.verifier_doubt(copied) == pytest.approx(1 - 2.718281828**-5.0)
+    assert allocator.priority(copied) > 10 * allocator.priority(sure) > 0
+    plain = make_allocator("online", use_greedy=True)
+    assert plain.verifier_doubt(copied) is None
+    assert plain.priority(copied) == plain.priority(sure)  # plain majority: agreement is agreement
+    fewer = Evidence()
+    fewer.add("19", score=-5.0)
+    assert allocator.priority(fewer) > allocator.priority(copied)  # samples drawn lower the priority
