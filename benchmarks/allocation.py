@@ -8,9 +8,14 @@ uniform (floor) and the oracle (upper bound). Each adaptive allocator is run wit
 greedy answer as evidence and with plain or confidence-weighted votes; the variant is chosen on
 one half of the bank and scored on the other, both ways (cross-fitted, like compute_optimal's
 calibration), so no reported number picked its settings on the questions it is scored on.
-`oracle` is the issue's: each question's best sample count knowing
+The bank is then scored by the likelihood verifier (`budgetflow bank score`: the model's own
+log-probability of stating each answer; cached next to the bank), and the variants also include
+verifier-weighted votes (v in VERIFIER_WEIGHTS). `uniform_verified` is the uniform allocator with
+the greedy answer and verifier-weighted votes (v cross-fitted too): how much of a gain is the vote
+rather than the allocation. `oracle` is the issue's: each question's best sample count knowing
 its answer distribution, counted by majority vote (with or without the greedy vote);
-`oracle_any_vote` also lets each question use the confidence-weighted vote, a stricter bound.
+`oracle_any_vote` also lets each question use the confidence- or verifier-weighted votes, a
+stricter bound. `--no-verifier` leaves the verifier out (the previous benchmark).
 
     python benchmarks/allocation.py [--questions 150] [--k 16] [--budgets 2 4 8] [--seeds 20]
 
@@ -41,6 +46,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 ADAPTIVE = ("difficulty", "online", "compute_optimal")
 BANK_VERSION = "v2"  # v2: samples carry mean_logprob
 CONFIDENCE_WEIGHTS = (10.0, 20.0)
+VERIFIER_WEIGHTS = (1.0, 3.0)
 
 
 async def _record(
@@ -71,6 +77,25 @@ async def _record(
     return bank
 
 
+def _scored(bank: list[BankQuestion], path: Path, questions: int) -> list[BankQuestion]:
+    """The bank with the likelihood verifier's scores (cached at `path`)."""
+    if path.is_file():
+        print(f"verifier scores: {path} (cached)")
+        return load_bank(path)
+    from budgetflow.allocate.verify import score_bank
+    from budgetflow.backends.embedded import EmbeddedBackend
+
+    print(f"scoring the bank's answers with the likelihood verifier -> {path} ...", flush=True)
+
+    async def score() -> list[BankQuestion]:
+        async with EmbeddedBackend() as backend:
+            return await score_bank(bank, load_dataset("arith_mix", limit=questions, seed=0), backend)
+
+    scored = asyncio.run(score())
+    write_bank(path, scored)
+    return scored
+
+
 def _cross_fit(
     bank: list[BankQuestion], budget: int, seeds: int, choose: Callable[[list[BankQuestion]], Allocator]
 ) -> tuple[float, list[Allocator]]:
@@ -96,9 +121,10 @@ def _cross_fitted(bank: list[BankQuestion], budget: int, seeds: int) -> float:
     return _cross_fit(bank, budget, seeds, calibrated)[0]
 
 
-def _variants(name: str) -> list[Allocator]:
+def _variants(name: str, verifier: bool) -> list[Allocator]:
     """The settings a variant may take: greedy evidence or not; majority or confidence-weighted votes
-    (b in CONFIDENCE_WEIGHTS) with the greedy vote worth 1 or 2 samples."""
+    (b in CONFIDENCE_WEIGHTS) with the greedy vote worth 1 or 2 samples; with `verifier`, also
+    verifier-weighted votes (v in VERIFIER_WEIGHTS)."""
     plain = [make_allocator(name, use_greedy=greedy) for greedy in (False, True)]
     weighted = [
         make_allocator(name, use_greedy=greedy, confidence_weight=weight, greedy_weight=greedy_weight)
@@ -106,50 +132,72 @@ def _variants(name: str) -> list[Allocator]:
         for weight in CONFIDENCE_WEIGHTS
         for greedy_weight in ((1.0, 2.0) if greedy else (1.0,))
     ]
-    return plain + weighted
+    verified = [
+        make_allocator(name, use_greedy=greedy, verifier_weight=weight)
+        for greedy in (False, True)
+        for weight in (VERIFIER_WEIGHTS if verifier else ())
+    ]
+    return plain + weighted + verified
 
 
 def _cross_fitted_variant(
-    bank: list[BankQuestion], name: str, budget: int, seeds: int
+    bank: list[BankQuestion], candidates: list[Allocator], budget: int, seeds: int
 ) -> tuple[float, list[str]]:
-    """The variant of `name` that scores best on the other half."""
+    """The one of `candidates` that scores best on the other half."""
 
     def best_variant(calibration: list[BankQuestion]) -> Allocator:
         def score(allocator: Allocator) -> float:
             total = budget * len(calibration)
             return simulate(calibration, allocator, budget_samples=total, seeds=seeds).accuracy
 
-        return max(_variants(name), key=score)
+        return max(candidates, key=score)
 
     accuracy, chosen = _cross_fit(bank, budget, seeds, best_variant)
     return accuracy, [_describe(allocator) for allocator in chosen]
 
 
 def _sweep(
-    bank: list[BankQuestion], budgets: list[int], seeds: int
+    bank: list[BankQuestion], budgets: list[int], seeds: int, verifier: bool
 ) -> tuple[dict[str, list[float]], dict[str, list[list[str]]]]:
-    names = ("uniform", *ADAPTIVE, "oracle", "oracle_any_vote")
+    names = _series_names(verifier)
     series: dict[str, list[float]] = {name: [] for name in names}
-    chosen: dict[str, list[list[str]]] = {name: [] for name in ("difficulty", "online")}
+    chosen: dict[str, list[list[str]]] = {name: [] for name in ("difficulty", "online", "uniform_verified")}
+    uniform_verified = [
+        make_allocator("uniform", use_greedy=True, verifier_weight=weight) for weight in VERIFIER_WEIGHTS
+    ]
     for budget in budgets:
         total = budget * len(bank)
         series["uniform"].append(
             simulate(bank, make_allocator("uniform"), budget_samples=total, seeds=seeds).accuracy
         )
         for name in ("difficulty", "online"):
-            accuracy, picked = _cross_fitted_variant(bank, name, budget, seeds)
+            accuracy, picked = _cross_fitted_variant(bank, _variants(name, verifier), budget, seeds)
             series[name].append(accuracy)
             chosen[name].append(picked)
         series["compute_optimal"].append(_cross_fitted(bank, budget, seeds))
+        if verifier:
+            accuracy, picked = _cross_fitted_variant(bank, uniform_verified, budget, seeds)
+            series["uniform_verified"].append(accuracy)
+            chosen["uniform_verified"].append(picked)
         series["oracle"].append(oracle_accuracy(bank, total))
-        votings = (Voting(), *(Voting(confidence_weight=w) for w in CONFIDENCE_WEIGHTS))
+        votings = (
+            Voting(),
+            *(Voting(confidence_weight=w) for w in CONFIDENCE_WEIGHTS),
+            *(Voting(verifier_weight=w) for w in (VERIFIER_WEIGHTS if verifier else ())),
+        )
         series["oracle_any_vote"].append(oracle_accuracy(bank, total, votings=votings))
     return series, chosen
 
 
+def _series_names(verifier: bool) -> tuple[str, ...]:
+    return ("uniform", *(("uniform_verified",) if verifier else ()), *ADAPTIVE, "oracle", "oracle_any_vote")
+
+
 def _describe(allocator: Allocator) -> str:
     voting = allocator.voting
-    if voting.confidence_weight is None:
+    if voting.verifier_weight is not None:
+        votes = f"verifier v={voting.verifier_weight:g}"
+    elif voting.confidence_weight is None:
         votes = "majority"
     else:
         votes = f"conf b={voting.confidence_weight:g}, greedy weight {voting.greedy_weight:g}"
@@ -170,7 +218,7 @@ def _plot(
 
     figure, axes = plt.subplots(figsize=(8.4, 4.4), dpi=120)
     for name, values in series.items():
-        style = "--" if name in ("oracle", "oracle_any_vote", "uniform") else "-"
+        style = "--" if name in ("oracle", "oracle_any_vote", "uniform", "uniform_verified") else "-"
         axes.plot(budgets, [100 * v for v in values], style, marker="o", label=name)
     for (name, value), color in zip(references.items(), ("black", "grey"), strict=False):
         axes.axhline(100 * value, linestyle=":", color=color, label=name)
@@ -200,7 +248,11 @@ def main() -> None:
         help="record the samples spread over the task's four few-shot prompts (the greedy answer from "
         "the first); a separate cached bank",
     )
+    parser.add_argument(
+        "--no-verifier", action="store_true", help="leave the likelihood verifier out of the variants"
+    )
     args = parser.parse_args()
+    verifier = not args.no_verifier
     suffix = "-ensemble" if args.ensemble else ""
     name = f"arith_mix-{args.questions}-k{args.k}-t{args.temperature}-{BANK_VERSION}{suffix}.jsonl"
     path = RESULTS / "banks" / name
@@ -210,17 +262,19 @@ def main() -> None:
     else:
         print(f"recording bank {path} on the embedded model ...", flush=True)
         bank = asyncio.run(_record(path, args.questions, args.k, args.temperature, args.ensemble))
+    if verifier:
+        bank = _scored(bank, path.with_name(path.stem + "-scored.jsonl"), args.questions)
     greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
     vote_all = simulate(bank, make_allocator("uniform"), budget_samples=args.k * len(bank), seeds=args.seeds)
     early = simulate(
         bank, make_allocator("early_stop", cap=args.k), budget_samples=args.k * len(bank), seeds=args.seeds
     )
-    series, chosen = _sweep(bank, args.budgets, args.seeds)
+    series, chosen = _sweep(bank, args.budgets, args.seeds, verifier)
     best = [max(ADAPTIVE, key=lambda name: series[name][i]) for i in range(len(args.budgets))]
     gap = _gap_closed(series, best, "oracle")
     gap_any = _gap_closed(series, best, "oracle_any_vote")
     RESULTS.mkdir(exist_ok=True)
-    plot_path = RESULTS / f"allocation{suffix}.png"
+    plot_path = RESULTS / f"allocation{suffix}{'' if verifier else '-no-verifier'}.png"
     references = {"greedy": greedy, f"uniform vote@{args.k}": vote_all.accuracy}
     sampled = "samples over four few-shot prompts" if args.ensemble else "one prompt"
     title = f"Allocation on the embedded-model bank (arith_mix, {sampled})"
@@ -231,7 +285,7 @@ def main() -> None:
         f"({vote_all.tokens:,.0f} tokens), early_stop {early.accuracy:.1%} ({early.tokens:,.0f} tokens, "
         f"{1 - early.tokens / vote_all.tokens:.0%} fewer)"
     )
-    names = ("uniform", *ADAPTIVE, "oracle", "oracle_any_vote")
+    names = _series_names(verifier)
     print("| samples/question | " + " | ".join(names) + " | gap closed | vs oracle_any_vote | best variant |")
     print("|---" * (len(names) + 4) + "|")
     for i, budget in enumerate(args.budgets):

@@ -144,6 +144,14 @@ def eval_command(
             "embedded model; see benchmarks/allocation.py). Default: plain majority."
         ),
     ] = None,
+    verifier_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Allocators weigh each vote by exp(V x the model's log-probability of stating its answer) "
+            "(a likelihood verifier: prompt tokens only, embedded backend) and spend where the verifier "
+            "doubts the leading answer (3 worked on the embedded model; see benchmarks/allocation.py)."
+        ),
+    ] = None,
     lane: Annotated[
         list[str] | None,
         typer.Option(
@@ -245,9 +253,18 @@ def eval_command(
         default = [] if allocator else ["single", "vote@8"]
         strategies = [parse_strategy(s, options=options) for s in (strategy or default)]
         allocators = [
-            make_allocator(a, use_greedy=greedy_evidence, confidence_weight=confidence_weight)
+            make_allocator(
+                a,
+                use_greedy=greedy_evidence,
+                confidence_weight=confidence_weight,
+                verifier_weight=verifier_weight,
+            )
             for a in allocator or []
         ]
+        if verifier_weight is not None and deadline_seconds is not None and "deadline" in (allocator or []):
+            raise ConfigError(
+                "--verifier-weight does not yet work with the deadline planner (--deadline-seconds)"
+            )
         if allocators and not budget_samples:
             raise ConfigError("--allocator needs --budget-samples (total samples over all questions)")
         budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds, budget_cost)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
+from budgetflow.allocate.verify import likelihood_scores
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
@@ -99,11 +100,13 @@ async def run_allocated(
             books.refused.add(index)
             return
         books.usage[index] = books.usage[index] + response.usage
-        evidence.seconds += time.perf_counter() - requested
         for completion in response.completions:
             cut = quota is not None and completion.finish_reason == "length"
             answer = None if cut else extract_answer(completion.text)
             record_completion(books, index, answer, completion, greedy)
+        if allocator.voting.verifier_weight is not None:
+            await verify_new_answers(backend, dataset, index, books.evidence[index])
+        evidence.seconds += time.perf_counter() - requested
 
     everyone = range(len(dataset))
     if allocator.use_greedy:
@@ -139,6 +142,20 @@ async def _spend_by_priority(
         close = [i for i in ranked if allocator.priority(books.evidence[i]) >= 0.5 * best]
         batch = close[: min(concurrency, books.samples_left)]
         await run_all(draw(i, 1, temperature) for i in batch)
+
+
+async def verify_new_answers(backend: Backend, dataset: Dataset, index: int, evidence: Evidence) -> None:
+    """Score the question's answers the verifier has not scored yet (the likelihood verifier on
+    `backend`: prompt tokens only; not charged to the run's ledger, its time is the question's)."""
+    unscored = {a for a in [*evidence.answers, evidence.greedy] if a is not None and a not in evidence.scores}
+    if not unscored:
+        return
+    try:
+        evidence.scores.update(
+            await likelihood_scores(backend, dataset, dataset.questions[index], list(unscored))
+        )
+    except NotImplementedError as exc:
+        raise ConfigError(f"verifier-weighted votes need a backend that scores text: {exc}") from None
 
 
 def record_completion(

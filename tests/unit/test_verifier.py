@@ -18,7 +18,7 @@ from budgetflow.allocate.verify import likelihood_scores, score_bank
 from budgetflow.answers.grading import MatchGrader
 from budgetflow.backends.base import Backend
 from budgetflow.cli import app
-from budgetflow.errors import DatasetError
+from budgetflow.errors import ConfigError, DatasetError
 from budgetflow.evaluate.datasets import ARITHMETIC_STATEMENT, Dataset
 from budgetflow.types import Message, Question, Request, Response
 
@@ -193,3 +193,42 @@ def test_with_a_verifier_agreement_on_a_doubted_answer_still_attracts_budget() -
     fewer = Evidence()
     fewer.add("19", score=-5.0)
     assert allocator.priority(fewer) > allocator.priority(copied)  # samples drawn lower the priority
+
+
+def test_live_allocation_asks_the_verifier_once_per_new_answer_and_its_vote_wins() -> None:
+    from budgetflow.allocate.live import run_allocated
+    from budgetflow.backends.scripted import FunctionBackend
+    from budgetflow.types import SamplingParams
+
+    def reply(request: Request, index: int) -> str:  # "19" twice as often as the right "-12"
+        return "Answer: -12" if (request.sampling.seed or 0) % 3 == 0 else "Answer: 19"
+
+    class ScoringBackend(FunctionBackend):
+        def __init__(self) -> None:
+            super().__init__(reply)
+            self.scored: list[str] = []
+
+        async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+            self.scored += continuations
+            return [-0.5 if " -12." in text else -6.0 for text in continuations]
+
+    dataset = _dataset()
+    backend = ScoringBackend()
+    allocator = make_allocator("online", use_greedy=True, verifier_weight=1.0)
+    report = asyncio.run(
+        run_allocated(dataset, backend, allocator, budget_samples=9, sampling=SamplingParams(seed=1))
+    )
+    (result,) = report.results
+    assert result.samples <= 9 and result.answer == "-12" and result.score == 1.0
+    assert sorted(backend.scored) == [" -12.", " 19."]  # each answer scored once, however often drawn
+    plain = asyncio.run(
+        run_allocated(dataset, ScoringBackend(), make_allocator("online", use_greedy=True), budget_samples=9,
+                      sampling=SamplingParams(seed=1))
+    )  # fmt: skip
+    assert plain.results[0].answer == "19"
+    with pytest.raises(ConfigError, match="need a backend that scores text"):
+        asyncio.run(
+            run_allocated(
+                dataset, FunctionBackend(reply), allocator, budget_samples=3, sampling=SamplingParams()
+            )
+        )
