@@ -30,3 +30,42 @@ def test_eval_on_the_embedded_model(tmp_path: Path) -> None:
     assert vote["completion_tokens"] > single["completion_tokens"] > 0
     assert 0.0 <= single["accuracy"] <= 1.0
     assert "chain_sum, 3 questions" in result.stdout
+
+
+def test_bank_record_score_and_simulate_with_the_verifier_on_the_embedded_model(tmp_path: Path) -> None:
+    from budgetflow.allocate.bank import load_bank
+
+    bank, scored = tmp_path / "bank.jsonl", tmp_path / "scored.jsonl"
+    recorded = CliRunner().invoke(
+        app,
+        ["bank", "record", "--dataset", "chain_sum", "--limit", "4", "--k", "3", "--threads", "1",
+         "--output", str(bank)],
+    )  # fmt: skip
+    assert recorded.exit_code == 0, recorded.output
+    result = CliRunner().invoke(
+        app, ["bank", "score", "--bank", str(bank), "--dataset", "chain_sum", "--output", str(scored)]
+    )
+    assert result.exit_code == 0, result.output
+    before, after = load_bank(bank), load_bank(scored)
+    assert [q.id for q in before] == [q.id for q in after]
+    for plain, verified in zip(before, after, strict=True):
+        assert [s.answer for s in plain.samples] == [s.answer for s in verified.samples]
+        for sample in verified.samples:
+            assert sample.answer is None or (sample.verifier_score is not None and sample.verifier_score < 0)
+        by_answer: dict[str, set[float | None]] = {}
+        for sample in verified.samples:
+            if sample.answer is not None:
+                by_answer.setdefault(sample.answer, set()).add(sample.verifier_score)
+        assert all(len(scores) == 1 for scores in by_answer.values())  # one score per answer
+    simulated = CliRunner().invoke(
+        app,
+        ["bank", "simulate", "--bank", str(scored), "--allocator", "online", "--greedy",
+         "--verifier-weight", "3", "--budget-samples", "8", "--seeds", "2"],
+    )  # fmt: skip
+    assert simulated.exit_code == 0, simulated.output
+    summary = json.loads(simulated.stdout.strip().splitlines()[-1])
+    assert 0.0 <= summary["accuracy"] <= summary["oracle_any_vote_accuracy"] + 0.25
+    wrong_dataset = CliRunner().invoke(
+        app, ["bank", "score", "--bank", str(bank), "--dataset", "basic_arithmetic", "--output", str(scored)]
+    )
+    assert wrong_dataset.exit_code != 0 and "not in dataset 'basic_arithmetic'" in wrong_dataset.output

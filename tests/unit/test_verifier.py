@@ -232,3 +232,13 @@ def test_live_allocation_asks_the_verifier_once_per_new_answer_and_its_vote_wins
                 dataset, FunctionBackend(reply), allocator, budget_samples=3, sampling=SamplingParams()
             )
         )
+
+
+def test_eval_refuses_the_verifier_with_the_deadline_planner(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--allocator", "deadline", "--deadline-seconds", "5", "--budget-samples", "8",
+         "--verifier-weight", "3", "--output", str(tmp_path / "out.json")],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--verifier-weight does not yet work with the deadline" in result.output
+    assert not (tmp_path / "out.json").exists()
