@@ -148,8 +148,9 @@ def eval_command(
         float | None,
         typer.Option(
             help="Allocators weigh each vote by exp(V x the model's log-probability of stating its answer) "
-            "(a likelihood verifier: prompt tokens only, embedded backend) and spend where the verifier "
-            "doubts the leading answer (3 worked on the embedded model; see benchmarks/allocation.py)."
+            "(a likelihood verifier: prompt tokens only, on the main backend, embedded) and spend where "
+            "the verifier doubts the leading answer (3 worked on the embedded model; see "
+            "benchmarks/allocation.py)."
         ),
     ] = None,
     lane: Annotated[
@@ -261,10 +262,6 @@ def eval_command(
             )
             for a in allocator or []
         ]
-        if verifier_weight is not None and deadline_seconds is not None and "deadline" in (allocator or []):
-            raise ConfigError(
-                "--verifier-weight does not yet work with the deadline planner (--deadline-seconds)"
-            )
         if allocators and not budget_samples:
             raise ConfigError("--allocator needs --budget-samples (total samples over all questions)")
         budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds, budget_cost)

@@ -103,7 +103,13 @@ class DrawPlan:
 
 
 def expected_gain(evidence: Evidence, allocator: Allocator, n: int) -> float:
-    """Estimated accuracy gained by n more samples of this question (see the module doc)."""
+    """Estimated accuracy gained by n more samples of this question (see the module doc). With
+    verifier-weighted votes: the verifier's doubt about the leader x (1 - (1 - s)^n), s = 1 / (2 +
+    samples drawn), the allocators' per-sample priority extended to n samples the same way."""
+    verified = allocator.verifier_doubt(evidence)
+    if verified is not None:
+        step = 1.0 / (2 + len(evidence.answers))
+        return verified * (1.0 - (1.0 - step) ** n) * allocator.doubt(evidence)
     unsettled, joins = leader_odds(evidence, allocator.voting)
     return unsettled * (1.0 - (1.0 - joins) ** n) * allocator.doubt(evidence)
 

@@ -4,8 +4,10 @@ Each backend ("lane") has at most one request in flight. Whenever a lane is idle
 (`plan_next_draw`) picks its next draw — which question, how many samples, or a greedy answer —
 from the evidence pooled over all lanes, with the time left to the deadline as the lane's time
 and the seconds per sample it has observed on that lane. Requests still running at the deadline
-are cancelled; every question answers with what it has. All requests go through one ledger shared
-by the lanes (`RunContext(ledger=...)`), so a token budget holds across backends.
+are cancelled; every question answers with what it has. With verifier-weighted votes the first
+backend scores each new answer (the likelihood verifier), whichever lane drew it. All requests go
+through one ledger shared by the lanes (`RunContext(ledger=...)`), so a token budget holds across
+backends.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from budgetflow.allocate.live import (
     build_report,
     record_completion,
     sample_seed,
+    verify_new_answers,
 )
 from budgetflow.allocate.policies import Allocator
 from budgetflow.answers.extract import extract_answer
@@ -49,6 +52,8 @@ class _Lanes:
         greedy = set(range(len(dataset))) if allocator.use_greedy else set()
         self.views = [LaneView(seconds_left=0.0, has_greedy=set(greedy)) for _ in backends]
         self.dataset, self.books = dataset, books
+        #: The first backend verifies every lane's answers (with verifier-weighted votes).
+        self.verifier, self.verify = backends[0], allocator.voting.verifier_weight is not None
 
     def backend(self, lane: int, question: int) -> Backend:
         chosen = self.per_question[lane]
@@ -160,3 +165,5 @@ async def _draw(lanes: _Lanes, lane: int, plan: DrawPlan, sampling: SamplingPara
         view.observe(index, [seconds / plan.n] * plan.n)
     for completion in response.completions:
         record_completion(books, index, extract_answer(completion.text), completion, plan.greedy)
+    if lanes.verify:
+        await verify_new_answers(lanes.verifier, lanes.dataset, index, evidence)

@@ -234,11 +234,54 @@ def test_live_allocation_asks_the_verifier_once_per_new_answer_and_its_vote_wins
         )
 
 
-def test_eval_refuses_the_verifier_with_the_deadline_planner(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app,
-        ["eval", "--allocator", "deadline", "--deadline-seconds", "5", "--budget-samples", "8",
-         "--verifier-weight", "3", "--output", str(tmp_path / "out.json")],
+def test_the_deadline_planner_weighs_votes_and_plans_by_the_verifier() -> None:
+    from dataclasses import replace
+
+    from budgetflow.allocate.deadline import Lane, expected_gain, simulate_lanes
+
+    bank = [
+        replace(q, samples=tuple(replace(s, seconds=0.05) for s in q.samples))
+        for q in _copied_answer_bank(30)
+    ]
+    lane = Lane(name="embedded", bank=bank, request_seconds=0.0)
+    plain = make_allocator("deadline", use_greedy=True)
+    verified = make_allocator("deadline", use_greedy=True, verifier_weight=1.0)
+    runs = [
+        simulate_lanes([lane], a, budget_samples=120, budget_seconds=4.0, seeds=3) for a in (plain, verified)
+    ]
+    assert runs[1].accuracy > runs[0].accuracy + 0.3
+    assert runs[1].seconds <= 4.0 and runs[1].samples_per_question <= 4 + 1e-9
+    doubted, sure = Evidence(), Evidence()
+    doubted.add("19", score=-5.0)
+    sure.add("7", score=-0.05)
+    assert (
+        expected_gain(doubted, verified, 2)
+        > expected_gain(doubted, verified, 1)
+        > 10 * expected_gain(sure, verified, 1)
+    )
+
+
+def test_the_live_deadline_planner_verifies_every_lanes_answers_on_the_first_backend() -> None:
+    from budgetflow.allocate.live_deadline import run_planned
+    from budgetflow.backends.scripted import FunctionBackend
+    from budgetflow.types import SamplingParams
+
+    class ScoringBackend(FunctionBackend):
+        def __init__(self) -> None:
+            super().__init__(lambda request, index: "Answer: 19")
+            self.scored: list[str] = []
+
+        async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+            self.scored += continuations
+            return [-0.5 if " -12." in text else -6.0 for text in continuations]
+
+    verifier = ScoringBackend()
+    other_lane = FunctionBackend(lambda request, index: "Answer: -12")  # cannot score: lane 2 only
+    report = asyncio.run(
+        run_planned(_dataset(), [verifier, other_lane], make_allocator("deadline", verifier_weight=1.0),
+                    budget_samples=6, deadline_seconds=5.0, sampling=SamplingParams(seed=1))
     )  # fmt: skip
-    assert result.exit_code == 2 and "--verifier-weight does not yet work with the deadline" in result.output
-    assert not (tmp_path / "out.json").exists()
+    (result,) = report.results
+    assert {"19", "-12"} <= set(result.sample_answers)  # both lanes drew
+    assert sorted(verifier.scored) == [" -12.", " 19."]  # the second lane's answer scored on the first
+    assert result.answer == "-12" and result.samples <= 6
