@@ -277,7 +277,7 @@ def main() -> None:
     plot_path = RESULTS / f"allocation{suffix}{'' if verifier else '-no-verifier'}.png"
     references = {"greedy": greedy, f"uniform vote@{args.k}": vote_all.accuracy}
     sampled = "samples over four few-shot prompts" if args.ensemble else "one prompt"
-    title = f"Allocation on the embedded-model bank (arith_mix, {sampled})"
+    title = f"Allocation on the embedded-model bank\n(arith_mix, {sampled})"
     _plot(args.budgets, series, references, plot_path, title)
     print(
         f"\n{len(bank)} questions, K={args.k}: greedy {greedy:.1%}, "

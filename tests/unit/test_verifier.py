@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from budgetflow.allocate.simulate import oracle_accuracy, simulate
 from budgetflow.allocate.verify import likelihood_scores, score_bank
 from budgetflow.answers.grading import MatchGrader
 from budgetflow.backends.base import Backend
+from budgetflow.backends.scripted import FunctionBackend
 from budgetflow.cli import app
 from budgetflow.errors import ConfigError, DatasetError
 from budgetflow.evaluate.datasets import ARITHMETIC_STATEMENT, Dataset
@@ -37,6 +38,18 @@ class _ListeningScorer(Backend):
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
         self.asked.append((request, list(continuations)))
+        return [-0.5 if " -12." in text else -6.0 for text in continuations]
+
+
+class _ScoringFunctionBackend(FunctionBackend):
+    """Replies with `reply` and scores like `_ListeningScorer`, keeping the texts it scored."""
+
+    def __init__(self, reply: Callable[[Request, int], str]) -> None:
+        super().__init__(reply)
+        self.scored: list[str] = []
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        self.scored += continuations
         return [-0.5 if " -12." in text else -6.0 for text in continuations]
 
 
@@ -197,23 +210,13 @@ def test_with_a_verifier_agreement_on_a_doubted_answer_still_attracts_budget() -
 
 def test_live_allocation_asks_the_verifier_once_per_new_answer_and_its_vote_wins() -> None:
     from budgetflow.allocate.live import run_allocated
-    from budgetflow.backends.scripted import FunctionBackend
     from budgetflow.types import SamplingParams
 
     def reply(request: Request, index: int) -> str:  # "19" twice as often as the right "-12"
         return "Answer: -12" if (request.sampling.seed or 0) % 3 == 0 else "Answer: 19"
 
-    class ScoringBackend(FunctionBackend):
-        def __init__(self) -> None:
-            super().__init__(reply)
-            self.scored: list[str] = []
-
-        async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
-            self.scored += continuations
-            return [-0.5 if " -12." in text else -6.0 for text in continuations]
-
     dataset = _dataset()
-    backend = ScoringBackend()
+    backend = _ScoringFunctionBackend(reply)
     allocator = make_allocator("online", use_greedy=True, verifier_weight=1.0)
     report = asyncio.run(
         run_allocated(dataset, backend, allocator, budget_samples=9, sampling=SamplingParams(seed=1))
@@ -221,10 +224,16 @@ def test_live_allocation_asks_the_verifier_once_per_new_answer_and_its_vote_wins
     (result,) = report.results
     assert result.samples <= 9 and result.answer == "-12" and result.score == 1.0
     assert sorted(backend.scored) == [" -12.", " 19."]  # each answer scored once, however often drawn
+    plain_allocator = make_allocator("online", use_greedy=True)
     plain = asyncio.run(
-        run_allocated(dataset, ScoringBackend(), make_allocator("online", use_greedy=True), budget_samples=9,
-                      sampling=SamplingParams(seed=1))
-    )  # fmt: skip
+        run_allocated(
+            dataset,
+            _ScoringFunctionBackend(reply),
+            plain_allocator,
+            budget_samples=9,
+            sampling=SamplingParams(seed=1),
+        )
+    )
     assert plain.results[0].answer == "19"
     with pytest.raises(ConfigError, match="need a backend that scores text"):
         asyncio.run(
@@ -263,19 +272,9 @@ def test_the_deadline_planner_weighs_votes_and_plans_by_the_verifier() -> None:
 
 def test_the_live_deadline_planner_verifies_every_lanes_answers_on_the_first_backend() -> None:
     from budgetflow.allocate.live_deadline import run_planned
-    from budgetflow.backends.scripted import FunctionBackend
     from budgetflow.types import SamplingParams
 
-    class ScoringBackend(FunctionBackend):
-        def __init__(self) -> None:
-            super().__init__(lambda request, index: "Answer: 19")
-            self.scored: list[str] = []
-
-        async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
-            self.scored += continuations
-            return [-0.5 if " -12." in text else -6.0 for text in continuations]
-
-    verifier = ScoringBackend()
+    verifier = _ScoringFunctionBackend(lambda request, index: "Answer: 19")
     other_lane = FunctionBackend(lambda request, index: "Answer: -12")  # cannot score: lane 2 only
     report = asyncio.run(
         run_planned(_dataset(), [verifier, other_lane], make_allocator("deadline", verifier_weight=1.0),
