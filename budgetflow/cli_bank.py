@@ -91,9 +91,12 @@ def score_command(
     bank: Annotated[Path, typer.Option(help="The bank to score (JSONL).")],
     output: Annotated[Path, typer.Option(help="Where to write the scored bank (JSONL).")],
     dataset: Annotated[
-        str, typer.Option(help="The dataset the bank was recorded from (its prompts); the same --limit.")
+        str, typer.Option(help="The dataset the bank was recorded from: its prompts and answer format.")
     ] = "chain_sum",
-    limit: Annotated[int | None, typer.Option(help="Questions the dataset was generated with.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Questions the dataset was generated with (default: as many as the bank has)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="The seed the dataset was generated with.")] = 0,
     model_path: Annotated[
         Path | None, typer.Option(help="GGUF file to score with (default: the embedded model).")
