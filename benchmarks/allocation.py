@@ -111,12 +111,23 @@ def _cross_fit(
     return correct / len(bank), chosen
 
 
-def _cross_fitted(bank: list[BankQuestion], budget: int, seeds: int) -> float:
-    """compute_optimal with its calibration table learnt on the other half."""
+def _cross_fitted(bank: list[BankQuestion], budget: int, seeds: int, verifier: bool) -> float:
+    """compute_optimal with its calibration table learnt on the other half, for the vote (majority,
+    or verifier-weighted with v in VERIFIER_WEIGHTS) that scores best there."""
+    votings = [Voting(), *(Voting(verifier_weight=w) for w in (VERIFIER_WEIGHTS if verifier else ()))]
 
     def calibrated(calibration: list[BankQuestion]) -> Allocator:
-        targets = calibrate(calibration, [budget]).targets_for(budget)
-        return make_allocator("compute_optimal", bin_targets=targets)
+        def table_for(voting: Voting) -> Allocator:
+            targets = calibrate(calibration, [budget], voting=voting).targets_for(budget)
+            return make_allocator(
+                "compute_optimal", bin_targets=targets, verifier_weight=voting.verifier_weight
+            )
+
+        def score(allocator: Allocator) -> float:
+            total = budget * len(calibration)
+            return simulate(calibration, allocator, budget_samples=total, seeds=seeds).accuracy
+
+        return max((table_for(voting) for voting in votings), key=score)
 
     return _cross_fit(bank, budget, seeds, calibrated)[0]
 
@@ -174,7 +185,7 @@ def _sweep(
             accuracy, picked = _cross_fitted_variant(bank, _variants(name, verifier), budget, seeds)
             series[name].append(accuracy)
             chosen[name].append(picked)
-        series["compute_optimal"].append(_cross_fitted(bank, budget, seeds))
+        series["compute_optimal"].append(_cross_fitted(bank, budget, seeds, verifier))
         if verifier:
             accuracy, picked = _cross_fitted_variant(bank, uniform_verified, budget, seeds)
             series["uniform_verified"].append(accuracy)

@@ -208,7 +208,11 @@ def simulate_command(
         targets = None
         if table is not None:
             per_question = (budget_samples or 0) / len(questions)
-            targets = CalibrationTable.load(table).targets_for(per_question)
+            calibration = CalibrationTable.load(table)
+            targets = calibration.targets_for(per_question)
+            if confidence_weight is None and verifier_weight is None:  # the vote it was calibrated for
+                confidence_weight = calibration.voting.confidence_weight
+                verifier_weight = calibration.voting.verifier_weight
         chosen = make_allocator(
             allocator,
             use_greedy=greedy,
@@ -289,10 +293,23 @@ def calibrate_command(
     budget: Annotated[
         list[int] | None, typer.Option(help="Average samples per question; repeat. Default 2, 4, 8.")
     ] = None,
+    confidence_weight: Annotated[
+        float | None, typer.Option(help="Calibrate for confidence-weighted votes (see `bank simulate`).")
+    ] = None,
+    verifier_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Calibrate for verifier-weighted votes (a bank from `bank score`; see `bank simulate`)."
+        ),
+    ] = None,
 ) -> None:
-    """Learn, per difficulty bin and budget, how many samples pay best (compute-optimal scaling)."""
+    """Learn, per difficulty bin and budget, how many samples pay best (compute-optimal scaling).
+
+    The table records the vote it was calibrated for; `bank simulate --table` uses that vote unless
+    given its own weights."""
     try:
-        calibration = calibrate(load_bank(bank), budget or [2, 4, 8])
+        voting = Voting(confidence_weight=confidence_weight, verifier_weight=verifier_weight)
+        calibration = calibrate(load_bank(bank), budget or [2, 4, 8], voting=voting)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
     calibration.save(output)

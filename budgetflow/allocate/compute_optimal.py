@@ -3,22 +3,24 @@ split how many samples each bin deserves at each budget, apply the table to new 
 
 Difficulty is estimated from a cheap probe: the greedy answer and two samples. All three agree ->
 bin 0 (easy), two agree -> bin 1, all differ -> bin 2 (hard). On the calibration split, each bin's
-expected majority-vote accuracy curve (greedy vote included) is averaged over its questions, and a
+expected vote accuracy curve (greedy vote included; majority, or the confidence- or
+verifier-weighted `Voting` the table is calibrated for) is averaged over its questions, and a
 small knapsack over bins picks the samples per bin that maximise accuracy within the budget
-(probe included). `budgetflow bank calibrate` writes the table; the allocator reads it.
+(probe included). `budgetflow bank calibrate` writes the table, with its voting; the allocator
+reads both.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from budgetflow.allocate.bank import BankQuestion
-from budgetflow.allocate.policies import Evidence, answer_key
+from budgetflow.allocate.policies import Evidence, Voting, answer_key
 from budgetflow.allocate.simulate import majority_curve
 from budgetflow.errors import ConfigError
 
@@ -40,9 +42,11 @@ def probe_bin(evidence: Evidence) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CalibrationTable:
-    """samples per question for each bin, for each budget (average samples per question)."""
+    """samples per question for each bin, for each budget (average samples per question), and the
+    vote the plans were calibrated for."""
 
     plans: dict[int, tuple[int, ...]]
+    voting: Voting = field(default_factory=Voting)
 
     def targets_for(self, budget_per_question: float) -> tuple[int, ...]:
         usable = [b for b in self.plans if b <= budget_per_question]
@@ -52,17 +56,39 @@ class CalibrationTable:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps({"bins": BINS, "plans": {str(b): list(t) for b, t in self.plans.items()}}, indent=2)
-        )
+        voting = {
+            "greedy_weight": self.voting.greedy_weight,
+            "confidence_weight": self.voting.confidence_weight,
+            "verifier_weight": self.voting.verifier_weight,
+        }
+        plans = {str(b): list(t) for b, t in self.plans.items()}
+        path.write_text(json.dumps({"bins": BINS, "plans": plans, "voting": voting}, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> CalibrationTable:
+        """A table from `save`; tables written before votes were weighted read as majority vote."""
         try:
             data = json.loads(path.read_text())
-            return cls({int(b): tuple(int(n) for n in t) for b, t in data["plans"].items()})
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            plans = {int(b): tuple(int(n) for n in t) for b, t in data["plans"].items()}
+            voting = data.get("voting") or {}
+            return cls(
+                plans,
+                Voting(
+                    greedy_weight=float(voting.get("greedy_weight", 1.0)),
+                    confidence_weight=_optional(voting.get("confidence_weight")),
+                    verifier_weight=_optional(voting.get("verifier_weight")),
+                ),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{path}: not a calibration table ({exc})") from None
+
+
+def _optional(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"a vote weight must be a number or null, got {value!r}")
+    return float(value)
 
 
 def _calibration_bin(question: BankQuestion, rng: random.Random) -> int:
@@ -72,18 +98,22 @@ def _calibration_bin(question: BankQuestion, rng: random.Random) -> int:
     return probe_bin(Evidence(answers=answers, greedy=greedy, used_greedy=True))
 
 
-def calibrate(bank: list[BankQuestion], budgets: list[int], *, seed: int = 0) -> CalibrationTable:
-    """Per-bin sample counts that maximise calibration accuracy at each average budget."""
+def calibrate(
+    bank: list[BankQuestion], budgets: list[int], *, seed: int = 0, voting: Voting | None = None
+) -> CalibrationTable:
+    """Per-bin sample counts that maximise calibration accuracy at each average budget, votes
+    counted by `voting` (plain majority by default)."""
+    voting = voting or Voting()
     rng = random.Random(seed)
     max_n = min(len(q.samples) for q in bank)
     curves: list[list[np.ndarray]] = [[] for _ in range(BINS)]
     for question in bank:
-        curve = np.array(majority_curve(question, max_n, with_greedy=True, trials=64))
+        curve = np.array(majority_curve(question, max_n, with_greedy=True, trials=64, voting=voting))
         curves[_calibration_bin(question, rng)].append(curve)
     counts = [len(c) for c in curves]
     means = [np.mean(c, axis=0) if c else np.zeros(max_n + 1) for c in curves]
     plans = {budget: _best_split(means, counts, budget, max_n) for budget in budgets}
-    return CalibrationTable(plans)
+    return CalibrationTable(plans, voting)
 
 
 def _best_split(means: list[np.ndarray], counts: list[int], budget: int, max_n: int) -> tuple[int, ...]:

@@ -284,3 +284,40 @@ def test_the_live_deadline_planner_verifies_every_lanes_answers_on_the_first_bac
     assert {"19", "-12"} <= set(result.sample_answers)  # both lanes drew
     assert sorted(verifier.scored) == [" -12.", " 19."]  # the second lane's answer scored on the first
     assert result.answer == "-12" and result.samples <= 6
+
+
+def test_compute_optimal_calibrates_for_the_verifiers_vote_and_the_table_keeps_it(tmp_path: Path) -> None:
+    from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate
+
+    calibration, held_out = _copied_answer_bank(40, seed=1), _copied_answer_bank(40, seed=2)
+    table = calibrate(calibration, [4], voting=Voting(verifier_weight=1.0))
+    path = tmp_path / "table.json"
+    table.save(path)
+    assert CalibrationTable.load(path) == table and table.voting.verifier_weight == 1.0
+    path.write_text('{"bins": 3, "plans": {"4": [2, 3, 4]}}')  # written before votes were weighted
+    assert CalibrationTable.load(path).voting == Voting()
+    path.write_text('{"bins": 3, "plans": {"4": [2, 3, 4]}, "voting": {"verifier_weight": "high"}}')
+    with pytest.raises(ConfigError, match="not a calibration table"):
+        CalibrationTable.load(path)
+
+    bank_path, table_path = tmp_path / "bank.jsonl", tmp_path / "verified.json"
+    write_bank(bank_path, held_out)
+    write_bank(tmp_path / "calibration.jsonl", calibration)
+
+    def simulate_with(*calibrate_flags: str) -> float:
+        calibrated = CliRunner().invoke(
+            app,
+            ["bank", "calibrate", "--bank", str(tmp_path / "calibration.jsonl"), "--output", str(table_path),
+             "--budget", "4", *calibrate_flags],
+        )  # fmt: skip
+        assert calibrated.exit_code == 0, calibrated.output
+        result = CliRunner().invoke(
+            app,
+            ["bank", "simulate", "--bank", str(bank_path), "--allocator", "compute_optimal",
+             "--table", str(table_path), "--budget-samples", "160", "--seeds", "3"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        accuracy: float = json.loads(result.stdout.strip().splitlines()[-1])["accuracy"]
+        return accuracy
+
+    assert simulate_with("--verifier-weight", "1") > simulate_with() + 0.3  # the table's vote is used
