@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
-from budgetflow.allocate.verify import likelihood_scores
+from budgetflow.allocate.verify import likelihood_scores, statement_texts
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
@@ -105,7 +105,8 @@ async def run_allocated(
             answer = None if cut else extract_answer(completion.text)
             record_completion(books, index, answer, completion, greedy)
         if allocator.voting.verifier_weight is not None:
-            await verify_new_answers(backend, dataset, index, books.evidence[index])
+            verified = await verify_new_answers(backend, dataset, index, books.evidence[index])
+            books.usage[index] = books.usage[index] + Usage(prompt_tokens=verified)
         evidence.seconds += time.perf_counter() - requested
 
     everyone = range(len(dataset))
@@ -144,18 +145,24 @@ async def _spend_by_priority(
         await run_all(draw(i, 1, temperature) for i in batch)
 
 
-async def verify_new_answers(backend: Backend, dataset: Dataset, index: int, evidence: Evidence) -> None:
+async def verify_new_answers(backend: Backend, dataset: Dataset, index: int, evidence: Evidence) -> int:
     """Score the question's answers the verifier has not scored yet (the likelihood verifier on
-    `backend`: prompt tokens only; not charged to the run's ledger, its time is the question's)."""
-    unscored = {a for a in [*evidence.answers, evidence.greedy] if a is not None and a not in evidence.scores}
+    `backend`, prompt tokens only). Returns the tokens it scored (the statements; the question's
+    prompt is the one its samples just cached), which the caller adds to the question's prompt
+    usage; they are not charged to the run's ledger. Its time is the question's."""
+    unscored = sorted(
+        {a for a in [*evidence.answers, evidence.greedy] if a is not None} - set(evidence.scores)
+    )
     if not unscored:
-        return
+        return 0
     try:
-        evidence.scores.update(
-            await likelihood_scores(backend, dataset, dataset.questions[index], list(unscored))
-        )
+        evidence.scores.update(await likelihood_scores(backend, dataset, dataset.questions[index], unscored))
     except NotImplementedError as exc:
         raise ConfigError(f"verifier-weighted votes need a backend that scores text: {exc}") from None
+    try:
+        return sum(backend.count_tokens(text) for text in statement_texts(dataset, unscored))
+    except NotImplementedError:
+        return 0
 
 
 def record_completion(

@@ -35,7 +35,7 @@ from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
 from budgetflow.runtime.events import EventStream
 from budgetflow.runtime.executor import RunContext
-from budgetflow.types import Request, SamplingParams
+from budgetflow.types import Request, SamplingParams, Usage
 
 __all__ = ["run_planned"]
 
@@ -166,4 +166,5 @@ async def _draw(lanes: _Lanes, lane: int, plan: DrawPlan, sampling: SamplingPara
     for completion in response.completions:
         record_completion(books, index, extract_answer(completion.text), completion, plan.greedy)
     if lanes.verify:
-        await verify_new_answers(lanes.verifier, lanes.dataset, index, evidence)
+        verified = await verify_new_answers(lanes.verifier, lanes.dataset, index, evidence)
+        books.usage[index] = books.usage[index] + Usage(prompt_tokens=verified)

@@ -20,7 +20,7 @@ from budgetflow.errors import DatasetError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.types import Question, Request
 
-__all__ = ["likelihood_scores", "score_bank"]
+__all__ = ["likelihood_scores", "score_bank", "statement_texts"]
 
 
 async def likelihood_scores(
@@ -31,11 +31,15 @@ async def likelihood_scores(
     distinct = sorted({normalize_answer(answer) for answer in answers})
     if not distinct:
         return {}
-    statement = dataset.statement
-    request = Request(messages=question.messages, prefill=statement.opening.format(question=question.text))
-    texts = [statement.answer.format(answer=answer) for answer in distinct]
-    scores = await backend.score_continuations(request, texts)
+    opening = dataset.statement.opening.format(question=question.text)
+    request = Request(messages=question.messages, prefill=opening)
+    scores = await backend.score_continuations(request, statement_texts(dataset, distinct))
     return dict(zip(distinct, scores, strict=True))
+
+
+def statement_texts(dataset: Dataset, answers: Sequence[str]) -> list[str]:
+    """The texts the verifier scores for `answers` (normalised), in order."""
+    return [dataset.statement.answer.format(answer=answer) for answer in answers]
 
 
 async def score_bank(

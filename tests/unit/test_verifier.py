@@ -52,6 +52,9 @@ class _ScoringFunctionBackend(FunctionBackend):
         self.scored += continuations
         return [-0.5 if " -12." in text else -6.0 for text in continuations]
 
+    def count_tokens(self, text: str) -> int:
+        return len(text)  # a character per token: easy to check
+
 
 def _dataset() -> Dataset:
     question = Question(
@@ -321,3 +324,17 @@ def test_compute_optimal_calibrates_for_the_verifiers_vote_and_the_table_keeps_i
         return accuracy
 
     assert simulate_with("--verifier-weight", "1") > simulate_with() + 0.3  # the table's vote is used
+
+
+def test_live_verification_reports_the_tokens_it_scored_once() -> None:
+    from budgetflow.allocate.live import verify_new_answers
+
+    backend, evidence = _ScoringFunctionBackend(lambda request, index: ""), Evidence()
+    evidence.add("19")
+    evidence.add("-12")
+    evidence.set_greedy("19")
+    tokens = asyncio.run(verify_new_answers(backend, _dataset(), 0, evidence))
+    assert tokens == len(" -12.") + len(" 19.") and evidence.scores == {"-12": -0.5, "19": -6.0}
+    evidence.add("-12")
+    assert asyncio.run(verify_new_answers(backend, _dataset(), 0, evidence)) == 0  # nothing new to score
+    assert backend.scored == [" -12.", " 19."]
