@@ -15,7 +15,9 @@ the greedy answer and verifier-weighted votes (v cross-fitted too): how much of 
 rather than the allocation. `oracle` is the issue's: each question's best sample count knowing
 its answer distribution, counted by majority vote (with or without the greedy vote);
 `oracle_any_vote` also lets each question use the confidence- or verifier-weighted votes, a
-stricter bound. `--no-verifier` leaves the verifier out (the previous benchmark).
+stricter bound. `early_stop` runs against vote@K on all samples; `early_stop_verified` is the
+same stop rule on verifier-weighted counts (v = 3) with the greedy answer as evidence.
+`--no-verifier` leaves the verifier out (the previous benchmark).
 
     python benchmarks/allocation.py [--questions 150] [--k 16] [--budgets 2 4 8] [--seeds 20]
 
@@ -277,9 +279,15 @@ def main() -> None:
         bank = _scored(bank, path.with_name(path.stem + "-scored.jsonl"), args.questions)
     greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
     vote_all = simulate(bank, make_allocator("uniform"), budget_samples=args.k * len(bank), seeds=args.seeds)
-    early = simulate(
-        bank, make_allocator("early_stop", cap=args.k), budget_samples=args.k * len(bank), seeds=args.seeds
-    )
+    stoppers = {"early_stop": make_allocator("early_stop", cap=args.k)}
+    if verifier:  # the stop rule on verifier-weighted counts, with the greedy answer as evidence
+        stoppers["early_stop_verified"] = make_allocator(
+            "early_stop", cap=args.k, use_greedy=True, verifier_weight=VERIFIER_WEIGHTS[-1]
+        )
+    early = {
+        name: simulate(bank, allocator, budget_samples=args.k * len(bank), seeds=args.seeds)
+        for name, allocator in stoppers.items()
+    }
     series, chosen = _sweep(bank, args.budgets, args.seeds, verifier)
     best = [max(ADAPTIVE, key=lambda name: series[name][i]) for i in range(len(args.budgets))]
     gap = _gap_closed(series, best, "oracle")
@@ -290,11 +298,14 @@ def main() -> None:
     sampled = "samples over four few-shot prompts" if args.ensemble else "one prompt"
     title = f"Allocation on the embedded-model bank\n(arith_mix, {sampled})"
     _plot(args.budgets, series, references, plot_path, title)
+    stopped = ", ".join(
+        f"{name} {result.accuracy:.1%} ({result.tokens:,.0f} tokens, "
+        f"{1 - result.tokens / vote_all.tokens:.0%} fewer)"
+        for name, result in early.items()
+    )
     print(
         f"\n{len(bank)} questions, K={args.k}: greedy {greedy:.1%}, "
-        f"uniform vote@{args.k} {vote_all.accuracy:.1%} "
-        f"({vote_all.tokens:,.0f} tokens), early_stop {early.accuracy:.1%} ({early.tokens:,.0f} tokens, "
-        f"{1 - early.tokens / vote_all.tokens:.0%} fewer)"
+        f"uniform vote@{args.k} {vote_all.accuracy:.1%} ({vote_all.tokens:,.0f} tokens), {stopped}"
     )
     names = _series_names(verifier)
     print("| samples/question | " + " | ".join(names) + " | gap closed | vs oracle_any_vote | best variant |")
@@ -310,6 +321,10 @@ def main() -> None:
     summary["best_variant"] = chosen
     summary["greedy"] = round(greedy, 4)
     summary[f"vote@{args.k}"] = round(vote_all.accuracy, 4)
+    summary[f"vote@{args.k}_tokens"] = round(vote_all.tokens)
+    summary.update(
+        {name: {"accuracy": round(r.accuracy, 4), "tokens": round(r.tokens)} for name, r in early.items()}
+    )
     print(json.dumps(summary))
 
 
