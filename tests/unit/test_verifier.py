@@ -341,11 +341,16 @@ def test_live_verification_reports_the_tokens_it_scored_once() -> None:
 
 
 def test_early_stop_on_verifier_weighted_counts_settles_on_the_likely_answer() -> None:
+    from dataclasses import replace
+
     bank = _copied_answer_bank(30)
     budget = 16 * len(bank)
     plain = simulate(bank, make_allocator("early_stop"), budget_samples=budget, seeds=3)
     verified_allocator = make_allocator("early_stop", use_greedy=True, verifier_weight=1.0)
     verified = simulate(bank, verified_allocator, budget_samples=budget, seeds=3)
-    # plain settles on the copied "19"; weighted, "-12" wins once drawn (a unanimous probe still settles)
-    assert plain.accuracy < 0.2 and verified.accuracy > plain.accuracy + 0.4
+    # plain settles on the copied "19"; weighted, "-12" wins once drawn, and a probe that agrees on
+    # "19" does not settle: the verifier doubts it (1 - exp(-5) > EARLY_STOP_DOUBT)
+    assert plain.accuracy < 0.2 and verified.accuracy > 0.9
     assert verified.samples_per_question < 8  # it still stops early
+    ungated = simulate(bank, replace(verified_allocator, stop_doubt=None), budget_samples=budget, seeds=3)
+    assert ungated.accuracy < verified.accuracy - 0.2 and ungated.tokens < verified.tokens
