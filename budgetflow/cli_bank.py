@@ -48,6 +48,13 @@ def record_command(
             "few-shot variants); the greedy answer keeps the question's own prompt."
         ),
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Also score every answer with the likelihood verifier while its prompt is cached "
+            "(embedded backend; the same scores `bank score` adds later)."
+        ),
+    ] = False,
 ) -> None:
     """Draw one greedy answer and K samples per question with any backend, and write a bank."""
     from budgetflow.cli import make_backend
@@ -58,7 +65,7 @@ def record_command(
         data = load_dataset(dataset, limit=limit, seed=seed)
         chosen = make_backend(backend, base_url, model, "OPENAI_API_KEY", 120.0, None, threads)
         sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
-        bank = asyncio.run(_record(data, chosen, k, sampling, temperature, prompt_ensemble))
+        bank = asyncio.run(_record(data, chosen, k, sampling, temperature, prompt_ensemble, verify))
     except BudgetflowError as exc:
         raise exit_for(exc) from None
     write_bank(output, bank)
@@ -69,7 +76,13 @@ def record_command(
 
 
 async def _record(
-    data: Dataset, backend: Backend, k: int, sampling: SamplingParams, temperature: float, ensemble: bool
+    data: Dataset,
+    backend: Backend,
+    k: int,
+    sampling: SamplingParams,
+    temperature: float,
+    ensemble: bool,
+    verify: bool,
 ) -> list[BankQuestion]:
     columns = (TextColumn("recording"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     async with backend:
@@ -83,6 +96,7 @@ async def _record(
                 temperature=temperature,
                 on_question=lambda _: progress.advance(task),
                 ensemble=ensemble,
+                verify=verify,
             )
 
 

@@ -135,12 +135,17 @@ async def record_bank(
     concurrency: int = 4,
     on_question: Callable[[BankQuestion], None] | None = None,
     ensemble: bool = False,
+    verify: bool = False,
 ) -> list[BankQuestion]:
     """Draw one greedy answer and `k` samples at `temperature` for every question of `dataset`.
 
     With `ensemble`, the samples are spread round-robin over the question's prompts
-    (`Question.prompts`); the greedy answer always comes from its own prompt."""
+    (`Question.prompts`); the greedy answer always comes from its own prompt. With `verify`, the
+    likelihood verifier scores every answer right after its question's samples (the backend must
+    score text: `Backend.score_continuations`), as `budgetflow bank score` would later."""
     import asyncio
+
+    from budgetflow.allocate.verify import with_scores
 
     limiter = asyncio.Semaphore(concurrency)
 
@@ -154,13 +159,15 @@ async def record_bank(
                 samples += await _draw(
                     backend, dataset, question, messages, sampling, temperature=temperature, n=count
                 )
-        entry = BankQuestion(
-            id=question.id,
-            question=question.text,
-            gold=question.gold,
-            greedy=greedy[0],
-            samples=tuple(samples),
-        )
+            entry = BankQuestion(
+                id=question.id,
+                question=question.text,
+                gold=question.gold,
+                greedy=greedy[0],
+                samples=tuple(samples),
+            )
+            if verify:
+                entry = await with_scores(entry, dataset, question, backend)
         if on_question is not None:
             on_question(entry)
         return entry

@@ -16,11 +16,11 @@ from dataclasses import replace
 from budgetflow.allocate.bank import BankQuestion, BankSample
 from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.backends.base import Backend
-from budgetflow.errors import DatasetError
+from budgetflow.errors import ConfigError, DatasetError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.types import Question, Request
 
-__all__ = ["likelihood_scores", "score_bank", "statement_texts"]
+__all__ = ["likelihood_scores", "score_bank", "statement_texts", "with_scores"]
 
 
 async def likelihood_scores(
@@ -60,18 +60,28 @@ async def score_bank(
         )
     scored = []
     for entry in bank:
-        drawn = [*entry.samples, *([entry.greedy] if entry.greedy else [])]
-        answers = [s.answer for s in drawn if s.answer is not None]
-        scores = await likelihood_scores(backend, dataset, by_id[entry.id], answers)
-        scored_entry = replace(
-            entry,
-            greedy=_with_score(entry.greedy, scores) if entry.greedy else None,
-            samples=tuple(_with_score(sample, scores) for sample in entry.samples),
-        )
+        scored_entry = await with_scores(entry, dataset, by_id[entry.id], backend)
         scored.append(scored_entry)
         if on_question is not None:
             on_question(scored_entry)
     return scored
+
+
+async def with_scores(
+    entry: BankQuestion, dataset: Dataset, question: Question, backend: Backend
+) -> BankQuestion:
+    """One bank question with its answers' verifier scores (asked with `question`'s prompt)."""
+    drawn = [*entry.samples, *([entry.greedy] if entry.greedy else [])]
+    answers = [s.answer for s in drawn if s.answer is not None]
+    try:
+        scores = await likelihood_scores(backend, dataset, question, answers)
+    except NotImplementedError as exc:
+        raise ConfigError(f"the likelihood verifier needs a backend that scores text: {exc}") from None
+    return replace(
+        entry,
+        greedy=_with_score(entry.greedy, scores) if entry.greedy else None,
+        samples=tuple(_with_score(sample, scores) for sample in entry.samples),
+    )
 
 
 def _with_score(sample: BankSample, scores: dict[str, float]) -> BankSample:

@@ -47,6 +47,18 @@ def test_bank_record_score_and_simulate_with_the_verifier_on_the_embedded_model(
     )
     assert result.exit_code == 0, result.output
     before, after = load_bank(bank), load_bank(scored)
+    verified_while_recording = tmp_path / "recorded-scored.jsonl"
+    recorded = CliRunner().invoke(
+        app,
+        ["bank", "record", "--dataset", "chain_sum", "--limit", "4", "--k", "3", "--threads", "1",
+         "--verify", "--output", str(verified_while_recording)],
+    )  # fmt: skip
+    assert recorded.exit_code == 0, recorded.output
+    for later, at_once in zip(after, load_bank(verified_while_recording), strict=True):
+        assert [s.answer for s in later.samples] == [s.answer for s in at_once.samples]  # same seed
+        assert [s.verifier_score for s in later.samples] == pytest.approx(
+            [s.verifier_score for s in at_once.samples], abs=1e-3
+        )  # a warm prompt scores as a cold one
     assert [q.id for q in before] == [q.id for q in after]
     for plain, verified in zip(before, after, strict=True):
         assert [s.answer for s in plain.samples] == [s.answer for s in verified.samples]

@@ -354,3 +354,29 @@ def test_early_stop_on_verifier_weighted_counts_settles_on_the_likely_answer() -
     assert verified.samples_per_question < 8  # it still stops early
     ungated = simulate(bank, replace(verified_allocator, stop_doubt=None), budget_samples=budget, seeds=3)
     assert ungated.accuracy < verified.accuracy - 0.2 and ungated.tokens < verified.tokens
+
+
+def test_record_bank_can_score_answers_as_it_records() -> None:
+    from budgetflow.allocate.bank import record_bank
+    from budgetflow.types import SamplingParams
+
+    def reply(request: Request, index: int) -> str:
+        return "Answer: 19" if request.sampling.temperature == 0 else "Answer: -12"
+
+    backend = _ScoringFunctionBackend(reply)
+    (entry,) = asyncio.run(
+        record_bank(_dataset(), backend, k=3, sampling=SamplingParams(), temperature=0.5, verify=True)
+    )
+    assert entry.greedy is not None and entry.greedy.verifier_score == -6.0
+    assert [s.verifier_score for s in entry.samples] == [-0.5, -0.5, -0.5]
+    with pytest.raises(ConfigError, match="needs a backend that scores text"):
+        asyncio.run(
+            record_bank(
+                _dataset(),
+                FunctionBackend(reply),
+                k=1,
+                sampling=SamplingParams(),
+                temperature=0.5,
+                verify=True,
+            )
+        )
