@@ -155,10 +155,7 @@ async def verify_new_answers(backend: Backend, dataset: Dataset, index: int, evi
     )
     if not unscored:
         return 0
-    try:
-        evidence.scores.update(await likelihood_scores(backend, dataset, dataset.questions[index], unscored))
-    except NotImplementedError as exc:
-        raise ConfigError(f"verifier-weighted votes need a backend that scores text: {exc}") from None
+    evidence.scores.update(await likelihood_scores(backend, dataset, dataset.questions[index], unscored))
     try:
         return sum(backend.count_tokens(text) for text in statement_texts(dataset, unscored))
     except NotImplementedError:

@@ -27,13 +27,16 @@ async def likelihood_scores(
     backend: Backend, dataset: Dataset, question: Question, answers: Sequence[str]
 ) -> dict[str, float]:
     """Each distinct normalised answer's log-probability as the model's statement of it, asked
-    with the question's own prompt."""
+    with the question's own prompt. `ConfigError` if the backend cannot score text."""
     distinct = sorted({normalize_answer(answer) for answer in answers})
     if not distinct:
         return {}
     opening = dataset.statement.opening.format(question=question.text)
     request = Request(messages=question.messages, prefill=opening)
-    scores = await backend.score_continuations(request, statement_texts(dataset, distinct))
+    try:
+        scores = await backend.score_continuations(request, statement_texts(dataset, distinct))
+    except NotImplementedError as exc:
+        raise ConfigError(f"the likelihood verifier needs a backend that scores text: {exc}") from None
     return dict(zip(distinct, scores, strict=True))
 
 
@@ -73,10 +76,7 @@ async def with_scores(
     """One bank question with its answers' verifier scores (asked with `question`'s prompt)."""
     drawn = [*entry.samples, *([entry.greedy] if entry.greedy else [])]
     answers = [s.answer for s in drawn if s.answer is not None]
-    try:
-        scores = await likelihood_scores(backend, dataset, question, answers)
-    except NotImplementedError as exc:
-        raise ConfigError(f"the likelihood verifier needs a backend that scores text: {exc}") from None
+    scores = await likelihood_scores(backend, dataset, question, answers)
     return replace(
         entry,
         greedy=_with_score(entry.greedy, scores) if entry.greedy else None,

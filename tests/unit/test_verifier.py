@@ -238,7 +238,7 @@ def test_live_allocation_asks_the_verifier_once_per_new_answer_and_its_vote_wins
         )
     )
     assert plain.results[0].answer == "19"
-    with pytest.raises(ConfigError, match="need a backend that scores text"):
+    with pytest.raises(ConfigError, match="needs a backend that scores text"):
         asyncio.run(
             run_allocated(
                 dataset, FunctionBackend(reply), allocator, budget_samples=3, sampling=SamplingParams()
