@@ -10,6 +10,8 @@ so a token budget, retries and metering apply as for any strategy.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -83,6 +85,11 @@ async def run_allocated(
         for messages, count in shares or [(question.messages, granted)]:
             await _request(index, messages, count, heat, greedy)
 
+    # With a verifier, a request and the scoring of its answers run back to back: the scoring then
+    # finds the question's prompt still cached (another question's request would evict it).
+    verifying = allocator.voting.verifier_weight is not None
+    back_to_back = asyncio.Lock() if verifying else contextlib.nullcontext()
+
     async def _request(index: int, messages: tuple[Message, ...], n: int, heat: float, greedy: bool) -> None:
         evidence = books.evidence[index]
         quota = None if greedy else allocator.quota(evidence)
@@ -92,21 +99,22 @@ async def run_allocated(
             seed=sample_seed(sampling, index, len(evidence.answers)),
             max_tokens=quota or sampling.max_tokens,
         )
-        requested = time.perf_counter()
-        try:
-            response = await backends[index].complete(Request(messages=messages, sampling=params, n=n))
-        except BudgetExceeded:
-            books.samples_left += n
-            books.refused.add(index)
-            return
-        books.usage[index] = books.usage[index] + response.usage
-        for completion in response.completions:
-            cut = quota is not None and completion.finish_reason == "length"
-            answer = None if cut else extract_answer(completion.text)
-            record_completion(books, index, answer, completion, greedy)
-        if allocator.voting.verifier_weight is not None:
-            verified = await verify_new_answers(backend, dataset, index, books.evidence[index])
-            books.usage[index] = books.usage[index] + Usage(prompt_tokens=verified)
+        async with back_to_back:
+            requested = time.perf_counter()  # after any wait for the lock: seconds are the question's own
+            try:
+                response = await backends[index].complete(Request(messages=messages, sampling=params, n=n))
+            except BudgetExceeded:
+                books.samples_left += n
+                books.refused.add(index)
+                return
+            books.usage[index] = books.usage[index] + response.usage
+            for completion in response.completions:
+                cut = quota is not None and completion.finish_reason == "length"
+                answer = None if cut else extract_answer(completion.text)
+                record_completion(books, index, answer, completion, greedy)
+            if verifying:
+                verified = await verify_new_answers(backend, dataset, index, books.evidence[index])
+                books.usage[index] = books.usage[index] + Usage(prompt_tokens=verified)
         evidence.seconds += time.perf_counter() - requested
 
     everyone = range(len(dataset))

@@ -380,3 +380,34 @@ def test_record_bank_can_score_answers_as_it_records() -> None:
                 verify=True,
             )
         )
+
+
+def test_live_scoring_follows_its_own_questions_request_so_the_prompt_is_still_cached() -> None:
+    from budgetflow.allocate.live import run_allocated
+    from budgetflow.types import SamplingParams
+
+    calls: list[tuple[str, str]] = []
+
+    class Logging(_ScoringFunctionBackend):
+        async def complete(self, request: Request) -> Response:
+            calls.append(("sample", request.messages[0].text))
+            await asyncio.sleep(0.001)  # let other questions' draws interleave if they can
+            return await super().complete(request)
+
+        async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+            calls.append(("score", request.messages[0].text))
+            return await super().score_continuations(request, continuations)
+
+    questions = tuple(
+        Question(id=f"q{i}", text=f"{i} - 4", gold="-12", messages=(Message("user", f"Q: {i} - 4\nA:"),))
+        for i in range(6)
+    )
+    dataset = Dataset(name="six", questions=questions, grader=MatchGrader(), statement=ARITHMETIC_STATEMENT)
+    backend = Logging(lambda request, index: f"Answer: {(request.sampling.seed or 0) % 4}")
+    allocator = make_allocator("online", use_greedy=True, verifier_weight=1.0)
+    asyncio.run(
+        run_allocated(dataset, backend, allocator, budget_samples=24, sampling=SamplingParams(seed=3))
+    )
+    scored_after = [calls[i - 1] for i, (kind, _) in enumerate(calls) if kind == "score"]
+    assert scored_after and all(kind == "sample" for kind, _ in scored_after)
+    assert all(calls[i - 1][1] == text for i, (kind, text) in enumerate(calls) if kind == "score")
