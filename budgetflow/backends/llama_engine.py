@@ -243,9 +243,8 @@ class LlamaEngine:
             self._fill_batch(
                 [tokens[s.index] for s in live],
                 [s.index for s in live],
-                position,
+                [position] * len(live),  # one step of every live sample
                 logits_for_last_only=False,
-                same_pos=True,
             )
             for row, s in enumerate(live):
                 tokens[s.index] = self._sample(self._logits(row), s, sampling)
@@ -293,7 +292,7 @@ class LlamaEngine:
         totals = [token_logprob(first, tokens[0]) for tokens in group]
         if rows:
             tokens, seqs, positions = (list(column) for column in zip(*rows, strict=True))
-            self._fill_batch(tokens, seqs, positions, logits_for_last_only=False, same_pos=False)
+            self._fill_batch(tokens, seqs, positions, logits_for_last_only=False)
             row = 0
             for seq, continuation in enumerate(group):
                 for token in continuation[1:]:
@@ -363,7 +362,8 @@ class LlamaEngine:
         for start in range(reuse, len(prompt_tokens), _PROMPT_CHUNK):
             chunk = prompt_tokens[start : start + _PROMPT_CHUNK]
             is_last = start + _PROMPT_CHUNK >= len(prompt_tokens)
-            self._fill_batch(chunk, [0] * len(chunk), start, logits_for_last_only=is_last, same_pos=False)
+            positions = list(range(start, start + len(chunk)))
+            self._fill_batch(chunk, [0] * len(chunk), positions, logits_for_last_only=is_last)
         self._cached_prompt = list(prompt_tokens)
         self.reused_prompt_tokens += reuse
         return self._logits(self._batch.n_tokens - 1)
@@ -372,21 +372,16 @@ class LlamaEngine:
         self,
         tokens: list[int],
         seq_ids: list[int],
-        position: int | list[int],
+        positions: list[int],
         *,
         logits_for_last_only: bool,
-        same_pos: bool,
     ) -> None:
-        """Decode one batch; `position` is every token's own position when a list, else the first
-        token's (`same_pos`: all tokens' position)."""
+        """Decode one batch: token i goes to sequence `seq_ids[i]` at `positions[i]`."""
         batch = self._batch
         batch.n_tokens = len(tokens)
-        for i, (token, seq) in enumerate(zip(tokens, seq_ids, strict=True)):
+        for i, (token, seq, position) in enumerate(zip(tokens, seq_ids, positions, strict=True)):
             batch.token[i] = token
-            if isinstance(position, list):
-                batch.pos[i] = position[i]
-            else:
-                batch.pos[i] = position if same_pos else position + i
+            batch.pos[i] = position
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = seq
             batch.logits[i] = (i == len(tokens) - 1) if logits_for_last_only else 1
