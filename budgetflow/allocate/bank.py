@@ -29,7 +29,7 @@ from budgetflow.errors import DatasetError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.types import Message, Question, Request, SamplingParams
 
-__all__ = ["BankQuestion", "BankSample", "load_bank", "record_bank", "write_bank"]
+__all__ = ["BankQuestion", "BankSample", "load_bank", "optional_number", "record_bank", "write_bank"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,12 +112,13 @@ def _sample(value: Any, where: str) -> BankSample:
         correct=bool(value["correct"]),
         completion_tokens=tokens,
         seconds=float(value.get("seconds", 0.0)),
-        mean_logprob=_optional_float(value.get("mean_logprob"), f"{where}: mean_logprob"),
-        verifier_score=_optional_float(value.get("verifier_score"), f"{where}: verifier_score"),
+        mean_logprob=optional_number(value.get("mean_logprob"), f"{where}: mean_logprob"),
+        verifier_score=optional_number(value.get("verifier_score"), f"{where}: verifier_score"),
     )
 
 
-def _optional_float(value: Any, where: str) -> float | None:
+def optional_number(value: Any, where: str) -> float | None:
+    """`value` as a float, None for null; `DatasetError` naming `where` for anything else."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):

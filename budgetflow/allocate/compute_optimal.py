@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from budgetflow.allocate.bank import BankQuestion
+from budgetflow.allocate.bank import BankQuestion, optional_number
 from budgetflow.allocate.policies import Evidence, Voting, answer_key
 from budgetflow.allocate.simulate import majority_curve
-from budgetflow.errors import ConfigError
+from budgetflow.errors import ConfigError, DatasetError
 
 __all__ = ["PROBE_SAMPLES", "CalibrationTable", "calibrate", "probe_bin"]
 
@@ -75,20 +75,12 @@ class CalibrationTable:
                 plans,
                 Voting(
                     greedy_weight=float(voting.get("greedy_weight", 1.0)),
-                    confidence_weight=_optional(voting.get("confidence_weight")),
-                    verifier_weight=_optional(voting.get("verifier_weight")),
+                    confidence_weight=optional_number(voting.get("confidence_weight"), "confidence_weight"),
+                    verifier_weight=optional_number(voting.get("verifier_weight"), "verifier_weight"),
                 ),
             )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, DatasetError) as exc:
             raise ConfigError(f"{path}: not a calibration table ({exc})") from None
-
-
-def _optional(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"a vote weight must be a number or null, got {value!r}")
-    return float(value)
 
 
 def _calibration_bin(question: BankQuestion, rng: random.Random) -> int:
