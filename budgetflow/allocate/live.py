@@ -113,8 +113,7 @@ async def run_allocated(
                 answer = None if cut else extract_answer(completion.text)
                 record_completion(books, index, answer, completion, greedy)
             if verifying:
-                verified = await verify_new_answers(backend, dataset, index, books.evidence[index])
-                books.usage[index] = books.usage[index] + Usage(prompt_tokens=verified)
+                await verify_new_answers(backend, dataset, books, index)
         evidence.seconds += time.perf_counter() - requested
 
     everyone = range(len(dataset))
@@ -153,11 +152,12 @@ async def _spend_by_priority(
         await run_all(draw(i, 1, temperature) for i in batch)
 
 
-async def verify_new_answers(backend: Backend, dataset: Dataset, index: int, evidence: Evidence) -> int:
+async def verify_new_answers(backend: Backend, dataset: Dataset, books: Books, index: int) -> int:
     """Score the question's answers the verifier has not scored yet (the likelihood verifier on
-    `backend`, prompt tokens only). Returns the tokens it scored (the statements; the question's
-    prompt is the one its samples just cached), which the caller adds to the question's prompt
-    usage; they are not charged to the run's ledger. Its time is the question's."""
+    `backend`, prompt tokens only) and add the tokens it scored (the statements; the question's
+    prompt is the one its samples just cached) to the question's prompt usage — not charged to the
+    run's ledger. Returns those tokens. Its time is the question's."""
+    evidence = books.evidence[index]
     unscored = sorted(
         {a for a in [*evidence.answers, evidence.greedy] if a is not None} - set(evidence.scores)
     )
@@ -165,9 +165,11 @@ async def verify_new_answers(backend: Backend, dataset: Dataset, index: int, evi
         return 0
     evidence.scores.update(await likelihood_scores(backend, dataset, dataset.questions[index], unscored))
     try:
-        return sum(backend.count_tokens(text) for text in statement_texts(dataset, unscored))
+        tokens = sum(backend.count_tokens(text) for text in statement_texts(dataset, unscored))
     except NotImplementedError:
         return 0
+    books.usage[index] = books.usage[index] + Usage(prompt_tokens=tokens)
+    return tokens
 
 
 def record_completion(

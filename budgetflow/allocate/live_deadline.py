@@ -35,7 +35,7 @@ from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
 from budgetflow.runtime.events import EventStream
 from budgetflow.runtime.executor import RunContext
-from budgetflow.types import Request, SamplingParams, Usage
+from budgetflow.types import Request, SamplingParams
 
 __all__ = ["run_planned"]
 
@@ -166,5 +166,4 @@ async def _draw(lanes: _Lanes, lane: int, plan: DrawPlan, sampling: SamplingPara
     for completion in response.completions:
         record_completion(books, index, extract_answer(completion.text), completion, plan.greedy)
     if lanes.verify:
-        verified = await verify_new_answers(lanes.verifier, lanes.dataset, index, evidence)
-        books.usage[index] = books.usage[index] + Usage(prompt_tokens=verified)
+        await verify_new_answers(lanes.verifier, lanes.dataset, books, index)

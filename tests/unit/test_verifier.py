@@ -327,17 +327,19 @@ def test_compute_optimal_calibrates_for_the_verifiers_vote_and_the_table_keeps_i
 
 
 def test_live_verification_reports_the_tokens_it_scored_once() -> None:
-    from budgetflow.allocate.live import verify_new_answers
+    from budgetflow.allocate.live import Books, verify_new_answers
 
-    backend, evidence = _ScoringFunctionBackend(lambda request, index: ""), Evidence()
+    backend, books = _ScoringFunctionBackend(lambda request, index: ""), Books(1, 0)
+    evidence = books.evidence[0]
     evidence.add("19")
     evidence.add("-12")
     evidence.set_greedy("19")
-    tokens = asyncio.run(verify_new_answers(backend, _dataset(), 0, evidence))
+    tokens = asyncio.run(verify_new_answers(backend, _dataset(), books, 0))
     assert tokens == len(" -12.") + len(" 19.") and evidence.scores == {"-12": -0.5, "19": -6.0}
+    assert books.usage[0].prompt_tokens == tokens  # the question's usage carries them
     evidence.add("-12")
-    assert asyncio.run(verify_new_answers(backend, _dataset(), 0, evidence)) == 0  # nothing new to score
-    assert backend.scored == [" -12.", " 19."]
+    assert asyncio.run(verify_new_answers(backend, _dataset(), books, 0)) == 0  # nothing new to score
+    assert backend.scored == [" -12.", " 19."] and books.usage[0].prompt_tokens == tokens
 
 
 def test_early_stop_on_verifier_weighted_counts_settles_on_the_likely_answer() -> None:
