@@ -31,7 +31,7 @@ import aiohttp
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.backends.wrappers import Budgeted, Metered, RateLimit, Retry
 from budgetflow.budget import Budget, Ledger
-from budgetflow.runtime.events import EventStream
+from budgetflow.events import EventStream
 from budgetflow.types import Request, SamplingParams
 
 PROMPT = "What is 6 x 7? Answer with a number."

@@ -2,7 +2,8 @@
 
 from budgetflow.backends import Backend, FunctionBackend, OpenAICompatibleBackend, ScriptedBackend
 from budgetflow.errors import BudgetflowError
-from budgetflow.strategies import Single, Vote, run_strategy
+from budgetflow.runtime.strategy_runner import run_strategy
+from budgetflow.strategies import Single, Vote
 from budgetflow.types import (
     AudioPart,
     Completion,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from budgetflow.errors import BudgetExceeded, ConfigError
-from budgetflow.runtime.events import (
+from budgetflow.events import (
     BudgetDenied,
     BudgetReleased,
     BudgetReserved,

@@ -31,8 +31,8 @@ from budgetflow.evaluate.datasets import (
 )
 from budgetflow.evaluate.report import plot_reports, write_markdown
 from budgetflow.evaluate.runner import StrategyReport, evaluate
-from budgetflow.runtime.events import Event, EventStream, QuestionFinished, RequestFinished
-from budgetflow.runtime.executor import EndpointLimits, RetryPolicy
+from budgetflow.events import Event, EventStream, QuestionFinished, RequestFinished
+from budgetflow.runtime.context import EndpointLimits, RetryPolicy
 from budgetflow.strategies.base import Strategy
 from budgetflow.strategies.parse import StrategyOptions, parse_strategy
 from budgetflow.types import SamplingParams

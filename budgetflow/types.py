@@ -125,6 +125,8 @@ class Request:
     the stopped samples generated. `prefill` is the start of the assistant's reply, which the
     samples continue (completions hold only the continuation). `thinking` switches a reasoning
     model's thinking on or off where the backend supports it (None: the backend's default).
+    `unit_id` names the unit of work that sent it (for events and journals; backends ignore it,
+    and it is not part of what a cache matches).
     """
 
     messages: tuple[Message, ...]
@@ -134,6 +136,7 @@ class Request:
     keep_first: int | None = None
     prefill: str = ""
     thinking: bool | None = None
+    unit_id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", tuple(self.messages))
@@ -238,11 +241,16 @@ class Completion:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Response:
-    """The `n` completions a backend returned for one request, and what they cost."""
+    """The `n` completions a backend returned for one request, and what they cost.
+
+    `usage` is what the backend reported. `unreported` is work it did but could not report —
+    first-finish racers cancelled mid-generation over HTTP, which servers bill — charged
+    conservatively (their prompt and their whole `max_tokens`); the ledger settles both."""
 
     completions: tuple[Completion, ...]
     usage: Usage
     model: str = ""
+    unreported: Usage = field(default_factory=lambda: Usage())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "completions", tuple(self.completions))

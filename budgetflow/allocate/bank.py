@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
-from budgetflow.concurrency import run_all
 from budgetflow.errors import DatasetError
 from budgetflow.evaluate.datasets import Dataset
+from budgetflow.runtime.context import RunContext, Unit
+from budgetflow.runtime.scheduler import run_units
 from budgetflow.types import Message, Question, Request, SamplingParams
 
 __all__ = ["BankQuestion", "BankSample", "load_bank", "optional_number", "record_bank", "write_bank"]
@@ -140,44 +141,51 @@ async def record_bank(
 ) -> list[BankQuestion]:
     """Draw one greedy answer and `k` samples at `temperature` for every question of `dataset`.
 
-    With `ensemble`, the samples are spread round-robin over the question's prompts
-    (`Question.prompts`); the greedy answer always comes from its own prompt. With `verify`, the
-    likelihood verifier scores every answer right after its question's samples (the backend must
-    score text: `Backend.score_continuations`), as `budgetflow bank score` would later."""
-    import asyncio
-
+    Each question is a unit of one `RunContext` (seeds by the run's seed policy, requests metered
+    and on its event stream). With `ensemble`, the samples are spread round-robin over the
+    question's prompts (`Question.prompts`); the greedy answer always comes from its own prompt.
+    With `verify`, the likelihood verifier scores every answer right after its question's samples
+    (the backend must score text: `Backend.score_continuations`), as `budgetflow bank score`
+    would later."""
     from budgetflow.allocate.verify import with_scores
 
-    limiter = asyncio.Semaphore(concurrency)
+    context = RunContext(backend, seed=sampling.seed)
+    params = replace(sampling, stop=sampling.stop or dataset.stop, logprobs=True)
 
-    async def one(question: Question) -> BankQuestion:
-        async with limiter:
-            own = question.messages
-            greedy = await _draw(backend, dataset, question, own, sampling, temperature=0.0, n=1)
-            shares = question.prompt_shares(k) if ensemble else [(question.messages, k)]
-            samples = []
-            for messages, count in shares:
-                samples += await _draw(
-                    backend, dataset, question, messages, sampling, temperature=temperature, n=count
-                )
-            entry = BankQuestion(
-                id=question.id,
-                question=question.text,
-                gold=question.gold,
-                greedy=greedy[0],
-                samples=tuple(samples),
+    async def one(question: Question, unit: Unit) -> BankQuestion:
+        greedy = await _draw(unit, dataset, question, question.messages, params, temperature=0.0, n=1)
+        shares = question.prompt_shares(k) if ensemble else [(question.messages, k)]
+        samples = []
+        for messages, count in shares:
+            samples += await _draw(
+                unit, dataset, question, messages, params, temperature=temperature, n=count
             )
-            if verify:
-                entry = await with_scores(entry, dataset, question, backend)
+        entry = BankQuestion(
+            id=question.id,
+            question=question.text,
+            gold=question.gold,
+            greedy=greedy[0],
+            samples=tuple(samples),
+        )
+        if verify:
+            entry = await with_scores(entry, dataset, question, unit.backend())
         if on_question is not None:
             on_question(entry)
         return entry
 
-    return await run_all(one(q) for q in dataset.questions)
+    return await run_units(
+        context,
+        dataset.questions,
+        one,
+        unit_id=lambda q: q.id,
+        kind="bank",
+        concurrency=concurrency,
+        pace=False,
+    )
 
 
 async def _draw(
-    backend: Backend,
+    unit: Unit,
     dataset: Dataset,
     question: Question,
     messages: tuple[Message, ...],
@@ -186,11 +194,10 @@ async def _draw(
     temperature: float,
     n: int,
 ) -> list[BankSample]:
-    from dataclasses import replace
-
-    params = replace(sampling, temperature=temperature, stop=sampling.stop or dataset.stop, logprobs=True)
     started = time.perf_counter()
-    response = await backend.complete(Request(messages=messages, sampling=params, n=n))
+    request = Request(messages=messages, sampling=replace(sampling, temperature=temperature), n=n)
+    response = await unit.draw(request, shrink=False)
+    assert response is not None, "a bank recording has no budget to refuse it"
     seconds = (time.perf_counter() - started) / n
     drawn = []
     for completion in response.completions:

@@ -1,11 +1,13 @@
-"""Allocation on a live backend: the allocator plans, this loop does the I/O.
+"""Allocation on a live backend: the allocator plans, the execution core does the I/O.
 
-Every question first gets the allocator's greedy answer (if it uses one) and its probe samples,
-one request per question; then, while the sample budget lasts, the questions with the highest
-priority get one more sample each, up to `concurrency` at a time among those within half of the
-best priority, and priorities are recomputed
-as answers come back. All requests go through the run's ledger and event stream (`RunContext`),
-so a token budget, retries and metering apply as for any strategy.
+Every question is a unit of one `RunContext` (its own ledger under the run's, the endpoint's
+shared limits, the run's seed policy and event stream). Every question first gets the allocator's
+greedy answer (if it uses one) and its probe samples, one request per question; then, while the
+sample budget lasts, the questions with the highest priority get one more sample each, up to
+`concurrency` at a time among those within half of the best priority, and priorities are
+recomputed as answers come back. `draw_for_question` is the one draw step that both this loop
+and the deadline planner's lanes use; the likelihood verifier's scoring goes through the same
+unit stack (reserved, rate limited, metered, in the ledger).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
-from budgetflow.allocate.verify import likelihood_scores, statement_texts
+from budgetflow.allocate.verify import likelihood_scores
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
@@ -25,20 +27,20 @@ from budgetflow.concurrency import run_all
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
-from budgetflow.runtime.events import EventStream, QuestionFinished
-from budgetflow.runtime.executor import EndpointLimits, RunContext
-from budgetflow.types import Completion, Message, Request, SamplingParams, Usage
+from budgetflow.events import EventStream, QuestionFinished, UnitFinished
+from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
+from budgetflow.types import Completion, Message, Request, SamplingParams
 
-__all__ = ["run_allocated"]
+__all__ = ["AllocationRun", "Books", "draw_for_question", "run_allocated"]
 
 
 class Books:
-    """Per-question evidence, raw answers, usage and a shared sample budget."""
+    """Per-question evidence and raw answers, the questions' units, and a shared sample budget."""
 
     def __init__(self, size: int, samples: int) -> None:
         self.evidence = [Evidence() for _ in range(size)]
         self.raw: list[dict[str, str]] = [{} for _ in range(size)]
-        self.usage = [Usage() for _ in range(size)]
+        self.units: list[Unit | None] = [None] * size
         self.samples_left = samples
         self.refused: set[int] = set()
 
@@ -46,6 +48,26 @@ class Books:
         granted = max(0, min(n, self.samples_left))
         self.samples_left -= granted
         return granted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllocationRun:
+    """What one allocation run shares: the dataset, the allocator, its sampling and temperature."""
+
+    dataset: Dataset
+    allocator: Allocator
+    sampling: SamplingParams
+    temperature: float
+    ensemble: bool = False
+
+    @property
+    def verifying(self) -> bool:
+        return self.allocator.voting.verifier_weight is not None
+
+
+def open_units(context: RunContext, dataset: Dataset, books: Books) -> None:
+    for index, question in enumerate(dataset.questions):
+        books.units[index] = context.unit(question.id, index=index, kind="allocation")
 
 
 async def run_allocated(
@@ -58,6 +80,7 @@ async def run_allocated(
     temperature: float = 0.5,
     concurrency: int = 4,
     budget: Budget | None = None,
+    question_budget: Budget | None = None,
     limits: EndpointLimits | None = None,
     prices: dict[str, Price] | None = None,
     events: EventStream | None = None,
@@ -70,71 +93,122 @@ async def run_allocated(
     answer comes from its own prompt."""
     if budget_samples < 0:
         raise ConfigError(f"budget_samples must be >= 0, got {budget_samples}")
-    context = RunContext(backend, budget=budget, limits=limits, prices=prices, events=events)
-    backends = [context.backend_for(q.id) for q in dataset.questions]
-    sampling = allocation_sampling(sampling, dataset, allocator)
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    context = RunContext(
+        backend,
+        budget=budget,
+        unit_budget=question_budget,
+        limits=limits,
+        prices=prices,
+        events=events,
+        seed=sampling.seed,
+    )
+    run = AllocationRun(
+        dataset=dataset,
+        allocator=allocator,
+        sampling=allocation_sampling(sampling, dataset, allocator),
+        temperature=temperature,
+        ensemble=ensemble,
+    )
     books = Books(len(dataset), budget_samples)
+    open_units(context, dataset, books)
     started = time.perf_counter()
-
-    async def draw(index: int, n: int, heat: float, greedy: bool = False) -> None:
-        granted = books.take(n)
-        if not granted:
-            return
-        question, drawn = dataset.questions[index], len(books.evidence[index].answers)
-        shares = question.prompt_shares(granted, drawn) if ensemble and not greedy else None
-        for messages, count in shares or [(question.messages, granted)]:
-            await _request(index, messages, count, heat, greedy)
-
     # With a verifier, a request and the scoring of its answers run back to back: the scoring then
     # finds the question's prompt still cached (another question's request would evict it).
-    verifying = allocator.voting.verifier_weight is not None
-    back_to_back = asyncio.Lock() if verifying else contextlib.nullcontext()
+    back_to_back = asyncio.Lock() if run.verifying else contextlib.nullcontext()
 
-    async def _request(index: int, messages: tuple[Message, ...], n: int, heat: float, greedy: bool) -> None:
-        evidence = books.evidence[index]
-        quota = None if greedy else allocator.quota(evidence)
-        params = replace(
-            sampling,
-            temperature=heat,
-            seed=sample_seed(sampling, index, len(evidence.answers)),
-            max_tokens=quota or sampling.max_tokens,
-        )
+    async def draw(index: int, n: int, heat: float, greedy: bool = False) -> None:
         async with back_to_back:
-            requested = time.perf_counter()  # after any wait for the lock: seconds are the question's own
-            try:
-                response = await backends[index].complete(Request(messages=messages, sampling=params, n=n))
-            except BudgetExceeded:
-                books.samples_left += n
-                books.refused.add(index)
-                return
-            books.usage[index] = books.usage[index] + response.usage
-            for completion in response.completions:
-                cut = quota is not None and completion.finish_reason == "length"
-                answer = None if cut else extract_answer(completion.text)
-                record_completion(books, index, answer, completion, greedy)
-            if verifying:
-                await verify_new_answers(backend, dataset, books, index)
-        evidence.seconds += time.perf_counter() - requested
+            await draw_for_question(run, books, index, n, heat=heat, greedy=greedy)
 
-    everyone = range(len(dataset))
+    await _spend(run, books, draw, concurrency)
+    report = build_report(run, books, context, on_result)
+    report.wall_seconds = time.perf_counter() - started
+    return report
+
+
+async def _spend(
+    run: AllocationRun, books: Books, draw: Callable[..., Awaitable[None]], concurrency: int
+) -> None:
+    allocator, everyone = run.allocator, range(len(run.dataset))
     if allocator.use_greedy:
         await run_all(draw(i, 1, 0.0, greedy=True) for i in everyone)
     if allocator.probe:
-        await run_all(draw(i, allocator.probe, temperature) for i in everyone)
+        await run_all(draw(i, allocator.probe, run.temperature) for i in everyone)
     if not allocator.adaptive:
-        share, extra = divmod(books.samples_left, len(dataset))
-        await run_all(draw(i, share + (i < extra), temperature) for i in everyone)
+        share, extra = divmod(books.samples_left, len(run.dataset))
+        await run_all(draw(i, share + (i < extra), run.temperature) for i in everyone)
     else:
-        await _spend_by_priority(books, allocator, draw, concurrency, temperature)
-    report = build_report(dataset, allocator, books, context, on_result)
-    report.wall_seconds = time.perf_counter() - started
-    return report
+        await _spend_by_priority(books, allocator, draw, concurrency, run.temperature)
+
+
+async def draw_for_question(
+    run: AllocationRun,
+    books: Books,
+    index: int,
+    n: int,
+    *,
+    heat: float,
+    greedy: bool = False,
+    lane: int = 0,
+    taken: bool = False,
+) -> int:
+    """The one draw step of live allocation: take up to `n` samples from the sample budget (the
+    caller already did with `taken`), send them through question `index`'s unit (spread over its
+    prompts with `ensemble`), record the answers, verify new ones. Returns the samples drawn; what
+    the token budget refused goes back to the sample budget."""
+    granted = n if taken else books.take(n)
+    if not granted:
+        return 0
+    question, drawn = run.dataset.questions[index], len(books.evidence[index].answers)
+    shares = question.prompt_shares(granted, drawn) if run.ensemble and not greedy else None
+    got = 0
+    for messages, count in shares or [(question.messages, granted)]:
+        got += await _request(run, books, index, messages, count, heat, greedy, lane)
+    books.samples_left += granted - got
+    return got
+
+
+async def _request(
+    run: AllocationRun,
+    books: Books,
+    index: int,
+    messages: tuple[Message, ...],
+    n: int,
+    heat: float,
+    greedy: bool,
+    lane: int,
+) -> int:
+    unit, evidence = _unit(books, index), books.evidence[index]
+    quota = None if greedy else run.allocator.quota(evidence)
+    ceiling = run.sampling.max_tokens if quota is None else min(quota, run.sampling.max_tokens)
+    params = replace(run.sampling, temperature=heat, max_tokens=ceiling)
+    requested = time.perf_counter()
+    response = await unit.draw(Request(messages=messages, sampling=params, n=n), lane=lane)
+    if response is None:
+        books.refused.add(index)
+        return 0
+    for completion in response.completions:
+        cut = quota is not None and completion.finish_reason == "length"
+        answer = None if cut else extract_answer(completion.text)
+        record_completion(books, index, answer, completion, greedy)
+    if run.verifying:
+        await verify_new_answers(run.dataset, books, index)
+    evidence.seconds += time.perf_counter() - requested
+    return len(response.completions)
+
+
+def _unit(books: Books, index: int) -> Unit:
+    unit = books.units[index]
+    assert unit is not None, "open_units first"
+    return unit
 
 
 async def _spend_by_priority(
     books: Books,
     allocator: Allocator,
-    draw: Callable[[int, int, float], Awaitable[None]],
+    draw: Callable[..., Awaitable[None]],
     concurrency: int,
     temperature: float,
 ) -> None:
@@ -152,24 +226,25 @@ async def _spend_by_priority(
         await run_all(draw(i, 1, temperature) for i in batch)
 
 
-async def verify_new_answers(backend: Backend, dataset: Dataset, books: Books, index: int) -> int:
-    """Score the question's answers the verifier has not scored yet (the likelihood verifier on
-    `backend`, prompt tokens only) and add the tokens it scored (the statements; the question's
-    prompt is the one its samples just cached) to the question's prompt usage — not charged to the
-    run's ledger. Returns those tokens. Its time is the question's."""
+async def verify_new_answers(dataset: Dataset, books: Books, index: int, *, lane: int = 0) -> int:
+    """Score the question's answers the verifier has not scored yet (the likelihood verifier,
+    prompt tokens only) through the question's unit: reserved, rate limited, metered and settled
+    in its ledger like any request. Returns how many answers were scored (0 when the budget
+    refused the scoring: the answers stay unscored and the vote stays unweighted)."""
     evidence = books.evidence[index]
     unscored = sorted(
         {a for a in [*evidence.answers, evidence.greedy] if a is not None} - set(evidence.scores)
     )
     if not unscored:
         return 0
-    evidence.scores.update(await likelihood_scores(backend, dataset, dataset.questions[index], unscored))
+    backend = _unit(books, index).backend(lane)
     try:
-        tokens = sum(backend.count_tokens(text) for text in statement_texts(dataset, unscored))
-    except NotImplementedError:
+        scores = await likelihood_scores(backend, dataset, dataset.questions[index], unscored)
+    except BudgetExceeded:
+        books.refused.add(index)
         return 0
-    books.usage[index] = books.usage[index] + Usage(prompt_tokens=tokens)
-    return tokens
+    evidence.scores.update(scores)
+    return len(unscored)
 
 
 def record_completion(
@@ -194,49 +269,65 @@ def allocation_sampling(sampling: SamplingParams, dataset: Dataset, allocator: A
     return replace(sampling, stop=sampling.stop or dataset.stop, logprobs=wants_logprobs)
 
 
-def sample_seed(sampling: SamplingParams, index: int, drawn: int) -> int | None:
-    return None if sampling.seed is None else sampling.seed + 7919 * index + 1000 * drawn
-
-
 def build_report(
-    dataset: Dataset,
-    allocator: Allocator,
+    run: AllocationRun,
     books: Books,
     context: RunContext,
     on_result: Callable[[QuestionResult], None] | None,
 ) -> StrategyReport:
-    report = StrategyReport(strategy=f"alloc:{allocator.name}", dataset=dataset.name)
-    for index, question in enumerate(dataset.questions):
-        key = final_answer(books.evidence[index], allocator.voting)
-        answer = None if key is None else books.raw[index].get(key, key)
-        evidence = books.evidence[index]
-        result = QuestionResult(
-            id=question.id,
-            gold=question.gold,
-            answer=answer,
-            score=dataset.grader.grade(answer, question),
-            samples=len(evidence.answers) + evidence.used_greedy,
-            prompt_tokens=books.usage[index].prompt_tokens,
-            completion_tokens=books.usage[index].completion_tokens,
-            seconds=0.0,
-            reason=f"{allocator.name} allocation",
-            sample_answers=tuple(evidence.answers),
-            budget_exhausted=not evidence.answers and not evidence.used_greedy,
-        )
+    """Every question's result; its tokens are what its unit's ledger settled (samples and the
+    verifier's scoring alike)."""
+    report = StrategyReport(strategy=f"alloc:{run.allocator.name}", dataset=run.dataset.name)
+    for index in range(len(run.dataset)):
+        result = _result(run, books, index)
         report.results.append(result)
-        if context.events.active:
-            usage = books.usage[index]
-            context.events.emit(
-                QuestionFinished(
-                    question_id=question.id,
-                    strategy=report.strategy,
-                    answer=answer,
-                    score=result.score,
-                    usage=usage,
-                )
-            )
+        _announce(context, _unit(books, index), report.strategy, result)
         if on_result is not None:
             on_result(result)
     report.spent = context.ledger.spent
     report.reserved_at_end = context.ledger.reserved
     return report
+
+
+def _result(run: AllocationRun, books: Books, index: int) -> QuestionResult:
+    question, evidence, unit = run.dataset.questions[index], books.evidence[index], _unit(books, index)
+    key = final_answer(evidence, run.allocator.voting)
+    answer = None if key is None else books.raw[index].get(key, key)
+    return QuestionResult(
+        id=question.id,
+        gold=question.gold,
+        answer=answer,
+        score=run.dataset.grader.grade(answer, question),
+        samples=len(evidence.answers) + evidence.used_greedy,
+        prompt_tokens=unit.usage.prompt_tokens,
+        completion_tokens=unit.usage.completion_tokens,
+        seconds=evidence.seconds,
+        reason=f"{run.allocator.name} allocation",
+        sample_answers=tuple(evidence.answers),
+        budget_exhausted=not evidence.answers and not evidence.used_greedy,
+    )
+
+
+def _announce(context: RunContext, unit: Unit, strategy: str, result: QuestionResult) -> None:
+    if not context.events.active:
+        return
+    usage = unit.usage
+    context.events.emit(
+        QuestionFinished(
+            unit_id=unit.id,
+            question_id=result.id,
+            strategy=strategy,
+            answer=result.answer,
+            score=result.score,
+            usage=usage,
+        )
+    )
+    context.events.emit(
+        UnitFinished(
+            unit_id=unit.id,
+            answer=result.answer,
+            reason=result.reason,
+            spent=unit.spent,
+            starved=result.budget_exhausted,
+        )
+    )

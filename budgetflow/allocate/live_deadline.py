@@ -1,13 +1,14 @@
 """The deadline planner live: several backends, one sample budget, one wall-clock deadline.
 
-Each backend ("lane") has at most one request in flight. Whenever a lane is idle, the planner
-(`plan_next_draw`) picks its next draw — which question, how many samples, or a greedy answer —
-from the evidence pooled over all lanes, with the time left to the deadline as the lane's time
-and the seconds per sample it has observed on that lane. Requests still running at the deadline
-are cancelled; every question answers with what it has. With verifier-weighted votes the first
-backend scores each new answer (the likelihood verifier), whichever lane drew it. All requests go
-through one ledger shared by the lanes (`RunContext(ledger=...)`), so a token budget holds across
-backends.
+Each backend ("lane") is an endpoint of one `RunContext` (the run's ledger, prices, rate and
+concurrency limits, retry policy and seed policy hold across all of them) and has at most one
+request in flight. Whenever a lane is idle, the planner (`plan_next_draw`) picks its next draw —
+which question, how many samples, or a greedy answer — from the evidence pooled over all lanes,
+with the time left to the deadline as the lane's time and the seconds per sample it has observed
+on that lane. Draws go through `draw_for_question`, the same draw step as `run_allocated`, inside
+one task group; requests still running at the deadline are cancelled (their spend settles in the
+ledger); every question answers with what it has. With verifier-weighted votes the first backend
+scores each new answer (the likelihood verifier), whichever lane drew it.
 """
 
 from __future__ import annotations
@@ -19,48 +20,33 @@ from dataclasses import replace
 
 from budgetflow.allocate.deadline import DrawPlan, LaneView, plan_next_draw
 from budgetflow.allocate.live import (
+    AllocationRun,
     Books,
     allocation_sampling,
     build_report,
-    record_completion,
-    sample_seed,
-    verify_new_answers,
+    draw_for_question,
+    open_units,
 )
 from budgetflow.allocate.policies import Allocator
-from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
-from budgetflow.budget import Budget, Ledger
-from budgetflow.errors import BudgetExceeded, ConfigError
+from budgetflow.budget import Budget, Price
+from budgetflow.errors import ConfigError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
-from budgetflow.runtime.events import EventStream
-from budgetflow.runtime.executor import RunContext
-from budgetflow.types import Request, SamplingParams
+from budgetflow.events import EventStream
+from budgetflow.runtime.context import EndpointLimits, RunContext
+from budgetflow.types import SamplingParams
 
 __all__ = ["run_planned"]
 
 
 class _Lanes:
-    """The lanes' contexts, per-question backends and planner views, and the shared books."""
+    """The planner's view of each lane, and the shared books."""
 
-    def __init__(
-        self, dataset: Dataset, backends: list[Backend], allocator: Allocator, books: Books, ledger: Ledger
-    ) -> None:
-        events = ledger.events or EventStream()
-        self.contexts = [RunContext(b, ledger=ledger, events=events) for b in backends]
-        self.per_question: list[dict[int, Backend]] = [{} for _ in backends]
-        greedy = set(range(len(dataset))) if allocator.use_greedy else set()
-        self.views = [LaneView(seconds_left=0.0, has_greedy=set(greedy)) for _ in backends]
-        self.dataset, self.books = dataset, books
-        #: The first backend verifies every lane's answers (with verifier-weighted votes).
-        self.verifier, self.verify = backends[0], allocator.voting.verifier_weight is not None
-
-    def backend(self, lane: int, question: int) -> Backend:
-        chosen = self.per_question[lane]
-        if question not in chosen:
-            name = f"{self.dataset.questions[question].id}@lane{lane}"
-            chosen[question] = self.contexts[lane].backend_for(name)
-        return chosen[question]
+    def __init__(self, run: AllocationRun, lanes: int, books: Books) -> None:
+        greedy = set(range(len(run.dataset))) if run.allocator.use_greedy else set()
+        self.views = [LaneView(seconds_left=0.0, has_greedy=set(greedy)) for _ in range(lanes)]
+        self.run, self.books = run, books
 
     def retire(self, question: int, *, greedy_only: bool) -> None:
         """No lane plans this question's greedy answer again (or, refused by the budget, anything)."""
@@ -81,89 +67,104 @@ async def run_planned(
     temperature: float = 0.5,
     max_batch: int = 8,
     budget: Budget | None = None,
+    question_budget: Budget | None = None,
+    limits: EndpointLimits | None = None,
+    prices: dict[str, Price] | None = None,
     events: EventStream | None = None,
+    ensemble: bool = False,
     on_result: Callable[[QuestionResult], None] | None = None,
 ) -> StrategyReport:
     """Answer `dataset` with at most `budget_samples` samples over `backends` by `deadline_seconds`."""
     if not backends or budget_samples < 0 or deadline_seconds <= 0:
         raise ConfigError("run_planned needs backends, budget_samples >= 0 and deadline_seconds > 0")
-    sampling = allocation_sampling(sampling, dataset, allocator)
+    context = RunContext(
+        backends[0],
+        lanes=tuple(backends[1:]),
+        budget=budget,
+        unit_budget=question_budget,
+        prices=prices,
+        limits=limits,
+        events=events,
+        seed=sampling.seed,
+    )
+    run = AllocationRun(
+        dataset=dataset,
+        allocator=allocator,
+        sampling=allocation_sampling(sampling, dataset, allocator),
+        temperature=temperature,
+        ensemble=ensemble,
+    )
     books = Books(len(dataset), budget_samples)
-    lanes = _Lanes(dataset, backends, allocator, books, Ledger(budget, events=events, name="run"))
+    open_units(context, dataset, books)
+    lanes = _Lanes(run, len(backends), books)
     started = time.perf_counter()
-
-    def time_left() -> float:
-        return max(0.0, deadline_seconds - (time.perf_counter() - started))
-
-    running: dict[asyncio.Task[None], int] = {}
-    try:
-        while True:
-            for lane in set(range(len(backends))) - set(running.values()):
-                plan = _plan(lanes, lane, allocator, time_left(), max_batch)
-                if plan is not None:
-                    books.samples_left -= plan.n
-                    if plan.greedy:
-                        lanes.retire(plan.question, greedy_only=True)
-                    running[asyncio.create_task(_draw(lanes, lane, plan, sampling, temperature))] = lane
-            if not running:
-                break
-            done, _ = await asyncio.wait(running, timeout=time_left(), return_when=asyncio.FIRST_COMPLETED)
-            if not done:  # the deadline: what is still running is cancelled below
-                break
-            for task in done:
-                running.pop(task)
-                task.result()
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-    report = build_report(dataset, allocator, books, lanes.contexts[0], on_result)
+    await _run_lanes(lanes, lambda: max(0.0, deadline_seconds - (time.perf_counter() - started)), max_batch)
+    report = build_report(run, books, context, on_result)
     report.strategy = f"alloc:{allocator.name}x{len(backends)}"
     report.wall_seconds = time.perf_counter() - started
     return report
 
 
-def _plan(lanes: _Lanes, lane: int, allocator: Allocator, left: float, max_batch: int) -> DrawPlan | None:
-    view = lanes.views[lane]
+async def _run_lanes(lanes: _Lanes, time_left: Callable[[], float], max_batch: int) -> None:
+    """Keep every lane busy with the planner's next draw until the deadline or nothing is left;
+    at the deadline, cancel what is still running."""
+    idle: asyncio.Queue[int] = asyncio.Queue()
+    running: dict[int, asyncio.Task[None]] = {}
+    async with asyncio.TaskGroup() as group:
+        while True:
+            for lane in sorted(set(range(len(lanes.views))) - set(running)):
+                plan = _plan(lanes, lane, time_left(), max_batch)
+                if plan is not None:
+                    task = group.create_task(_draw(lanes, lane, plan))
+                    task.add_done_callback(_notify(idle, lane))
+                    running[lane] = task
+            if not running:
+                return
+            try:
+                finished = await asyncio.wait_for(idle.get(), timeout=time_left())
+            except TimeoutError:  # the deadline: cancel what is still running
+                for task in running.values():
+                    task.cancel()
+                return
+            running.pop(finished)
+
+
+def _notify(idle: asyncio.Queue[int], lane: int) -> Callable[[asyncio.Task[None]], None]:
+    return lambda _: idle.put_nowait(lane)
+
+
+def _plan(lanes: _Lanes, lane: int, left: float, max_batch: int) -> DrawPlan | None:
+    view, books = lanes.views[lane], lanes.books
     view.seconds_left = left
-    if left <= 0 or lanes.books.samples_left <= 0:
+    if left <= 0 or books.samples_left <= 0:
         return None
     plan = plan_next_draw(
-        lanes.books.evidence,
+        books.evidence,
         [view],
-        allocator=allocator,
-        samples_left=lanes.books.samples_left,
+        allocator=lanes.run.allocator,
+        samples_left=books.samples_left,
         max_batch=max_batch,
     )
-    return None if plan is None else replace(plan, lane=lane)
+    if plan is None:
+        return None
+    books.take(plan.n)  # at planning time: the next lane plans with what is left
+    if plan.greedy:
+        lanes.retire(plan.question, greedy_only=True)
+    return replace(plan, lane=lane)
 
 
-async def _draw(lanes: _Lanes, lane: int, plan: DrawPlan, sampling: SamplingParams, heat: float) -> None:
-    index, books = plan.question, lanes.books
-    evidence, view = books.evidence[index], lanes.views[lane]
-    seed = sample_seed(sampling, index, len(evidence.answers))
-    params = replace(
-        sampling,
-        temperature=0.0 if plan.greedy else heat,
-        seed=None if seed is None else seed + 104_729 * lane,
-    )
-    request = Request(messages=lanes.dataset.questions[index].messages, sampling=params, n=plan.n)
+async def _draw(lanes: _Lanes, lane: int, plan: DrawPlan) -> None:
+    index, books, view = plan.question, lanes.books, lanes.views[lane]
+    heat = 0.0 if plan.greedy else lanes.run.temperature
     requested = time.perf_counter()
-    try:
-        response = await lanes.backend(lane, index).complete(request)
-    except BudgetExceeded:
-        books.samples_left += plan.n
-        books.refused.add(index)
+    got = await draw_for_question(
+        lanes.run, books, index, plan.n, heat=heat, greedy=plan.greedy, lane=lane, taken=True
+    )
+    seconds = time.perf_counter() - requested
+    if not got:
         lanes.retire(index, greedy_only=False)
         return
-    seconds = time.perf_counter() - requested
-    books.usage[index] = books.usage[index] + response.usage
-    evidence.seconds += seconds
     if plan.greedy:
         view.greedy_seconds.append(seconds)
     else:
-        view.observe(index, [seconds / plan.n] * plan.n)
-    for completion in response.completions:
-        record_completion(books, index, extract_answer(completion.text), completion, plan.greedy)
-    if lanes.verify:
-        await verify_new_answers(lanes.verifier, lanes.dataset, books, index)
+        view.observe(index, [seconds / got] * got)

@@ -50,8 +50,9 @@ class Backend(abc.ABC):
         """Exactly how many prompt tokens `request` will cost on this backend (optional)."""
         raise NotImplementedError(f"{type(self).__name__} does not count prompt tokens")
 
-    def count_tokens(self, text: str) -> int:
-        """Count tokens as this backend's model would (optional)."""
+    async def count_tokens(self, text: str) -> int:
+        """Count tokens as this backend's model would (optional). Async: a local model tokenizes on
+        its own worker, never on the event loop's thread."""
         raise NotImplementedError(f"{type(self).__name__} does not count tokens")
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:

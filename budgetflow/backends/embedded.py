@@ -209,7 +209,13 @@ class EmbeddedBackend(Backend):
         """Tokens the model has processed so far (prompts and samples), 0 before the first request."""
         return self._engine.decoded_tokens if self._engine is not None else 0
 
-    def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone, counted on the engine's worker thread (the tokenizer shares
+        the model with decoding, so it never runs on the event loop's thread)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker(), self._token_count, text)
+
+    def _token_count(self, text: str) -> int:
         return len(self._load().tokenize(text))
 
     async def aclose(self) -> None:

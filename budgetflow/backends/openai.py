@@ -145,15 +145,24 @@ class OpenAICompatibleBackend(Backend):
 
     async def _first_finished(self, request: Request, seed: int) -> Response:
         """Start `n` one-sample requests; keep the first `keep_first` replies and close the other
-        connections, which stops their generation on servers that notice (vLLM, llama.cpp)."""
+        connections, which stops their generation on servers that notice (vLLM, llama.cpp).
+
+        The closed racers' usage is never reported, yet servers bill what they generated: each is
+        charged as `unreported` usage, conservatively — the prompt a finished racer reported and
+        the whole `max_tokens`."""
         assert request.keep_first is not None
         posts = (self._post_exact_one(request, seed + i) for i in range(request.n))
         finished = await first_finished(posts, request.keep_first)
         usage = Usage()
         for _, one_usage in finished:
             usage = usage + one_usage
+        cancelled = request.n - len(finished)
+        prompt_each = usage.prompt_tokens // max(1, len(finished))
+        unreported = Usage(prompt_each * cancelled, request.sampling.max_tokens * cancelled)
         completions = tuple(one for one, _ in finished)
-        return Response(completions=completions, usage=usage, model=request.model or self.model)
+        return Response(
+            completions=completions, usage=usage, model=request.model or self.model, unreported=unreported
+        )
 
     async def _post_exact_one(self, request: Request, seed: int) -> tuple[Completion, Usage]:
         completions, usage = await self._post(request, n=1, seed=seed)

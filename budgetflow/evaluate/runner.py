@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
-from budgetflow.concurrency import run_all
 from budgetflow.evaluate.datasets import Dataset
-from budgetflow.runtime.events import EventStream, QuestionFinished
-from budgetflow.runtime.executor import EndpointLimits, RunContext
+from budgetflow.events import EventStream, QuestionFinished, UnitFinished
+from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
+from budgetflow.runtime.scheduler import check_fits, run_units
+from budgetflow.runtime.strategy_runner import run_strategy
 from budgetflow.strategies.base import Strategy
-from budgetflow.strategies.runner import run_strategy
-from budgetflow.types import Question, SamplingParams, Spend, Usage
+from budgetflow.types import Question, Request, SamplingParams, Spend, Usage
 
 __all__ = ["QuestionResult", "StrategyReport", "evaluate"]
 
@@ -97,9 +96,12 @@ async def evaluate(
 ) -> StrategyReport:
     """Answer every question of `dataset` with `strategy`, `concurrency` questions at a time.
 
-    `budget` caps the whole run and `question_budget` each question (both optional, both hard);
-    `limits` sets the endpoint's concurrency (nested calls included), rates and retry policy;
-    `prices` (dollars per million tokens, by model name) let `budget.cost` be kept.
+    Each question is a unit of one `RunContext`. `budget` caps the whole run, paced across the
+    questions (each starts with an equal share of what is left; a budget that cannot pay one
+    sample per question is refused before anything is sent), and `question_budget` each question
+    (both hard); `limits` sets the endpoint's concurrency (nested calls included), rates and
+    retry policy; `prices` (dollars per million tokens, by model name) let `budget.cost` be kept.
+    Every token figure comes from the questions' ledgers (judges and verifiers included).
     Results are reported through `on_result` as each question finishes and returned in dataset
     order. A backend failure that retries cannot fix cancels the questions still running and
     propagates.
@@ -107,52 +109,63 @@ async def evaluate(
     context = RunContext(
         backend,
         budget=budget,
-        question_budget=question_budget,
+        unit_budget=question_budget,
         events=events,
         limits=limits,
         prices=prices,
+        seed=sampling.seed,
     )
-    limiter = asyncio.Semaphore(max(1, concurrency))
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)
+    await check_fits(context, [Request(messages=q.messages, sampling=sampling) for q in dataset.questions])
     report = StrategyReport(strategy=strategy.name, dataset=dataset.name, budget=budget)
     started = time.perf_counter()
 
-    async def answer(question: Question) -> QuestionResult:
-        async with limiter:
-            result = await _answer_one(question, dataset, strategy, context, sampling)
-        if context.events.active:
-            context.events.emit(
-                QuestionFinished(
-                    question_id=question.id,
-                    strategy=strategy.name,
-                    answer=result.answer,
-                    score=result.score,
-                    usage=Usage(result.prompt_tokens, result.completion_tokens),
-                )
-            )
+    async def answer(question: Question, unit: Unit) -> QuestionResult:
+        result = await _answer_one(question, dataset, strategy, unit, sampling)
+        _finished(context, unit, strategy.name, result)
         if on_result is not None:
             on_result(result)
         return result
 
-    report.results = await run_all(answer(q) for q in dataset.questions)
+    report.results = await run_units(
+        context, dataset.questions, answer, unit_id=lambda q: q.id, kind="question", concurrency=concurrency
+    )
     report.wall_seconds = time.perf_counter() - started
     report.spent = context.ledger.spent
     report.reserved_at_end = context.ledger.reserved
     return report
 
 
+def _finished(context: RunContext, unit: Unit, strategy: str, result: QuestionResult) -> None:
+    if not context.events.active:
+        return
+    usage = Usage(result.prompt_tokens, result.completion_tokens)
+    context.events.emit(
+        QuestionFinished(
+            unit_id=unit.id,
+            question_id=result.id,
+            strategy=strategy,
+            answer=result.answer,
+            score=result.score,
+            usage=usage,
+        )
+    )
+    context.events.emit(
+        UnitFinished(
+            unit_id=unit.id,
+            answer=result.answer,
+            reason=result.reason,
+            spent=unit.spent,
+            starved=result.budget_exhausted,
+        )
+    )
+
+
 async def _answer_one(
-    question: Question, dataset: Dataset, strategy: Strategy, context: RunContext, sampling: SamplingParams
+    question: Question, dataset: Dataset, strategy: Strategy, unit: Unit, sampling: SamplingParams
 ) -> QuestionResult:
     started = time.perf_counter()
-    outcome = await run_strategy(
-        strategy,
-        context.backend_for(question.id),
-        question.messages,
-        sampling=sampling,
-        events=context.events,
-        question_id=question.id,
-    )
+    outcome = await run_strategy(strategy, unit, question.messages, sampling=sampling)
     return QuestionResult(
         id=question.id,
         gold=question.gold,

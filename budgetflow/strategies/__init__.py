@@ -2,7 +2,6 @@
 
 from budgetflow.strategies.base import Decision, Draw, Finish, Sample, Strategy
 from budgetflow.strategies.parse import parse_strategy
-from budgetflow.strategies.runner import StrategyOutcome, run_strategy
 from budgetflow.strategies.single import Single
 from budgetflow.strategies.vote import Vote, majority_answer
 
@@ -13,9 +12,7 @@ __all__ = [
     "Sample",
     "Single",
     "Strategy",
-    "StrategyOutcome",
     "Vote",
     "majority_answer",
     "parse_strategy",
-    "run_strategy",
 ]

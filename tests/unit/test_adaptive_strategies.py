@@ -4,14 +4,15 @@ import asyncio
 
 import pytest
 
+from budgetflow import run_strategy
 from budgetflow.answers.grading import MatchGrader
 from budgetflow.backends.scripted import FunctionBackend, ScriptedBackend
 from budgetflow.budget import Budget
 from budgetflow.errors import ConfigError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import evaluate
-from budgetflow.runtime.events import EventLog, EventStream, StrategyDecided
-from budgetflow.strategies import Draw, Finish, Sample, Vote, run_strategy
+from budgetflow.events import EventLog, EventStream, StrategyDecided
+from budgetflow.strategies import Draw, Finish, Sample, Vote
 from budgetflow.strategies.early_stop import EarlyStop, leader_confidence, top_two_counts
 from budgetflow.strategies.first_finish import FirstFinish
 from budgetflow.strategies.parse import StrategyOptions, parse_strategy
@@ -99,14 +100,14 @@ def test_budget_shrinks_draws_then_finishes_with_what_it_has() -> None:
     assert len(finishes) == 3
 
 
-def test_a_run_budget_of_zero_still_answers_none_without_sending() -> None:
+def test_a_run_budget_that_cannot_pay_one_request_per_question_is_refused_before_sending() -> None:
     backend = ScriptedBackend([])
     questions = (Question(id="q", text="x", gold="1", messages=(Message("user", "q"),)),)
     dataset = Dataset(name="tiny", questions=questions, grader=MatchGrader())
-    report = asyncio.run(
-        evaluate(dataset, Vote(n=2), backend, sampling=SamplingParams(), budget=Budget(total_tokens=0))
-    )
-    assert report.results[0].answer is None and report.results[0].budget_exhausted
+    with pytest.raises(ConfigError, match=r"run budget of 5 tokens .* 1 units: that needs \d+ tokens"):
+        asyncio.run(
+            evaluate(dataset, Vote(n=2), backend, sampling=SamplingParams(), budget=Budget(total_tokens=5))
+        )
     assert backend.requests == []
 
 

@@ -8,7 +8,7 @@ from budgetflow.backends.scripted import ScriptedBackend
 from budgetflow.backends.wrappers import Budgeted, prompt_token_bound
 from budgetflow.budget import Budget, Ledger, Price
 from budgetflow.errors import BudgetExceeded, ConfigError, ServerError
-from budgetflow.runtime.events import (
+from budgetflow.events import (
     BudgetDenied,
     BudgetReleased,
     BudgetReserved,

@@ -11,8 +11,8 @@ from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.budget import Budget
 from budgetflow.evaluate import load_jsonl
 from budgetflow.evaluate.runner import evaluate
-from budgetflow.runtime.events import EventLog, EventStream, RequestFinished, RetryScheduled
-from budgetflow.runtime.executor import EndpointLimits, RetryPolicy
+from budgetflow.events import EventLog, EventStream, RequestFinished, RetryScheduled
+from budgetflow.runtime.context import EndpointLimits, RetryPolicy
 from budgetflow.strategies import Vote
 from budgetflow.testing import Fault, StubOpenAIServer
 from budgetflow.types import SamplingParams

@@ -8,9 +8,10 @@ import re
 import pytest
 from aiohttp import web
 
+from budgetflow import run_strategy
 from budgetflow.backends.scripted import FunctionBackend
 from budgetflow.errors import MalformedReply
-from budgetflow.strategies import Draw, Sample, run_strategy
+from budgetflow.strategies import Draw, Sample
 from budgetflow.strategies.best_of_n import BestOfN, weighted_majority
 from budgetflow.strategies.nothink import NoThink
 from budgetflow.strategies.outline import Outline
@@ -178,7 +179,7 @@ def test_nested_judge_calls_hold_under_a_concurrency_limit_of_one() -> None:
     from budgetflow.answers import MatchGrader
     from budgetflow.evaluate.datasets import Dataset
     from budgetflow.evaluate.runner import evaluate
-    from budgetflow.runtime.executor import EndpointLimits
+    from budgetflow.runtime.context import EndpointLimits
     from budgetflow.types import Question
 
     def reply(request: Request, index: int) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from budgetflow.backends.scripted import FunctionBackend, ScriptedBackend
 from budgetflow.errors import ConfigError
+from budgetflow.runtime.strategy_runner import run_strategy
 from budgetflow.strategies import (
     Draw,
     Finish,
@@ -14,7 +15,6 @@ from budgetflow.strategies import (
     Vote,
     majority_answer,
     parse_strategy,
-    run_strategy,
 )
 from budgetflow.types import Message, Request, SamplingParams
 
@@ -121,7 +121,7 @@ def test_run_all_raises_the_first_failure_itself_and_cancels_the_rest() -> None:
 def test_optional_capabilities_name_the_class() -> None:
     backend = ScriptedBackend()
     with pytest.raises(NotImplementedError, match="ScriptedBackend does not count tokens"):
-        backend.count_tokens("x")
+        asyncio.run(backend.count_tokens("x"))
 
     async def consume() -> None:
         async for _ in backend.stream(Request.from_prompt("x")):

@@ -52,7 +52,7 @@ class _ScoringFunctionBackend(FunctionBackend):
         self.scored += continuations
         return [-0.5 if " -12." in text else -6.0 for text in continuations]
 
-    def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str) -> int:
         return len(text)  # a character per token: easy to check
 
 
@@ -326,20 +326,42 @@ def test_compute_optimal_calibrates_for_the_verifiers_vote_and_the_table_keeps_i
     assert simulate_with("--verifier-weight", "1") > simulate_with() + 0.3  # the table's vote is used
 
 
-def test_live_verification_reports_the_tokens_it_scored_once() -> None:
-    from budgetflow.allocate.live import Books, verify_new_answers
+def test_live_verification_is_reserved_metered_and_settled_in_the_questions_ledger() -> None:
+    from budgetflow.allocate.live import Books, open_units, verify_new_answers
+    from budgetflow.events import BudgetSettled, EventLog, RequestFinished
+    from budgetflow.runtime.context import RunContext
 
-    backend, books = _ScoringFunctionBackend(lambda request, index: ""), Books(1, 0)
+    backend, books, dataset = _ScoringFunctionBackend(lambda request, index: ""), Books(1, 0), _dataset()
+    context = RunContext(backend)
+    log = EventLog(context.events)
+    open_units(context, dataset, books)
     evidence = books.evidence[0]
     evidence.add("19")
     evidence.add("-12")
     evidence.set_greedy("19")
-    tokens = asyncio.run(verify_new_answers(backend, _dataset(), books, 0))
-    assert tokens == len(" -12.") + len(" 19.") and evidence.scores == {"-12": -0.5, "19": -6.0}
-    assert books.usage[0].prompt_tokens == tokens  # the question's usage carries them
+    assert asyncio.run(verify_new_answers(dataset, books, 0)) == 2
+    assert evidence.scores == {"-12": -0.5, "19": -6.0}
+    unit = books.units[0]
+    assert unit is not None
+    statements = len(" -12.") + len(" 19.")  # the fake counts a character per token
+    assert unit.usage.prompt_tokens >= statements and context.ledger.spent == unit.spent  # in the ledger
+    assert [e.kind for e in log.of_type(RequestFinished)] == ["score"]  # metered  # type: ignore[attr-defined]
+    assert len(log.of_type(BudgetSettled)) == 1
     evidence.add("-12")
-    assert asyncio.run(verify_new_answers(backend, _dataset(), books, 0)) == 0  # nothing new to score
-    assert backend.scored == [" -12.", " 19."] and books.usage[0].prompt_tokens == tokens
+    assert asyncio.run(verify_new_answers(dataset, books, 0)) == 0  # nothing new to score
+    assert backend.scored == [" -12.", " 19."]
+
+
+def test_live_verification_the_budget_refuses_starves_the_question_instead_of_failing() -> None:
+    from budgetflow.allocate.live import Books, open_units, verify_new_answers
+    from budgetflow.budget import Budget
+    from budgetflow.runtime.context import RunContext
+
+    backend, books, dataset = _ScoringFunctionBackend(lambda request, index: ""), Books(1, 0), _dataset()
+    open_units(RunContext(backend, budget=Budget(total_tokens=3)), dataset, books)
+    books.evidence[0].add("19")
+    assert asyncio.run(verify_new_answers(dataset, books, 0)) == 0
+    assert backend.scored == [] and books.refused == {0} and books.evidence[0].scores == {}
 
 
 def test_early_stop_on_verifier_weighted_counts_settles_on_the_likely_answer() -> None:

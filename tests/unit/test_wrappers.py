@@ -20,7 +20,7 @@ from budgetflow.backends.wrappers import (
     TokenBucket,
 )
 from budgetflow.errors import BadRequest, CircuitOpen, EndpointUnreachable, RateLimited, ServerError
-from budgetflow.runtime.events import (
+from budgetflow.events import (
     EventLog,
     EventStream,
     RequestFailed,

@@ -1,8 +1,13 @@
-"""`Wrapper`: a backend around another backend. Cross-cutting concerns subclass it."""
+"""`Wrapper`: a backend around another backend. Cross-cutting concerns subclass it.
+
+A wrapper forwards *every* capability of the `Backend` contract — the required `complete` and
+each optional one (streaming, prompt and token counting, scoring text, closing) — so wrapping a
+backend never loses a capability. Subclasses override the methods their concern touches.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from budgetflow.backends.base import Backend
 from budgetflow.types import Request, Response
@@ -33,8 +38,11 @@ class Wrapper(Backend):
     async def count_prompt_tokens(self, request: Request) -> int:
         return await self.inner.count_prompt_tokens(request)
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+    async def count_tokens(self, text: str) -> int:
+        return await self.inner.count_tokens(text)
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        return await self.inner.score_continuations(request, continuations)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

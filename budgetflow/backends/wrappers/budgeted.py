@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
@@ -11,17 +11,20 @@ from budgetflow.budget import Ledger
 from budgetflow.errors import BackendError, BudgetExceeded
 from budgetflow.types import Message, Request, Response, Spend, TextPart, Usage
 
-__all__ = ["Budgeted", "prompt_token_bound"]
+__all__ = ["Budgeted", "prompt_token_bound", "request_prompt_bound"]
 
 #: Tokens a chat template may add around each message, and once per prompt.
 _PER_MESSAGE_OVERHEAD = 8
 _PER_PROMPT_OVERHEAD = 16
 
 
-def prompt_token_bound(messages: tuple[Message, ...], *, media_tokens: int = 4096) -> int:
+def prompt_token_bound(messages: tuple[Message, ...], *, prefill: str = "", media_tokens: int = 4096) -> int:
     """An upper bound on prompt tokens without a tokenizer: byte-level BPE never emits more
-    tokens than the text has UTF-8 bytes; template markers and media parts are added on top."""
+    tokens than the text has UTF-8 bytes; template markers and media parts are added on top.
+    An assistant `prefill` (a trace to continue) is prompt too, with its own message overhead."""
     total = _PER_PROMPT_OVERHEAD
+    if prefill:
+        total += _PER_MESSAGE_OVERHEAD + len(prefill.encode("utf-8"))
     for message in messages:
         total += _PER_MESSAGE_OVERHEAD
         if isinstance(message.content, str):
@@ -32,14 +35,20 @@ def prompt_token_bound(messages: tuple[Message, ...], *, media_tokens: int = 409
     return total
 
 
+def request_prompt_bound(request: Request, *, media_tokens: int = 4096) -> int:
+    """`prompt_token_bound` of everything `request` sends as prompt: its messages and its prefill."""
+    return prompt_token_bound(request.messages, prefill=request.prefill, media_tokens=media_tokens)
+
+
 class Budgeted(Wrapper):
     """Reserve (prompt + max_tokens x n, its cost, one call) before sending; settle after.
 
     The prompt's size is the backend's exact count when it offers `count_prompt_tokens`
-    (the embedded model does), else `prompt_token_bound`. A request that does not fit raises
-    `BudgetExceeded` and is never sent. A failure settles the usage the error reports, or
-    releases; a cancellation releases (the backend stops generating). A deadline in the ledger
-    chain is a cancel scope: a request still running when it passes is cancelled and raises
+    (the embedded model does), else `request_prompt_bound` (messages and prefill). A request
+    that does not fit raises `BudgetExceeded` and is never sent. A reply's `unreported` work
+    (cancelled first-finish racers) is settled with its usage. A failure settles the usage the
+    error reports, or releases; a cancellation releases (the backend stops generating). A
+    deadline in the ledger chain is a cancel scope: a request still running when it passes is cancelled and raises
     `BudgetExceeded`.
     """
 
@@ -72,8 +81,37 @@ class Budgeted(Wrapper):
         except (Exception, asyncio.CancelledError):
             self.ledger.release(reservation)
             raise
-        self.ledger.settle(reservation, self.ledger.actual(model=model, usage=response.usage))
+        charged = response.usage + response.unreported
+        self.ledger.settle(reservation, self.ledger.actual(model=model, usage=charged))
         return response
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        """Score through the ledger: reserve the prompt and every continuation as prompt tokens
+        (scoring generates nothing), settle to the exact counts when the backend has a tokenizer.
+        The prompt is charged once even when the backend finds it cached: a remote endpoint
+        re-reads it, and a budget that holds there holds here."""
+        model = request.model or self.inner.model_name
+        prompt = await self._prompt_tokens(request)
+        bounds = [prompt_token_bound((), prefill=text) for text in continuations]
+        reserved = self.ledger.worst_case(model=model, prompt_tokens=prompt + sum(bounds), max_tokens=0, n=1)
+        reservation = self.ledger.reserve(reserved)
+        try:
+            scores = await self.inner.score_continuations(request, continuations)
+        except BaseException:
+            self.ledger.release(reservation)
+            raise
+        counted = [
+            await self._text_tokens(text, bound) for text, bound in zip(continuations, bounds, strict=True)
+        ]
+        usage = Usage(prompt_tokens=prompt + sum(counted))
+        self.ledger.settle(reservation, self.ledger.actual(model=model, usage=usage))
+        return scores
+
+    async def _text_tokens(self, text: str, bound: int) -> int:
+        try:
+            return min(await self.inner.count_tokens(text), bound)
+        except NotImplementedError:
+            return bound
 
     async def stream(self, request: Request) -> AsyncIterator[str]:
         """Stream through the ledger. A text stream reports no usage, so it settles conservatively:
@@ -93,7 +131,7 @@ class Budgeted(Wrapper):
                 self.ledger.release(reservation)
             raise
         try:
-            generated = min(self.inner.count_tokens("".join(pieces)), amount.completion_tokens)
+            generated = min(await self.inner.count_tokens("".join(pieces)), amount.completion_tokens)
         except NotImplementedError:
             generated = amount.completion_tokens
         usage = Usage(amount.prompt_tokens, generated)
@@ -124,7 +162,7 @@ class Budgeted(Wrapper):
                 return await self.inner.count_prompt_tokens(request)
             except NotImplementedError:
                 self._exact_counts = False
-        return prompt_token_bound(request.messages, media_tokens=self._media_tokens)
+        return request_prompt_bound(request, media_tokens=self._media_tokens)
 
     def with_ledger(self, ledger: Ledger) -> Budgeted:
         """The same backend charging another ledger (e.g. one question's child ledger)."""

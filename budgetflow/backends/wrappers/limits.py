@@ -8,12 +8,13 @@ anything while a caller is waiting on something else, so nested calls cannot dea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
-from budgetflow.backends.wrappers.budgeted import prompt_token_bound
+from budgetflow.backends.wrappers.budgeted import prompt_token_bound, request_prompt_bound
 from budgetflow.errors import ConfigError
 from budgetflow.types import Request, Response
 
@@ -76,12 +77,20 @@ class RateLimit(Wrapper):
         )
 
     async def complete(self, request: Request) -> Response:
+        await self._admit(request_prompt_bound(request) + request.sampling.max_tokens * request.n)
+        return await self.inner.complete(request)
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        texts = sum(prompt_token_bound((), prefill=text) for text in continuations)
+        await self._admit(request_prompt_bound(request) + texts)
+        return await self.inner.score_continuations(request, continuations)
+
+    async def _admit(self, weight: int) -> None:
+        """Wait for one request's turn and `weight` worst-case tokens."""
         if self._requests is not None:
             await self._requests.acquire(1)
         if self._tokens is not None:
-            weight = prompt_token_bound(request.messages) + request.sampling.max_tokens * request.n
             await self._tokens.acquire(weight)
-        return await self.inner.complete(request)
 
 
 class ConcurrencyLimit(Wrapper):
@@ -97,10 +106,19 @@ class ConcurrencyLimit(Wrapper):
         self.peak_in_flight = 0
 
     async def complete(self, request: Request) -> Response:
+        async with self._slot():
+            return await self.inner.complete(request)
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        async with self._slot():
+            return await self.inner.score_continuations(request, continuations)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
         async with self._slots:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
-                return await self.inner.complete(request)
+                yield
             finally:
                 self.in_flight -= 1

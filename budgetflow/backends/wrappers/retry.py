@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.errors import BackendError, ConfigError, RateLimited
-from budgetflow.runtime.events import EventStream, RetryScheduled
+from budgetflow.events import EventStream, RetryScheduled
 from budgetflow.types import Request, Response
 
 __all__ = ["Retry"]
+
+T = TypeVar("T")
 
 
 class Retry(Wrapper):
@@ -53,11 +56,17 @@ class Retry(Wrapper):
         self._clock = clock
 
     async def complete(self, request: Request) -> Response:
+        return await self._retrying(lambda: self.inner.complete(request))
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        return await self._retrying(lambda: self.inner.score_continuations(request, continuations))
+
+    async def _retrying(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
         started = self._clock()
         request_id = 0
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return await self.inner.complete(request)
+                return await attempt_once()
             except BackendError as error:
                 if not error.retryable or attempt == self.max_attempts:
                     raise

@@ -1,0 +1,297 @@
+"""Typed events: one stream per run carries every request, retry, ledger movement and decision.
+
+Every event carries the run's id (stamped by the stream) and, where one is involved, the unit of
+work's id. Unit events carry what a journal needs to replay a run: `UnitRequested` what was asked
+(messages, sampling, n, rollout indices and seeds, prefill), `UnitCompleted` what came back
+(texts, finish reasons, usage, logprobs). Subscribers (the progress display, tests, a journal)
+are plain callables that receive each event synchronously, in order; `AsyncSink` puts a bounded
+queue and a consumer task between the loop and a slow subscriber (a database writer). Emitting
+with no subscriber costs one attribute check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from budgetflow.types import Message, SamplingParams, Spend, Usage
+
+__all__ = [
+    "AsyncSink",
+    "BudgetDenied",
+    "BudgetReleased",
+    "BudgetReserved",
+    "BudgetSettled",
+    "Event",
+    "EventLog",
+    "EventStream",
+    "QuestionFinished",
+    "RequestFailed",
+    "RequestFinished",
+    "RequestStarted",
+    "RetryScheduled",
+    "StrategyDecided",
+    "UnitCompleted",
+    "UnitFinished",
+    "UnitRequested",
+    "UnitStarted",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event; `at` is `time.monotonic()` when it happened; `run_id` is stamped by
+    the stream it is emitted on; `unit_id` names the unit of work ("" for run-level events)."""
+
+    at: float = field(default_factory=time.monotonic)
+    run_id: str = ""
+    unit_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestStarted(Event):
+    """A request reached the endpoint's stack (`kind` "complete" or "score")."""
+
+    request_id: int
+    backend: str
+    n: int
+    attempt: int = 1
+    kind: str = "complete"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestFinished(Event):
+    request_id: int
+    backend: str
+    usage: Usage
+    seconds: float
+    kind: str = "complete"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitStarted(Event):
+    """A unit of work (a question under a strategy, an allocator's question, a plan node) began."""
+
+    kind: str
+    budget_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitRequested(Event):
+    """What a unit asked for: rollouts `first_rollout .. first_rollout + n - 1`, seeds `seeds`."""
+
+    step: int
+    messages: tuple[Message, ...]
+    sampling: SamplingParams
+    n: int
+    first_rollout: int
+    seeds: tuple[int | None, ...]
+    prefill: str = ""
+    keep_first: int | None = None
+    kind: str = "complete"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitCompleted(Event):
+    """What came back for one `UnitRequested` step (scores for a scoring step)."""
+
+    step: int
+    texts: tuple[str, ...]
+    finish_reasons: tuple[str, ...]
+    usage: Usage
+    unreported: Usage = field(default_factory=Usage)
+    logprobs: tuple[float | None, ...] = ()
+    scores: tuple[float, ...] = ()
+    refused: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitFinished(Event):
+    """A unit ended: its answer, why, and everything its ledger settled."""
+
+    answer: str | None
+    reason: str
+    spent: Spend
+    starved: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestFailed(Event):
+    request_id: int
+    backend: str
+    error_type: str
+    message: str
+    retryable: bool
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryScheduled(Event):
+    request_id: int
+    backend: str
+    attempt: int
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetReserved(Event):
+    ledger: str
+    reservation_id: int
+    amount: Spend
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetSettled(Event):
+    ledger: str
+    reservation_id: int
+    reserved: Spend
+    actual: Spend
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetReleased(Event):
+    ledger: str
+    reservation_id: int
+    amount: Spend
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetDenied(Event):
+    ledger: str
+    limit_name: str
+    limit: float
+    needed: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyDecided(Event):
+    question_id: str
+    strategy: str
+    action: str  # "draw" or "finish"
+    n: int = 0
+    answer: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuestionFinished(Event):
+    question_id: str
+    strategy: str
+    answer: str | None
+    score: float
+    usage: Usage
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventStream:
+    """Delivers each emitted event to every subscriber, in subscription order, stamped with
+    `run_id` (a fresh one unless given)."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self._subscribers: list[Subscriber] = []
+        self._request_ids = itertools.count(1)
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens; callers may skip building events when nobody does."""
+        return bool(self._subscribers)
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns a function that removes it."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber)
+
+    def emit(self, event: Event) -> None:
+        if not self._subscribers:
+            return
+        if not event.run_id:
+            object.__setattr__(event, "run_id", self.run_id)
+        for subscriber in self._subscribers:
+            subscriber(event)
+
+    def next_request_id(self) -> int:
+        return next(self._request_ids)
+
+
+class EventLog:
+    """A subscriber that keeps every event (for tests and small runs)."""
+
+    def __init__(self, stream: EventStream | None = None) -> None:
+        self.events: list[Event] = []
+        if stream is not None:
+            stream.subscribe(self)
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of_type(self, kind: type[Event]) -> list[Event]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class AsyncSink:
+    """A subscriber that hands events to an async consumer through a bounded queue, so a slow
+    writer (a journal) never blocks the event loop's emitters.
+
+    Run the consumer inside the run: `async with sink.running(): ...`; leaving the block drains
+    every queued event before it returns. When the queue is full, events wait in an overflow
+    buffer (never dropped; `overflowed` counts them) and the consumer takes them in order.
+    """
+
+    def __init__(self, consume: Callable[[Event], Awaitable[None]], *, maxsize: int = 1024) -> None:
+        self._consume = consume
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self._overflow: collections.deque[Event] = collections.deque()
+        self.overflowed = 0
+
+    def __call__(self, event: Event) -> None:
+        self.overflowed += not self._put(event)
+
+    def _put(self, event: Event) -> bool:
+        """Queue `event` (True), or keep it in the overflow buffer, in order (False)."""
+        if not self._overflow:
+            try:
+                self._queue.put_nowait(event)
+                return True
+            except asyncio.QueueFull:
+                pass
+        self._overflow.append(event)
+        return False
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[AsyncSink]:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._drain())
+            try:
+                yield self
+            finally:
+                self._finish()
+
+    def _finish(self) -> None:
+        self._put(_END)
+
+    async def _drain(self) -> None:
+        while True:
+            event = await self._next()
+            if event is _END:
+                return
+            await self._consume(event)
+
+    async def _next(self) -> Event:
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if self._overflow:
+            return self._overflow.popleft()
+        return await self._queue.get()
+
+
+_END = Event()
