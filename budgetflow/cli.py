@@ -41,11 +41,25 @@ app = typer.Typer(
     help="budgetflow: turn a fixed inference budget into the most correct answers.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from budgetflow import __version__
+
+        stdout.print(f"budgetflow {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Run evaluations on the embedded model or any OpenAI-compatible endpoint."""
 
 
@@ -66,13 +80,17 @@ def list_datasets() -> None:
 def eval_command(
     dataset: Annotated[
         str,
-        typer.Option(help="A built-in dataset name (see `budgetflow datasets`) or a path to a JSONL file."),
+        typer.Option(
+            rich_help_panel="Dataset",
+            help="A built-in dataset name (see `budgetflow datasets`) or a path to a JSONL file.",
+        ),
     ] = "chain_sum",
     strategy: Annotated[
         list[str] | None,
         typer.Option(
             "--strategy",
             "-s",
+            rich_help_panel="Strategies and sampling",
             help="Strategy to run; repeat to compare several. `single` (greedy, one sample); "
             "`vote@N` (self-consistency: N samples, majority answer); `first_finish@N` (start N "
             "samples, keep the first --first-k to finish, stop the rest); `early_stop@N` (sample "
@@ -81,157 +99,257 @@ def eval_command(
             "(draft, then R rounds of check-and-correct); `synthesize@N` (N paths, then one answer "
             "that reads them); "
             "`outline@N` (N plans, one path each); `beam@W` (step-level beam search, width W); "
-            "`nothink:SPEC` (any of these with the thinking switch off). Default: single and vote@8.",
+            "`nothink:SPEC` (any of these with the thinking switch off). A name without @N takes "
+            "its default (`vote` means vote@8). Default: single and vote@8.",
         ),
     ] = None,
-    limit: Annotated[int, typer.Option(help="Questions to use (built-in datasets generate this many).")] = 50,
-    seed: Annotated[int, typer.Option(help="Seed for dataset generation and sampling.")] = 0,
+    limit: Annotated[
+        int,
+        typer.Option(
+            rich_help_panel="Dataset", help="Questions to use (built-in datasets generate this many)."
+        ),
+    ] = 50,
+    seed: Annotated[
+        int, typer.Option(rich_help_panel="Dataset", help="Seed for dataset generation and sampling.")
+    ] = 0,
     temperature: Annotated[
         float | None,
         typer.Option(
+            rich_help_panel="Strategies and sampling",
             help="Sampling temperature of every sampled strategy and allocator (default 0.5: on the built-in "
-            "task vote@8 scored 32% at 0.7, 41% at 0.5, 39% at 0.3)."
+            "task vote@8 scored 32% at 0.7, 41% at 0.5, 39% at 0.3).",
         ),
     ] = None,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass for sampled strategies.")] = 1.0,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens generated per sample.")] = 48,
-    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 4,
+    top_p: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel="Strategies and sampling", help="Nucleus sampling mass for sampled strategies."
+        ),
+    ] = 1.0,
+    max_tokens: Annotated[
+        int, typer.Option(rich_help_panel="Strategies and sampling", help="Most tokens generated per sample.")
+    ] = 48,
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, rich_help_panel="Strategies and sampling", help="Questions in flight at once."),
+    ] = 4,
     budget_tokens: Annotated[
         int | None,
         typer.Option(
+            rich_help_panel="Budgets",
             help="Hard cap on total tokens (prompt + completion) per strategy run. Every request "
             "reserves its worst case first; a question that cannot afford another sample answers "
-            "with what it has."
+            "with what it has.",
         ),
     ] = None,
     budget_cost: Annotated[
-        float | None, typer.Option(help="Hard cap in dollars per strategy run; needs --price for the model.")
+        float | None,
+        typer.Option(
+            rich_help_panel="Budgets",
+            help="Hard cap in dollars per strategy run; needs --price for the model.",
+        ),
     ] = None,
     price: Annotated[
         list[str] | None,
         typer.Option(
-            help="MODEL=PROMPT,COMPLETION in dollars per million tokens, e.g. gpt-4o-mini=0.15,0.6."
+            rich_help_panel="Budgets",
+            help="MODEL=PROMPT,COMPLETION in dollars per million tokens, e.g. gpt-4o-mini=0.15,0.6.",
         ),
     ] = None,
     question_budget_tokens: Annotated[
-        int | None, typer.Option(help="Hard cap on total tokens for each question.")
+        int | None,
+        typer.Option(rich_help_panel="Budgets", help="Hard cap on total tokens for each question."),
     ] = None,
     deadline_seconds: Annotated[
         float | None,
-        typer.Option(help="Wall-clock limit per strategy run; requests still running then are cancelled."),
+        typer.Option(
+            rich_help_panel="Budgets",
+            help="Wall-clock limit per strategy run; requests still running then are cancelled.",
+        ),
     ] = None,
     allocator: Annotated[
         list[str] | None,
         typer.Option(
+            rich_help_panel="Allocation",
             help="Also run a budget allocator across the questions (repeatable): uniform, difficulty, "
-            "online, early_stop, deadline. Needs --budget-samples. Without --strategy, only allocators run."
+            "online, early_stop, deadline. Needs --budget-samples. Without --strategy, only allocators run.",
         ),
     ] = None,
     budget_samples: Annotated[
         list[int] | None,
         typer.Option(
-            help="Total samples (all questions together) for --allocator runs; repeat to sweep budgets."
+            rich_help_panel="Allocation",
+            help="Total samples (all questions together) for --allocator runs; repeat to sweep budgets.",
         ),
     ] = None,
     greedy_evidence: Annotated[
-        bool, typer.Option(help="Allocators spend one sample per question on a greedy answer that votes.")
+        bool,
+        typer.Option(
+            rich_help_panel="Allocation",
+            help="Allocators spend one sample per question on a greedy answer that votes.",
+        ),
     ] = False,
     confidence_weight: Annotated[
         float | None,
         typer.Option(
+            rich_help_panel="Allocation",
             help="Allocators weigh each vote by exp(B x its mean token log-probability), asking the backend "
             "for logprobs, and a sure greedy answer lowers its question's priority (10-20 worked on the "
-            "embedded model; see benchmarks/allocation.py). Default: plain majority."
+            "embedded model; see benchmarks/allocation.py). Default: plain majority.",
         ),
     ] = None,
     verifier_weight: Annotated[
         float | None,
         typer.Option(
+            rich_help_panel="Allocation",
             help="Allocators weigh each vote by exp(V x the model's log-probability of stating its answer) "
             "(a likelihood verifier: prompt tokens only, on the main backend, embedded) and spend where "
             "the verifier doubts the leading answer (3 worked on the embedded model; see "
-            "benchmarks/allocation.py)."
+            "benchmarks/allocation.py).",
         ),
     ] = None,
     lane: Annotated[
         list[str] | None,
         typer.Option(
+            rich_help_panel="Allocation",
             help="Another OpenAI-compatible backend for --allocator deadline with --deadline-seconds, as "
             "BASE_URL=MODEL (repeatable): the planner then picks backend, question and batch size for every "
-            "draw, one request in flight per backend, under one budget."
+            "draw, one request in flight per backend, under one budget.",
         ),
     ] = None,
     prompt_ensemble: Annotated[
         bool,
         typer.Option(
+            rich_help_panel="Allocation",
             help="Allocators spread each question's samples over its alternative prompts (the built-in "
             "tasks have four few-shot variants), so errors one prompt's wording causes do not all vote "
-            "together; the greedy answer keeps the question's own prompt."
+            "together; the greedy answer keeps the question's own prompt.",
         ),
     ] = False,
     backend_concurrency: Annotated[
-        int, typer.Option(help="Requests in flight on the backend at once, nested calls (judges) included.")
+        int,
+        typer.Option(
+            rich_help_panel="Backend",
+            help="Requests in flight on the backend at once, nested calls (judges) included.",
+        ),
     ] = 64,
     requests_per_minute: Annotated[
         float | None,
-        typer.Option(help="Rate limit: requests per minute to the backend (shared by all questions)."),
+        typer.Option(
+            rich_help_panel="Backend",
+            help="Rate limit: requests per minute to the backend (shared by all questions).",
+        ),
     ] = None,
     tokens_per_minute: Annotated[
-        float | None, typer.Option(help="Rate limit: worst-case tokens per minute to the backend.")
+        float | None,
+        typer.Option(
+            rich_help_panel="Backend", help="Rate limit: worst-case tokens per minute to the backend."
+        ),
     ] = None,
     max_attempts: Annotated[
         int,
         typer.Option(
-            help="Attempts per request for retryable failures (429 with Retry-After, 5xx, timeouts)."
+            rich_help_panel="Backend",
+            help="Attempts per request for retryable failures (429 with Retry-After, 5xx, timeouts).",
         ),
     ] = 4,
-    first_k: Annotated[int, typer.Option(help="first_finish: how many of the first finishers vote.")] = 1,
-    stop_batch: Annotated[int, typer.Option(help="early_stop: samples drawn per round.")] = 2,
+    first_k: Annotated[
+        int,
+        typer.Option(
+            rich_help_panel="Strategies and sampling",
+            help="first_finish: how many of the first finishers vote.",
+        ),
+    ] = 1,
+    stop_batch: Annotated[
+        int,
+        typer.Option(rich_help_panel="Strategies and sampling", help="early_stop: samples drawn per round."),
+    ] = 2,
     stop_rule: Annotated[
-        str, typer.Option(help="early_stop: `beta` (Beta posterior of the leader) or `margin` (vote lead).")
+        str,
+        typer.Option(
+            rich_help_panel="Strategies and sampling",
+            help="early_stop: `beta` (Beta posterior of the leader) or `margin` (vote lead).",
+        ),
     ] = "beta",
     stop_confidence: Annotated[
-        float, typer.Option(help="early_stop (beta): stop when P(leader is the true majority) reaches this.")
+        float,
+        typer.Option(
+            rich_help_panel="Strategies and sampling",
+            help="early_stop (beta): stop when P(leader is the true majority) reaches this.",
+        ),
     ] = 0.95,
     stop_margin: Annotated[
-        int, typer.Option(help="early_stop (margin): stop when the lead reaches this.")
+        int,
+        typer.Option(
+            rich_help_panel="Strategies and sampling",
+            help="early_stop (margin): stop when the lead reaches this.",
+        ),
     ] = 3,
     backend: Annotated[
         str,
-        typer.Option(help="`embedded` (SmolLM2-135M-Instruct, local) or `openai` (any compatible endpoint)."),
+        typer.Option(
+            rich_help_panel="Backend",
+            help="`embedded` (SmolLM2-135M-Instruct, local) or `openai` (any compatible endpoint).",
+        ),
     ] = "embedded",
     base_url: Annotated[
-        str | None, typer.Option(help="API root for --backend openai, e.g. http://127.0.0.1:8000/v1.")
+        str | None,
+        typer.Option(
+            rich_help_panel="Backend", help="API root for --backend openai, e.g. http://127.0.0.1:8000/v1."
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model name sent to --backend openai.")] = None,
+    model: Annotated[
+        str | None, typer.Option(rich_help_panel="Backend", help="Model name sent to --backend openai.")
+    ] = None,
     api_key_env: Annotated[
-        str, typer.Option(help="Environment variable holding the API key for --backend openai.")
+        str,
+        typer.Option(
+            rich_help_panel="Backend", help="Environment variable holding the API key for --backend openai."
+        ),
     ] = "OPENAI_API_KEY",
     timeout: Annotated[
-        float, typer.Option(help="Seconds allowed per HTTP request (--backend openai).")
+        float,
+        typer.Option(rich_help_panel="Backend", help="Seconds allowed per HTTP request (--backend openai)."),
     ] = 120.0,
     model_path: Annotated[
-        Path | None, typer.Option(help="A GGUF file for --backend embedded (default: the shipped SmolLM2).")
+        Path | None,
+        typer.Option(
+            rich_help_panel="Backend",
+            help="A GGUF file for --backend embedded (default: the shipped SmolLM2).",
+        ),
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(help="llama.cpp threads for --backend embedded (default: 1 on 2-CPU machines)."),
+        typer.Option(
+            rich_help_panel="Backend",
+            help="llama.cpp threads for --backend embedded (default: 1 on 2-CPU machines).",
+        ),
     ] = None,
     question_field: Annotated[
         str | None,
-        typer.Option(help="JSONL field(s) holding the question, comma-separated (e.g. Body,Question)."),
+        typer.Option(
+            rich_help_panel="Dataset",
+            help="JSONL field(s) holding the question, comma-separated (e.g. Body,Question).",
+        ),
     ] = None,
-    answer_field: Annotated[str | None, typer.Option(help="JSONL field holding the gold answer.")] = None,
-    id_field: Annotated[str | None, typer.Option(help="JSONL field holding a question id.")] = None,
+    answer_field: Annotated[
+        str | None, typer.Option(rich_help_panel="Dataset", help="JSONL field holding the gold answer.")
+    ] = None,
+    id_field: Annotated[
+        str | None, typer.Option(rich_help_panel="Dataset", help="JSONL field holding a question id.")
+    ] = None,
     output: Annotated[
         Path,
         typer.Option(
+            rich_help_panel="Output",
             help="Where to write the JSON results (every question, every sample's answer); a Markdown table "
             "and PNG plots (accuracy vs tokens with the Pareto frontier, vs wall time, spend per question) "
-            "are written beside it."
+            "are written beside it.",
         ),
     ] = Path("results/eval.json"),
-    plots: Annotated[bool, typer.Option(help="Write the PNG plots beside --output.")] = True,
+    plots: Annotated[
+        bool, typer.Option(rich_help_panel="Output", help="Write the PNG plots beside --output.")
+    ] = True,
 ) -> None:
     """Answer a dataset with one or more strategies and compare accuracy, tokens and time.
 
@@ -239,6 +357,7 @@ def eval_command(
     --output. Example: `budgetflow eval --dataset chain_sum --limit 50 -s single -s vote@8`.
     """
     try:
+        _check_output(output)
         fields = _field_map(question_field, answer_field, id_field)
         data = load_dataset(dataset, limit=limit, seed=seed, fields=fields)
         if stop_rule not in ("beta", "margin"):
@@ -282,6 +401,7 @@ def eval_command(
             temperature if temperature is not None else 0.5,
             limits,
             price_table,
+            question_budget=budgets[1],
             ensemble=prompt_ensemble,
             lanes=lanes,
             deadline=deadline_seconds,
@@ -295,6 +415,16 @@ def eval_command(
     if plots and reports:
         written += plot_reports(reports, output.with_suffix(""))
     console.print("results written to " + ", ".join(str(p) for p in written))
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an --output that cannot be written before anything runs (not after the run)."""
+    if output.is_dir():
+        raise ConfigError(
+            f"--output {str(output)!r} is a directory; give a file path such as {output}/eval.json"
+        )
+    if output.parent.exists() and not output.parent.is_dir():
+        raise ConfigError(f"--output {str(output)!r}: {str(output.parent)!r} is not a directory")
 
 
 def parse_prices(specs: list[str]) -> dict[str, Price]:
@@ -379,6 +509,7 @@ class _Runs:
     temperature: float
     limits: EndpointLimits
     prices: dict[str, Price]
+    question_budget: Budget | None = None
     ensemble: bool = False
     lanes: tuple[Backend, ...] = ()
     deadline: float | None = None
@@ -439,6 +570,10 @@ async def _run_allocator(
             sampling=sampling,
             temperature=runs.temperature,
             budget=budgets[0],
+            question_budget=runs.question_budget,
+            limits=runs.limits,
+            prices=runs.prices,
+            ensemble=runs.ensemble,
             events=events,
         )
         report.strategy = name
@@ -453,6 +588,7 @@ async def _run_allocator(
         temperature=runs.temperature,
         concurrency=concurrency,
         budget=budgets[0],
+        question_budget=runs.question_budget,
         limits=runs.limits,
         prices=runs.prices,
         events=events,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
@@ -65,7 +66,9 @@ def parse_strategy(
             raise ConfigError(f"strategy 'single' takes no @n, got {spec!r}")
         return Single()
     if name not in STRATEGY_NAMES:
-        raise ConfigError(f"unknown strategy {spec!r}; known: {', '.join(STRATEGY_NAMES)} (e.g. vote@8)")
+        raise ConfigError(
+            f"unknown strategy {spec!r}{_did_you_mean(name)}; known: {', '.join(STRATEGY_NAMES)}"
+        )
     n = _parse_count(count, spec) if count else 8
     strategy = _build(name, n, bool(count), options)
     if options.temperature is not None and hasattr(strategy, "temperature"):
@@ -73,7 +76,14 @@ def parse_strategy(
     return strategy
 
 
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, STRATEGY_NAMES, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _build(name: str, n: int, counted: bool, options: StrategyOptions) -> Strategy:
+    """The strategy `name` with count `n`; every name is matched explicitly (an unknown one is a
+    `ConfigError`, never a silent default)."""
     if name == "vote":
         return Vote(n=n)
     if name == "first_finish":
@@ -90,6 +100,10 @@ def _build(name: str, n: int, counted: bool, options: StrategyOptions) -> Strate
         return Beam(width=n if counted else 2, scorer=JudgeVerifier())
     if name == "prune":
         return Prune(n=n)
+    if name != "early_stop":
+        raise ConfigError(
+            f"unknown strategy {name!r}{_did_you_mean(name)}; known: {', '.join(STRATEGY_NAMES)}"
+        )
     return EarlyStop(
         max_samples=n,
         batch=options.stop_batch,

@@ -48,8 +48,8 @@ class Budgeted(Wrapper):
     that does not fit raises `BudgetExceeded` and is never sent. A reply's `unreported` work
     (cancelled first-finish racers) is settled with its usage. A failure settles the usage the
     error reports, or releases; a cancellation releases (the backend stops generating). A
-    deadline in the ledger chain is a cancel scope: a request still running when it passes is cancelled and raises
-    `BudgetExceeded`.
+    deadline in the ledger chain is a cancel scope: a request still running when it passes is
+    cancelled and raises `BudgetExceeded`.
     """
 
     def __init__(self, inner: Backend, ledger: Ledger, *, media_tokens: int = 4096) -> None:
