@@ -26,8 +26,8 @@ from budgetflow.budget import Budget, Price
 from budgetflow.concurrency import run_all
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.evaluate.datasets import Dataset
-from budgetflow.evaluate.runner import QuestionResult, StrategyReport
-from budgetflow.events import EventStream, QuestionFinished, UnitFinished
+from budgetflow.evaluate.runner import QuestionResult, StrategyReport, announce_finished
+from budgetflow.events import EventStream
 from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
 from budgetflow.types import Completion, Message, Request, SamplingParams
 
@@ -68,6 +68,13 @@ class AllocationRun:
 def open_units(context: RunContext, dataset: Dataset, books: Books) -> None:
     for index, question in enumerate(dataset.questions):
         books.units[index] = context.unit(question.id, index=index, kind="allocation")
+
+
+def open_books(context: RunContext, run: AllocationRun, budget_samples: int) -> Books:
+    """The books of one allocation run, with a unit of `context` open for every question."""
+    books = Books(len(run.dataset), budget_samples)
+    open_units(context, run.dataset, books)
+    return books
 
 
 async def run_allocated(
@@ -111,8 +118,7 @@ async def run_allocated(
         temperature=temperature,
         ensemble=ensemble,
     )
-    books = Books(len(dataset), budget_samples)
-    open_units(context, dataset, books)
+    books = open_books(context, run, budget_samples)
     started = time.perf_counter()
     # With a verifier, a request and the scoring of its answers run back to back: the scoring then
     # finds the question's prompt still cached (another question's request would evict it).
@@ -281,7 +287,7 @@ def build_report(
     for index in range(len(run.dataset)):
         result = _result(run, books, index)
         report.results.append(result)
-        _announce(context, _unit(books, index), report.strategy, result)
+        announce_finished(context, _unit(books, index), report.strategy, result)
         if on_result is not None:
             on_result(result)
     report.spent = context.ledger.spent
@@ -305,29 +311,4 @@ def _result(run: AllocationRun, books: Books, index: int) -> QuestionResult:
         reason=f"{run.allocator.name} allocation",
         sample_answers=tuple(evidence.answers),
         budget_exhausted=not evidence.answers and not evidence.used_greedy,
-    )
-
-
-def _announce(context: RunContext, unit: Unit, strategy: str, result: QuestionResult) -> None:
-    if not context.events.active:
-        return
-    usage = unit.usage
-    context.events.emit(
-        QuestionFinished(
-            unit_id=unit.id,
-            question_id=result.id,
-            strategy=strategy,
-            answer=result.answer,
-            score=result.score,
-            usage=usage,
-        )
-    )
-    context.events.emit(
-        UnitFinished(
-            unit_id=unit.id,
-            answer=result.answer,
-            reason=result.reason,
-            spent=unit.spent,
-            starved=result.budget_exhausted,
-        )
     )

@@ -25,7 +25,7 @@ from budgetflow.allocate.live import (
     allocation_sampling,
     build_report,
     draw_for_question,
-    open_units,
+    open_books,
 )
 from budgetflow.allocate.policies import Allocator
 from budgetflow.backends.base import Backend
@@ -94,8 +94,7 @@ async def run_planned(
         temperature=temperature,
         ensemble=ensemble,
     )
-    books = Books(len(dataset), budget_samples)
-    open_units(context, dataset, books)
+    books = open_books(context, run, budget_samples)
     lanes = _Lanes(run, len(backends), books)
     started = time.perf_counter()
     await _run_lanes(lanes, lambda: max(0.0, deadline_seconds - (time.perf_counter() - started)), max_batch)

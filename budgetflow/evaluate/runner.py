@@ -122,7 +122,7 @@ async def evaluate(
 
     async def answer(question: Question, unit: Unit) -> QuestionResult:
         result = await _answer_one(question, dataset, strategy, unit, sampling)
-        _finished(context, unit, strategy.name, result)
+        announce_finished(context, unit, strategy.name, result)
         if on_result is not None:
             on_result(result)
         return result
@@ -136,7 +136,8 @@ async def evaluate(
     return report
 
 
-def _finished(context: RunContext, unit: Unit, strategy: str, result: QuestionResult) -> None:
+def announce_finished(context: RunContext, unit: Unit, strategy: str, result: QuestionResult) -> None:
+    """`QuestionFinished` and `UnitFinished` for one question's result (its unit's spend)."""
     if not context.events.active:
         return
     usage = Usage(result.prompt_tokens, result.completion_tokens)

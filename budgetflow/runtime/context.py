@@ -93,7 +93,6 @@ class RunContext:
         self.meters = [Metered(b, events=self.events) for b in (backend, *lanes)]
         self.concurrency = [ConcurrencyLimit(meter, limit=self.limits.concurrency) for meter in self.meters]
         self.endpoints: list[Backend] = [self._rate_limited(limit) for limit in self.concurrency]
-        self._units_started = 0
 
     def _rate_limited(self, limited: ConcurrencyLimit) -> Backend:
         return RateLimit(
@@ -111,7 +110,6 @@ class RunContext:
         bounds it, within the run's. Emits `UnitStarted`."""
         chosen = budget if budget is not None else self.unit_budget
         ledger = self.ledger.child(chosen, name=unit_id)
-        self._units_started += 1
         if self.events.active:
             tokens = None if chosen is None else chosen.total_tokens
             self.events.emit(UnitStarted(unit_id=unit_id, kind=kind, budget_tokens=tokens))
@@ -135,10 +133,6 @@ class RunContext:
             else min(share_tokens, base.total_tokens or share_tokens),
             cost=_smaller(base.cost, share_cost),
         )
-
-    def backend_for(self, name: str, *, lane: int = 0) -> Backend:
-        """The per-unit stack on endpoint `lane` for a ledger-less caller (tests, one-off calls)."""
-        return self.unit(name, index=self._units_started, kind="call").backend(lane)
 
 
 def _smaller(a: float | None, b: float | None) -> float | None:
