@@ -37,11 +37,12 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
-from budgetflow.allocate.compute_optimal import calibrate
-from budgetflow.allocate.policies import Allocator, Voting, make_allocator
-from budgetflow.allocate.simulate import oracle_accuracy, simulate
+from budgetflow.allocate import Allocator, make_allocator
+from budgetflow.answers.voting import Voting
+from budgetflow.evaluate.bank import BankQuestion, load_bank, record_bank, write_bank
+from budgetflow.evaluate.calibrate import calibrate
 from budgetflow.evaluate.datasets import load_dataset
+from budgetflow.evaluate.simulate import oracle_accuracy, simulate
 from budgetflow.types import SamplingParams
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -84,8 +85,8 @@ def _scored(bank: list[BankQuestion], path: Path, questions: int) -> list[BankQu
     if path.is_file():
         print(f"verifier scores: {path} (cached)")
         return load_bank(path)
-    from budgetflow.allocate.verify import score_bank
     from budgetflow.backends.embedded import EmbeddedBackend
+    from budgetflow.evaluate.bank import score_bank
 
     print(f"scoring the bank's answers with the likelihood verifier -> {path} ...", flush=True)
 

@@ -19,12 +19,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from budgetflow.allocate.live_deadline import run_planned
-from budgetflow.allocate.policies import make_allocator
+from budgetflow.allocate import make_allocator
 from budgetflow.backends.base import Backend
 from budgetflow.backends.embedded import EmbeddedBackend, default_model_path
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.backends.wrappers.base import Wrapper
+from budgetflow.evaluate.allocated_lanes import run_planned
 from budgetflow.evaluate.datasets import Dataset, load_dataset
 from budgetflow.testing.llama_server import start_llama_server, stop_llama_server
 from budgetflow.types import Request, Response, SamplingParams

@@ -19,10 +19,10 @@ import json
 import statistics
 import time
 
-from budgetflow.allocate.verify import likelihood_scores
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.embedded import EmbeddedBackend
 from budgetflow.evaluate.datasets import load_dataset
+from budgetflow.strategies.verifiers import likelihood_scores
 from budgetflow.types import Message, Request, SamplingParams
 
 
@@ -37,13 +37,13 @@ async def _measure(questions: int, n: int) -> dict[str, float]:
             sampled.append(time.perf_counter() - started)
             answers = [a for a in (extract_answer(t) for t in response.texts) if a is not None]
             started = time.perf_counter()
-            scores = await likelihood_scores(backend, dataset, question, answers)
+            scores = await likelihood_scores(backend, dataset.statement, question, answers)
             warm.append(time.perf_counter() - started)
             candidates.append(len(scores))
             # a cold prompt: another prompt in between evicts this question's cached prefix
             await backend.complete(Request(messages=(Message("user", "Hello"),), sampling=sampling))
             started = time.perf_counter()
-            await likelihood_scores(backend, dataset, question, answers)
+            await likelihood_scores(backend, dataset.statement, question, answers)
             cold.append(time.perf_counter() - started)
     return {
         "questions": questions,

@@ -13,14 +13,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from budgetflow.allocate.live import run_allocated
-from budgetflow.allocate.live_deadline import run_planned
-from budgetflow.allocate.policies import Allocator, make_allocator
+from budgetflow.allocate import Allocator, make_allocator
 from budgetflow.backends.base import Backend
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.budget import Budget, Price
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError, ConfigError
+from budgetflow.evaluate.allocated import run_allocated
+from budgetflow.evaluate.allocated_lanes import run_planned
 from budgetflow.evaluate.datasets import (
     BUILTIN_DATASETS,
     BUILTIN_MIXES,

@@ -12,15 +12,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from budgetflow.allocate.bank import BankQuestion, load_bank, record_bank, write_bank
-from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate
-from budgetflow.allocate.deadline import Lane, LaneSimulation, simulate_lanes
-from budgetflow.allocate.policies import ALLOCATORS, Allocator, Voting, make_allocator
-from budgetflow.allocate.simulate import SimulationResult, oracle_accuracy, simulate
+from budgetflow.allocate import ALLOCATORS, Allocator, make_allocator
+from budgetflow.answers.voting import Voting
 from budgetflow.backends.base import Backend
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError, ConfigError
+from budgetflow.evaluate.bank import BankQuestion, load_bank, record_bank, write_bank
+from budgetflow.evaluate.calibrate import CalibrationTable, calibrate
 from budgetflow.evaluate.datasets import Dataset, load_dataset
+from budgetflow.evaluate.simulate import SimulationResult, oracle_accuracy, simulate
+from budgetflow.evaluate.simulate_lanes import Lane, LaneSimulation, simulate_lanes
 from budgetflow.types import SamplingParams
 
 bank_app = typer.Typer(
@@ -134,7 +135,7 @@ def score_command(
 
 
 async def _score(questions: list[BankQuestion], data: Dataset, backend: Backend) -> list[BankQuestion]:
-    from budgetflow.allocate.verify import score_bank
+    from budgetflow.evaluate.bank import score_bank
 
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     async with backend:

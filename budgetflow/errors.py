@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from budgetflow.types import Usage
+    from budgetflow.usage import Usage
 
 __all__ = [
     "AuthenticationFailed",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from budgetflow.errors import ConfigError
+from budgetflow.usage import Usage
 
 __all__ = [
     "AudioPart",
@@ -167,23 +168,6 @@ class Request:
         messages.append(Message("user", prompt))
         return cls(
             messages=tuple(messages), sampling=sampling or SamplingParams(), n=n, keep_first=keep_first
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens spent. Prompt tokens count once per request, completion tokens once per sample."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
         )
 
 

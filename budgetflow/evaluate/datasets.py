@@ -9,12 +9,13 @@ MATH-500, AIME, AMC) are recognised from the first line.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from budgetflow.answers.extract import extract_answer
 from budgetflow.answers.grading import Grader, MatchGrader
+from budgetflow.answers.statement import AnswerStatement
 from budgetflow.errors import DatasetError
 from budgetflow.prompts import render_prompt
 from budgetflow.types import Message, Question
@@ -88,16 +89,6 @@ _KNOWN_LAYOUTS = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AnswerStatement:
-    """How a reply states an answer, for a likelihood verifier: the reply's opening (`opening`,
-    with `{question}`, the same for every candidate) and the answer's own text (`answer`, with
-    `{answer}`), whose log-probability after the opening ranks the candidates."""
-
-    opening: str = ""
-    answer: str = "The answer is {answer}."
-
-
 #: The built-in arithmetic tasks' replies read "7 + 4 = 11. Answer: 11"; the period ends the number.
 ARITHMETIC_STATEMENT = AnswerStatement(opening="{question} =", answer=" {answer}.")
 
@@ -110,7 +101,7 @@ class Dataset:
     questions: tuple[Question, ...]
     grader: Grader
     stop: tuple[str, ...] = ()
-    statement: AnswerStatement = AnswerStatement()
+    statement: AnswerStatement = field(default_factory=AnswerStatement)
 
     def __len__(self) -> int:
         return len(self.questions)

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from budgetflow.answers.extract import extract_answer
+from budgetflow.answers.voting import majority_answer
 from budgetflow.backends.base import Backend
 from budgetflow.concurrency import run_all
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.events import EventStream, StrategyDecided
 from budgetflow.runtime.context import RunContext, Unit
 from budgetflow.strategies.base import Decision, Draw, Finish, Sample, Strategy, Verify
-from budgetflow.strategies.vote import majority_answer
 from budgetflow.types import Message, Request, SamplingParams, Usage
 
 __all__ = ["StrategyOutcome", "run_strategy"]

@@ -12,35 +12,30 @@ Sampling also stops at `max_samples`. The answer is the majority of everything d
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from math import comb
 from typing import Literal
 
-from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.answers.voting import (
+    PLAIN_VOTING,
+    STRATEGY_STOP_CONFIDENCE,
+    Evidence,
+    answer_key,
+    leader_settled,
+    majority_answer,
+    top_two,
+)
 from budgetflow.errors import ConfigError
 from budgetflow.strategies.base import Decision, Draw, Finish, Sample
-from budgetflow.strategies.vote import majority_answer
 
-__all__ = ["EarlyStop", "leader_confidence", "top_two_counts"]
-
-
-def leader_confidence(leader: int, runner_up: int) -> float:
-    """P(X > 1/2) for X ~ Beta(leader + 1, runner_up + 1), exactly.
-
-    For integer parameters a, b: P(Beta(a, b) > 1/2) = P(Binomial(a + b - 1, 1/2) <= a - 1).
-    """
-    a, b = leader + 1, runner_up + 1
-    trials = a + b - 1
-    return float(sum(comb(trials, j) for j in range(a)) / 2**trials)
+__all__ = ["EarlyStop", "top_two_counts"]
 
 
 def top_two_counts(answers: Sequence[str | None]) -> tuple[int, int]:
-    counts = Counter(normalize_answer(a) for a in answers if a is not None).most_common(2)
-    first = counts[0][1] if counts else 0
-    second = counts[1][1] if len(counts) > 1 else 0
-    return first, second
+    """The leader's and the runner-up's plain vote counts among `answers`."""
+    ballots = Evidence(answers=[answer_key(answer) for answer in answers])
+    leader, runner_up = top_two(PLAIN_VOTING.votes(ballots))
+    return round(leader), round(runner_up)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,7 +46,7 @@ class EarlyStop:
     batch: int = 2
     temperature: float = 0.5
     rule: Literal["beta", "margin"] = "beta"
-    confidence: float = 0.95
+    confidence: float = STRATEGY_STOP_CONFIDENCE
     margin: int = 3
 
     def __post_init__(self) -> None:
@@ -68,11 +63,9 @@ class EarlyStop:
 
     def settled(self, samples: Sequence[Sample]) -> bool:
         leader, runner_up = top_two_counts([s.answer for s in samples])
-        if leader == 0:
-            return False
         if self.rule == "margin":
-            return leader - runner_up >= self.margin
-        return leader_confidence(leader, runner_up) >= self.confidence
+            return leader > 0 and leader - runner_up >= self.margin
+        return leader_settled(leader, runner_up, self.confidence)
 
     def decide(self, samples: Sequence[Sample]) -> Decision:
         if len(samples) < self.max_samples and not self.settled(samples):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from budgetflow.answers.voting import majority_answer
 from budgetflow.errors import ConfigError
 from budgetflow.strategies.base import Decision, Draw, Finish, Sample
-from budgetflow.strategies.vote import majority_answer
 
 __all__ = ["FirstFinish"]
 

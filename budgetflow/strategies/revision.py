@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from budgetflow.answers.voting import majority_answer
 from budgetflow.errors import ConfigError
 from budgetflow.prompts import load_prompt
 from budgetflow.strategies.base import Decision, Draw, Finish, Sample
-from budgetflow.strategies.vote import majority_answer
 from budgetflow.types import Message
 
 __all__ = ["Refine", "Synthesize"]

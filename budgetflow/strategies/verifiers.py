@@ -1,19 +1,36 @@
-"""Verifiers for `best_of_n`, `beam` and `tree`: a Python function, an LLM judge, a reward endpoint."""
+"""Verifiers for `best_of_n`, `beam` and `tree`: a Python function, an LLM judge, a reward
+endpoint; and the likelihood verifier the allocators weigh votes with.
+
+The likelihood verifier (`likelihood_scores`) ranks candidate answers by how likely the model is
+to state each one directly after the question (`AnswerStatement`: for the built-in arithmetic
+tasks, the log-probability of " 11." after "7 + 4 ="). Scoring costs prompt tokens only: the
+candidates of a question are decoded side by side on its cached prompt, one batch, no sampling.
+Wrong answers that many samples copy from a few-shot example (SmolLM2's "19") often score low,
+which is where a verifier-weighted vote beats a plain one (see `Voting.verifier_weight`).
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 
+from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.answers.statement import AnswerStatement
 from budgetflow.backends.base import Backend
-from budgetflow.errors import BackendTimeout, EndpointUnreachable, MalformedReply, error_for_status
+from budgetflow.errors import (
+    BackendTimeout,
+    ConfigError,
+    EndpointUnreachable,
+    MalformedReply,
+    error_for_status,
+)
 from budgetflow.prompts import load_prompt
-from budgetflow.types import Message, Request, SamplingParams
+from budgetflow.types import Message, Question, Request, SamplingParams
 
-__all__ = ["FunctionVerifier", "JudgeVerifier", "RewardEndpointVerifier"]
+__all__ = ["FunctionVerifier", "JudgeVerifier", "RewardEndpointVerifier", "likelihood_scores"]
 
 ScoreFunction = Callable[[tuple[Message, ...], str], float | Awaitable[float]]
 
@@ -83,3 +100,19 @@ class RewardEndpointVerifier:
                 f"reward endpoint {self.url}: expected {{'score': number}}, got {body[:200]!r}",
                 backend=self.url,
             ) from exc
+
+
+async def likelihood_scores(
+    backend: Backend, statement: AnswerStatement, question: Question, answers: Sequence[str]
+) -> dict[str, float]:
+    """Each distinct normalised answer's log-probability as the model's statement of it, asked
+    with the question's own prompt. `ConfigError` if the backend cannot score text."""
+    distinct = sorted({normalize_answer(answer) for answer in answers})
+    if not distinct:
+        return {}
+    request = Request(messages=question.messages, prefill=statement.opening_for(question.text))
+    try:
+        scores = await backend.score_continuations(request, statement.texts(distinct))
+    except NotImplementedError as exc:
+        raise ConfigError(f"the likelihood verifier needs a backend that scores text: {exc}") from None
+    return dict(zip(distinct, scores, strict=True))

@@ -10,27 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.answers.voting import majority_answer
 from budgetflow.errors import ConfigError
 from budgetflow.strategies.base import Decision, Draw, Finish, Sample
 
 __all__ = ["Vote", "majority_answer"]
-
-
-def majority_answer(answers: Sequence[str | None]) -> tuple[str | None, int]:
-    """The most frequent answer and its count; ties go to the earliest first occurrence."""
-    counts: dict[str, int] = {}
-    first_text: dict[str, str] = {}
-    for answer in answers:
-        if answer is None:
-            continue
-        key = normalize_answer(answer)
-        counts[key] = counts.get(key, 0) + 1
-        first_text.setdefault(key, answer)
-    if not counts:
-        return None, 0
-    best = max(counts, key=lambda key: counts[key])  # max keeps the first key among equals
-    return first_text[best], counts[best]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

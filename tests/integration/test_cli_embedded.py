@@ -33,7 +33,7 @@ def test_eval_on_the_embedded_model(tmp_path: Path) -> None:
 
 
 def test_bank_record_score_and_simulate_with_the_verifier_on_the_embedded_model(tmp_path: Path) -> None:
-    from budgetflow.allocate.bank import load_bank
+    from budgetflow.evaluate.bank import load_bank
 
     bank, scored = tmp_path / "bank.jsonl", tmp_path / "scored.jsonl"
     recorded = CliRunner().invoke(

@@ -6,6 +6,7 @@ import pytest
 
 from budgetflow import run_strategy
 from budgetflow.answers.grading import MatchGrader
+from budgetflow.answers.voting import leader_confidence
 from budgetflow.backends.scripted import FunctionBackend, ScriptedBackend
 from budgetflow.budget import Budget
 from budgetflow.errors import ConfigError
@@ -13,7 +14,7 @@ from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import evaluate
 from budgetflow.events import EventLog, EventStream, StrategyDecided
 from budgetflow.strategies import Draw, Finish, Sample, Vote
-from budgetflow.strategies.early_stop import EarlyStop, leader_confidence, top_two_counts
+from budgetflow.strategies.early_stop import EarlyStop, top_two_counts
 from budgetflow.strategies.first_finish import FirstFinish
 from budgetflow.strategies.parse import StrategyOptions, parse_strategy
 from budgetflow.types import Message, Question, Request, SamplingParams

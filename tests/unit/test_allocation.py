@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from budgetflow.allocate.bank import BankQuestion, BankSample, load_bank, write_bank
-from budgetflow.allocate.policies import Evidence, Voting, final_answer, make_allocator, marginal_gain
-from budgetflow.allocate.simulate import oracle_accuracy, simulate
+from budgetflow.allocate import make_allocator, marginal_gain
+from budgetflow.answers.voting import Evidence, Voting, final_answer
 from budgetflow.cli import app
 from budgetflow.errors import ConfigError, DatasetError
+from budgetflow.evaluate.bank import BankQuestion, BankSample, load_bank, write_bank
+from budgetflow.evaluate.simulate import oracle_accuracy, simulate
 
 
 def _question(index: int, answers: list[str], gold: str, greedy: str | None = None) -> BankQuestion:
@@ -153,7 +154,7 @@ def test_bank_record_cli_writes_a_loadable_bank(stub_url: str, tmp_path: Path) -
 
 
 def test_compute_optimal_calibrates_on_one_split_and_applies_to_another(tmp_path: Path) -> None:
-    from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate, probe_bin
+    from budgetflow.evaluate.calibrate import CalibrationTable, calibrate, probe_bin
 
     assert probe_bin(Evidence(answers=["4", "4"], greedy="4", used_greedy=True)) == 0
     assert probe_bin(Evidence(answers=["4", "5"], greedy="4", used_greedy=True)) == 1
@@ -180,9 +181,9 @@ def test_compute_optimal_calibrates_on_one_split_and_applies_to_another(tmp_path
 def test_live_allocation_spends_the_sample_budget_where_answers_disagree() -> None:
     import asyncio
 
-    from budgetflow.allocate.live import run_allocated
     from budgetflow.answers import MatchGrader
     from budgetflow.backends.scripted import FunctionBackend
+    from budgetflow.evaluate.allocated import run_allocated
     from budgetflow.evaluate.datasets import Dataset
     from budgetflow.types import Message, Question, Request, SamplingParams
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from budgetflow.allocate.policies import make_allocator
+from budgetflow.allocate import make_allocator
 from budgetflow.answers import MatchGrader
 from budgetflow.backends.base import Backend
 from budgetflow.backends.openai import OpenAICompatibleBackend
@@ -161,7 +161,7 @@ def test_cancelled_first_finish_racers_are_charged_conservatively() -> None:
 
 
 def test_a_quota_factor_above_one_never_raises_max_tokens() -> None:
-    from budgetflow.allocate.live import run_allocated
+    from budgetflow.evaluate.allocated import run_allocated
 
     seen: list[int] = []
 

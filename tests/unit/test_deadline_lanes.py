@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from budgetflow.allocate.bank import BankQuestion, BankSample, write_bank
-from budgetflow.allocate.deadline import Lane, LaneView, plan_next_draw, simulate_lanes
-from budgetflow.allocate.live_deadline import run_planned
-from budgetflow.allocate.policies import Evidence, make_allocator
+from budgetflow.allocate import make_allocator
+from budgetflow.allocate.deadline import LaneView, plan_next_draw
 from budgetflow.answers import MatchGrader
+from budgetflow.answers.voting import Evidence
 from budgetflow.backends.base import Backend
 from budgetflow.cli import app
 from budgetflow.errors import ConfigError
+from budgetflow.evaluate.allocated_lanes import run_planned
+from budgetflow.evaluate.bank import BankQuestion, BankSample, write_bank
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import StrategyReport
+from budgetflow.evaluate.simulate_lanes import Lane, simulate_lanes
 from budgetflow.types import Completion, Message, Question, Request, Response, SamplingParams, Usage
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from budgetflow.allocate.bank import load_bank, record_bank
-from budgetflow.allocate.live import run_allocated
-from budgetflow.allocate.policies import make_allocator
+from budgetflow.allocate import make_allocator
 from budgetflow.answers import MatchGrader
 from budgetflow.backends.scripted import FunctionBackend
 from budgetflow.cli import app
+from budgetflow.evaluate.allocated import run_allocated
+from budgetflow.evaluate.bank import load_bank, record_bank
 from budgetflow.evaluate.datasets import Dataset, load_dataset
 from budgetflow.types import Message, Question, Request, SamplingParams
 

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from budgetflow.allocate.bank import BankQuestion, BankSample, load_bank, write_bank
-from budgetflow.allocate.policies import Evidence, Voting, final_answer, make_allocator
-from budgetflow.allocate.simulate import oracle_accuracy, simulate
-from budgetflow.allocate.verify import likelihood_scores, score_bank
+from budgetflow.allocate import make_allocator
 from budgetflow.answers.grading import MatchGrader
+from budgetflow.answers.voting import Evidence, Voting, final_answer
 from budgetflow.backends.base import Backend
 from budgetflow.backends.scripted import FunctionBackend
 from budgetflow.cli import app
 from budgetflow.errors import ConfigError, DatasetError
+from budgetflow.evaluate.bank import BankQuestion, BankSample, load_bank, score_bank, write_bank
 from budgetflow.evaluate.datasets import ARITHMETIC_STATEMENT, Dataset
+from budgetflow.evaluate.simulate import oracle_accuracy, simulate
+from budgetflow.strategies.verifiers import likelihood_scores
 from budgetflow.types import Message, Question, Request, Response
 
 
@@ -70,7 +71,7 @@ def _sample(answer: str | None, gold: str = "-12") -> BankSample:
 def test_the_verifier_states_each_distinct_answer_once_after_the_question() -> None:
     dataset, scorer = _dataset(), _ListeningScorer()
     scores = asyncio.run(
-        likelihood_scores(scorer, dataset, dataset.questions[0], ["19", "-12", "19.0", "19"])
+        likelihood_scores(scorer, dataset.statement, dataset.questions[0], ["19", "-12", "19.0", "19"])
     )
     assert scores == {"-12": -0.5, "19": -6.0}  # "19.0" and "19" are one answer
     ((request, texts),) = scorer.asked
@@ -212,7 +213,7 @@ def test_with_a_verifier_agreement_on_a_doubted_answer_still_attracts_budget() -
 
 
 def test_live_allocation_asks_the_verifier_once_per_new_answer_and_its_vote_wins() -> None:
-    from budgetflow.allocate.live import run_allocated
+    from budgetflow.evaluate.allocated import run_allocated
     from budgetflow.types import SamplingParams
 
     def reply(request: Request, index: int) -> str:  # "19" twice as often as the right "-12"
@@ -249,7 +250,8 @@ def test_live_allocation_asks_the_verifier_once_per_new_answer_and_its_vote_wins
 def test_the_deadline_planner_weighs_votes_and_plans_by_the_verifier() -> None:
     from dataclasses import replace
 
-    from budgetflow.allocate.deadline import Lane, expected_gain, simulate_lanes
+    from budgetflow.allocate.deadline import expected_gain
+    from budgetflow.evaluate.simulate_lanes import Lane, simulate_lanes
 
     bank = [
         replace(q, samples=tuple(replace(s, seconds=0.05) for s in q.samples))
@@ -274,7 +276,7 @@ def test_the_deadline_planner_weighs_votes_and_plans_by_the_verifier() -> None:
 
 
 def test_the_live_deadline_planner_verifies_every_lanes_answers_on_the_first_backend() -> None:
-    from budgetflow.allocate.live_deadline import run_planned
+    from budgetflow.evaluate.allocated_lanes import run_planned
     from budgetflow.types import SamplingParams
 
     verifier = _ScoringFunctionBackend(lambda request, index: "Answer: 19")
@@ -290,7 +292,7 @@ def test_the_live_deadline_planner_verifies_every_lanes_answers_on_the_first_bac
 
 
 def test_compute_optimal_calibrates_for_the_verifiers_vote_and_the_table_keeps_it(tmp_path: Path) -> None:
-    from budgetflow.allocate.compute_optimal import CalibrationTable, calibrate
+    from budgetflow.evaluate.calibrate import CalibrationTable, calibrate
 
     calibration, held_out = _copied_answer_bank(40, seed=1), _copied_answer_bank(40, seed=2)
     table = calibrate(calibration, [4], voting=Voting(verifier_weight=1.0))
@@ -327,7 +329,7 @@ def test_compute_optimal_calibrates_for_the_verifiers_vote_and_the_table_keeps_i
 
 
 def test_live_verification_is_reserved_metered_and_settled_in_the_questions_ledger() -> None:
-    from budgetflow.allocate.live import Books, open_units, verify_new_answers
+    from budgetflow.evaluate.allocated import Books, open_units, verify_new_answers
     from budgetflow.events import BudgetSettled, EventLog, RequestFinished
     from budgetflow.runtime.context import RunContext
 
@@ -353,8 +355,8 @@ def test_live_verification_is_reserved_metered_and_settled_in_the_questions_ledg
 
 
 def test_live_verification_the_budget_refuses_starves_the_question_instead_of_failing() -> None:
-    from budgetflow.allocate.live import Books, open_units, verify_new_answers
     from budgetflow.budget import Budget
+    from budgetflow.evaluate.allocated import Books, open_units, verify_new_answers
     from budgetflow.runtime.context import RunContext
 
     backend, books, dataset = _ScoringFunctionBackend(lambda request, index: ""), Books(1, 0), _dataset()
@@ -381,7 +383,7 @@ def test_early_stop_on_verifier_weighted_counts_settles_on_the_likely_answer() -
 
 
 def test_record_bank_can_score_answers_as_it_records() -> None:
-    from budgetflow.allocate.bank import record_bank
+    from budgetflow.evaluate.bank import record_bank
     from budgetflow.types import SamplingParams
 
     def reply(request: Request, index: int) -> str:
@@ -407,7 +409,7 @@ def test_record_bank_can_score_answers_as_it_records() -> None:
 
 
 def test_live_scoring_follows_its_own_questions_request_so_the_prompt_is_still_cached() -> None:
-    from budgetflow.allocate.live import run_allocated
+    from budgetflow.evaluate.allocated import run_allocated
     from budgetflow.types import SamplingParams
 
     calls: list[tuple[str, str]] = []

@@ -18,8 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from budgetflow.allocate import Allocator
 from budgetflow.allocate.deadline import DrawPlan, LaneView, plan_next_draw
-from budgetflow.allocate.live import (
+from budgetflow.backends.base import Backend
+from budgetflow.budget import Budget, Price
+from budgetflow.errors import ConfigError
+from budgetflow.evaluate.allocated import (
     AllocationRun,
     Books,
     allocation_sampling,
@@ -27,10 +31,6 @@ from budgetflow.allocate.live import (
     draw_for_question,
     open_books,
 )
-from budgetflow.allocate.policies import Allocator
-from budgetflow.backends.base import Backend
-from budgetflow.budget import Budget, Price
-from budgetflow.errors import ConfigError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
 from budgetflow.events import EventStream

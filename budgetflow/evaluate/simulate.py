@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from budgetflow.allocate.bank import BankQuestion
-from budgetflow.allocate.policies import Allocator, Evidence, Voting, answer_key, final_answer
+from budgetflow.allocate.base import Allocator
 from budgetflow.answers.equivalence import normalize_answer
+from budgetflow.answers.voting import Evidence, Voting, answer_key, final_answer
 from budgetflow.errors import ConfigError
+from budgetflow.evaluate.bank import BankQuestion
 
 __all__ = ["SimulationResult", "correct_keys", "majority_curve", "oracle_accuracy", "simulate"]
 

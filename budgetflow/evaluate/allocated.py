@@ -18,9 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from budgetflow.allocate.policies import Allocator, Evidence, answer_key, final_answer
-from budgetflow.allocate.verify import likelihood_scores
+from budgetflow.allocate import Allocator
 from budgetflow.answers.extract import extract_answer
+from budgetflow.answers.voting import Evidence, answer_key, final_answer
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
 from budgetflow.concurrency import run_all
@@ -29,6 +29,7 @@ from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport, announce_finished
 from budgetflow.events import EventStream
 from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
+from budgetflow.strategies.verifiers import likelihood_scores
 from budgetflow.types import Completion, Message, Request, SamplingParams
 
 __all__ = ["AllocationRun", "Books", "draw_for_question", "run_allocated"]
@@ -245,7 +246,7 @@ async def verify_new_answers(dataset: Dataset, books: Books, index: int, *, lane
         return 0
     backend = _unit(books, index).backend(lane)
     try:
-        scores = await likelihood_scores(backend, dataset, dataset.questions[index], unscored)
+        scores = await likelihood_scores(backend, dataset.statement, dataset.questions[index], unscored)
     except BudgetExceeded:
         books.refused.add(index)
         return 0

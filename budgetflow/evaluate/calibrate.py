@@ -1,5 +1,6 @@
-"""`compute_optimal` (Snell et al.): bin questions by estimated difficulty, learn on a calibration
-split how many samples each bin deserves at each budget, apply the table to new questions.
+"""Calibrate `compute_optimal` (Snell et al.): learn on a calibration split how many samples each
+difficulty bin (`budgetflow.allocate.policies.probe_bin`) deserves at each budget; the allocator
+applies the table to new questions.
 
 Difficulty is estimated from a cheap probe: the greedy answer and two samples. All three agree ->
 bin 0 (easy), two agree -> bin 1, all differ -> bin 2 (hard). On the calibration split, each bin's
@@ -19,25 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from budgetflow.allocate.bank import BankQuestion, optional_number
-from budgetflow.allocate.policies import Evidence, Voting, answer_key
-from budgetflow.allocate.simulate import majority_curve
+from budgetflow.allocate.policies import BINS, PROBE_SAMPLES, probe_bin
+from budgetflow.answers.voting import Evidence, Voting, answer_key
 from budgetflow.errors import ConfigError, DatasetError
+from budgetflow.evaluate.bank import BankQuestion, optional_number
+from budgetflow.evaluate.simulate import majority_curve
 
-__all__ = ["PROBE_SAMPLES", "CalibrationTable", "calibrate", "probe_bin"]
-
-PROBE_SAMPLES = 2
-BINS = 3
-
-
-def probe_bin(evidence: Evidence) -> int:
-    """0 (easy) .. 2 (hard) from the greedy answer and the first two samples."""
-    probe = [evidence.greedy, *evidence.answers[:PROBE_SAMPLES]]
-    stated = [a for a in probe if a is not None]
-    if not stated:
-        return BINS - 1
-    agreeing = max(stated.count(a) for a in stated)
-    return {3: 0, 2: 1}.get(agreeing, 2)
+__all__ = ["CalibrationTable", "calibrate"]
 
 
 @dataclass(frozen=True, slots=True)

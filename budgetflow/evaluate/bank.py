@@ -22,12 +22,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
 from budgetflow.errors import DatasetError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.runtime.context import RunContext, Unit
 from budgetflow.runtime.scheduler import run_units
+from budgetflow.strategies.verifiers import likelihood_scores
 from budgetflow.types import Message, Question, Request, SamplingParams
 
 __all__ = ["BankQuestion", "BankSample", "load_bank", "optional_number", "record_bank", "write_bank"]
@@ -147,8 +149,6 @@ async def record_bank(
     With `verify`, the likelihood verifier scores every answer right after its question's samples
     (the backend must score text: `Backend.score_continuations`), as `budgetflow bank score`
     would later."""
-    from budgetflow.allocate.verify import with_scores
-
     context = RunContext(backend, seed=sampling.seed)
     params = replace(sampling, stop=sampling.stop or dataset.stop, logprobs=True)
 
@@ -212,3 +212,47 @@ async def _draw(
             )
         )
     return drawn
+
+
+async def score_bank(
+    bank: list[BankQuestion],
+    dataset: Dataset,
+    backend: Backend,
+    *,
+    on_question: Callable[[BankQuestion], None] | None = None,
+) -> list[BankQuestion]:
+    """The bank with every sample's and greedy answer's `verifier_score` set (None where no answer
+    was stated). Bank questions are matched to `dataset` questions by id."""
+    by_id = {question.id: question for question in dataset.questions}
+    missing = [entry.id for entry in bank if entry.id not in by_id]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} bank question(s) are not in dataset {dataset.name!r} (first: {missing[0]!r}); "
+            "score a bank with the dataset it was recorded from"
+        )
+    scored = []
+    for entry in bank:
+        scored_entry = await with_scores(entry, dataset, by_id[entry.id], backend)
+        scored.append(scored_entry)
+        if on_question is not None:
+            on_question(scored_entry)
+    return scored
+
+
+async def with_scores(
+    entry: BankQuestion, dataset: Dataset, question: Question, backend: Backend
+) -> BankQuestion:
+    """One bank question with its answers' verifier scores (asked with `question`'s prompt)."""
+    drawn = [*entry.samples, *([entry.greedy] if entry.greedy else [])]
+    answers = [s.answer for s in drawn if s.answer is not None]
+    scores = await likelihood_scores(backend, dataset.statement, question, answers)
+    return replace(
+        entry,
+        greedy=_with_score(entry.greedy, scores) if entry.greedy else None,
+        samples=tuple(_with_score(sample, scores) for sample in entry.samples),
+    )
+
+
+def _with_score(sample: BankSample, scores: dict[str, float]) -> BankSample:
+    score = None if sample.answer is None else scores[normalize_answer(sample.answer)]
+    return replace(sample, verifier_score=score)
