@@ -3,36 +3,70 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from budgetflow.allocate import Allocator, make_allocator
-from budgetflow.backends.base import Backend
-from budgetflow.backends.openai import OpenAICompatibleBackend
+from budgetflow.allocate import make_allocator
 from budgetflow.budget import Budget, Price
+from budgetflow.cli_bank import bank_app
+from budgetflow.cli_options import (
+    AllocatorOpt,
+    AnswerFieldOpt,
+    ApiKeyEnvOpt,
+    BackendConcurrencyOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    BudgetCostOpt,
+    BudgetSamplesOpt,
+    BudgetTokensOpt,
+    ConcurrencyOpt,
+    ConfidenceWeightOpt,
+    DatasetOpt,
+    DeadlineOpt,
+    FirstKOpt,
+    GreedyEvidenceOpt,
+    IdFieldOpt,
+    LaneOpt,
+    LimitOpt,
+    MaxAttemptsOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    ModelPathOpt,
+    OutputOpt,
+    PlotsOpt,
+    PriceOpt,
+    PromptEnsembleOpt,
+    QuestionBudgetOpt,
+    QuestionFieldOpt,
+    RequestsPerMinuteOpt,
+    SeedOpt,
+    StopBatchOpt,
+    StopConfidenceOpt,
+    StopMarginOpt,
+    StopRuleOpt,
+    StrategyOpt,
+    TemperatureOpt,
+    ThreadsOpt,
+    TimeoutOpt,
+    TokensPerMinuteOpt,
+    TopPOpt,
+    VerifierWeightOpt,
+    endpoint_spec,
+)
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError, ConfigError
-from budgetflow.evaluate.allocated import run_allocated
-from budgetflow.evaluate.allocated_lanes import run_planned
-from budgetflow.evaluate.datasets import (
-    BUILTIN_DATASETS,
-    BUILTIN_MIXES,
-    Dataset,
-    FieldMap,
-    load_dataset,
-    split_fields,
-)
+from budgetflow.evaluate.datasets import BUILTIN_DATASETS, BUILTIN_MIXES, Dataset, FieldMap, split_fields
 from budgetflow.evaluate.report import plot_reports, write_markdown
-from budgetflow.evaluate.runner import StrategyReport, evaluate
-from budgetflow.events import Event, EventStream, QuestionFinished, RequestFinished
+from budgetflow.evaluate.runner import StrategyReport
+from budgetflow.evaluate.session import DatasetSpec, EvalConfig, run_eval, write_results
+from budgetflow.events import Event, QuestionFinished, RequestFinished
 from budgetflow.runtime.context import EndpointLimits, RetryPolicy
+from budgetflow.runtime.endpoints import EndpointSpec
 from budgetflow.strategies.base import Strategy
 from budgetflow.strategies.parse import StrategyOptions, parse_strategy
 from budgetflow.types import SamplingParams
@@ -78,343 +112,101 @@ def list_datasets() -> None:
 
 @app.command("eval")
 def eval_command(
-    dataset: Annotated[
-        str,
-        typer.Option(
-            rich_help_panel="Dataset",
-            help="A built-in dataset name (see `budgetflow datasets`) or a path to a JSONL file.",
-        ),
-    ] = "chain_sum",
-    strategy: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--strategy",
-            "-s",
-            rich_help_panel="Strategies and sampling",
-            help="Strategy to run; repeat to compare several. `single` (greedy, one sample); "
-            "`vote@N` (self-consistency: N samples, majority answer); `first_finish@N` (start N "
-            "samples, keep the first --first-k to finish, stop the rest); `early_stop@N` (sample "
-            "--stop-batch at a time, stop once the leader is settled, at most N); `best_of_n@N` "
-            "(N samples scored by an LLM judge); `prune@N` (N traces, redundant ones stopped); `refine@R` "
-            "(draft, then R rounds of check-and-correct); `synthesize@N` (N paths, then one answer "
-            "that reads them); "
-            "`outline@N` (N plans, one path each); `beam@W` (step-level beam search, width W); "
-            "`nothink:SPEC` (any of these with the thinking switch off). A name without @N takes "
-            "its default (`vote` means vote@8). Default: single and vote@8.",
-        ),
-    ] = None,
-    limit: Annotated[
-        int,
-        typer.Option(
-            rich_help_panel="Dataset", help="Questions to use (built-in datasets generate this many)."
-        ),
-    ] = 50,
-    seed: Annotated[
-        int, typer.Option(rich_help_panel="Dataset", help="Seed for dataset generation and sampling.")
-    ] = 0,
-    temperature: Annotated[
-        float | None,
-        typer.Option(
-            rich_help_panel="Strategies and sampling",
-            help="Sampling temperature of every sampled strategy and allocator (default 0.5: on the built-in "
-            "task vote@8 scored 32% at 0.7, 41% at 0.5, 39% at 0.3).",
-        ),
-    ] = None,
-    top_p: Annotated[
-        float,
-        typer.Option(
-            rich_help_panel="Strategies and sampling", help="Nucleus sampling mass for sampled strategies."
-        ),
-    ] = 1.0,
-    max_tokens: Annotated[
-        int, typer.Option(rich_help_panel="Strategies and sampling", help="Most tokens generated per sample.")
-    ] = 48,
-    concurrency: Annotated[
-        int,
-        typer.Option(min=1, rich_help_panel="Strategies and sampling", help="Questions in flight at once."),
-    ] = 4,
-    budget_tokens: Annotated[
-        int | None,
-        typer.Option(
-            rich_help_panel="Budgets",
-            help="Hard cap on total tokens (prompt + completion) per strategy run. Every request "
-            "reserves its worst case first; a question that cannot afford another sample answers "
-            "with what it has.",
-        ),
-    ] = None,
-    budget_cost: Annotated[
-        float | None,
-        typer.Option(
-            rich_help_panel="Budgets",
-            help="Hard cap in dollars per strategy run; needs --price for the model.",
-        ),
-    ] = None,
-    price: Annotated[
-        list[str] | None,
-        typer.Option(
-            rich_help_panel="Budgets",
-            help="MODEL=PROMPT,COMPLETION in dollars per million tokens, e.g. gpt-4o-mini=0.15,0.6.",
-        ),
-    ] = None,
-    question_budget_tokens: Annotated[
-        int | None,
-        typer.Option(rich_help_panel="Budgets", help="Hard cap on total tokens for each question."),
-    ] = None,
-    deadline_seconds: Annotated[
-        float | None,
-        typer.Option(
-            rich_help_panel="Budgets",
-            help="Wall-clock limit per strategy run; requests still running then are cancelled.",
-        ),
-    ] = None,
-    allocator: Annotated[
-        list[str] | None,
-        typer.Option(
-            rich_help_panel="Allocation",
-            help="Also run a budget allocator across the questions (repeatable): uniform, difficulty, "
-            "online, early_stop, deadline. Needs --budget-samples. Without --strategy, only allocators run.",
-        ),
-    ] = None,
-    budget_samples: Annotated[
-        list[int] | None,
-        typer.Option(
-            rich_help_panel="Allocation",
-            help="Total samples (all questions together) for --allocator runs; repeat to sweep budgets.",
-        ),
-    ] = None,
-    greedy_evidence: Annotated[
-        bool,
-        typer.Option(
-            rich_help_panel="Allocation",
-            help="Allocators spend one sample per question on a greedy answer that votes.",
-        ),
-    ] = False,
-    confidence_weight: Annotated[
-        float | None,
-        typer.Option(
-            rich_help_panel="Allocation",
-            help="Allocators weigh each vote by exp(B x its mean token log-probability), asking the backend "
-            "for logprobs, and a sure greedy answer lowers its question's priority (10-20 worked on the "
-            "embedded model; see benchmarks/allocation.py). Default: plain majority.",
-        ),
-    ] = None,
-    verifier_weight: Annotated[
-        float | None,
-        typer.Option(
-            rich_help_panel="Allocation",
-            help="Allocators weigh each vote by exp(V x the model's log-probability of stating its answer) "
-            "(a likelihood verifier: prompt tokens only, on the main backend, embedded) and spend where "
-            "the verifier doubts the leading answer (3 worked on the embedded model; see "
-            "benchmarks/allocation.py).",
-        ),
-    ] = None,
-    lane: Annotated[
-        list[str] | None,
-        typer.Option(
-            rich_help_panel="Allocation",
-            help="Another OpenAI-compatible backend for --allocator deadline with --deadline-seconds, as "
-            "BASE_URL=MODEL (repeatable): the planner then picks backend, question and batch size for every "
-            "draw, one request in flight per backend, under one budget.",
-        ),
-    ] = None,
-    prompt_ensemble: Annotated[
-        bool,
-        typer.Option(
-            rich_help_panel="Allocation",
-            help="Allocators spread each question's samples over its alternative prompts (the built-in "
-            "tasks have four few-shot variants), so errors one prompt's wording causes do not all vote "
-            "together; the greedy answer keeps the question's own prompt.",
-        ),
-    ] = False,
-    backend_concurrency: Annotated[
-        int,
-        typer.Option(
-            rich_help_panel="Backend",
-            help="Requests in flight on the backend at once, nested calls (judges) included.",
-        ),
-    ] = 64,
-    requests_per_minute: Annotated[
-        float | None,
-        typer.Option(
-            rich_help_panel="Backend",
-            help="Rate limit: requests per minute to the backend (shared by all questions).",
-        ),
-    ] = None,
-    tokens_per_minute: Annotated[
-        float | None,
-        typer.Option(
-            rich_help_panel="Backend", help="Rate limit: worst-case tokens per minute to the backend."
-        ),
-    ] = None,
-    max_attempts: Annotated[
-        int,
-        typer.Option(
-            rich_help_panel="Backend",
-            help="Attempts per request for retryable failures (429 with Retry-After, 5xx, timeouts).",
-        ),
-    ] = 4,
-    first_k: Annotated[
-        int,
-        typer.Option(
-            rich_help_panel="Strategies and sampling",
-            help="first_finish: how many of the first finishers vote.",
-        ),
-    ] = 1,
-    stop_batch: Annotated[
-        int,
-        typer.Option(rich_help_panel="Strategies and sampling", help="early_stop: samples drawn per round."),
-    ] = 2,
-    stop_rule: Annotated[
-        str,
-        typer.Option(
-            rich_help_panel="Strategies and sampling",
-            help="early_stop: `beta` (Beta posterior of the leader) or `margin` (vote lead).",
-        ),
-    ] = "beta",
-    stop_confidence: Annotated[
-        float,
-        typer.Option(
-            rich_help_panel="Strategies and sampling",
-            help="early_stop (beta): stop when P(leader is the true majority) reaches this.",
-        ),
-    ] = 0.95,
-    stop_margin: Annotated[
-        int,
-        typer.Option(
-            rich_help_panel="Strategies and sampling",
-            help="early_stop (margin): stop when the lead reaches this.",
-        ),
-    ] = 3,
-    backend: Annotated[
-        str,
-        typer.Option(
-            rich_help_panel="Backend",
-            help="`embedded` (SmolLM2-135M-Instruct, local) or `openai` (any compatible endpoint).",
-        ),
-    ] = "embedded",
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            rich_help_panel="Backend", help="API root for --backend openai, e.g. http://127.0.0.1:8000/v1."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(rich_help_panel="Backend", help="Model name sent to --backend openai.")
-    ] = None,
-    api_key_env: Annotated[
-        str,
-        typer.Option(
-            rich_help_panel="Backend", help="Environment variable holding the API key for --backend openai."
-        ),
-    ] = "OPENAI_API_KEY",
-    timeout: Annotated[
-        float,
-        typer.Option(rich_help_panel="Backend", help="Seconds allowed per HTTP request (--backend openai)."),
-    ] = 120.0,
-    model_path: Annotated[
-        Path | None,
-        typer.Option(
-            rich_help_panel="Backend",
-            help="A GGUF file for --backend embedded (default: the shipped SmolLM2).",
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            rich_help_panel="Backend",
-            help="llama.cpp threads for --backend embedded (default: 1 on 2-CPU machines).",
-        ),
-    ] = None,
-    question_field: Annotated[
-        str | None,
-        typer.Option(
-            rich_help_panel="Dataset",
-            help="JSONL field(s) holding the question, comma-separated (e.g. Body,Question).",
-        ),
-    ] = None,
-    answer_field: Annotated[
-        str | None, typer.Option(rich_help_panel="Dataset", help="JSONL field holding the gold answer.")
-    ] = None,
-    id_field: Annotated[
-        str | None, typer.Option(rich_help_panel="Dataset", help="JSONL field holding a question id.")
-    ] = None,
-    output: Annotated[
-        Path,
-        typer.Option(
-            rich_help_panel="Output",
-            help="Where to write the JSON results (every question, every sample's answer); a Markdown table "
-            "and PNG plots (accuracy vs tokens with the Pareto frontier, vs wall time, spend per question) "
-            "are written beside it.",
-        ),
-    ] = Path("results/eval.json"),
-    plots: Annotated[
-        bool, typer.Option(rich_help_panel="Output", help="Write the PNG plots beside --output.")
-    ] = True,
+    dataset: DatasetOpt = "chain_sum",
+    strategy: StrategyOpt = None,
+    limit: LimitOpt = 50,
+    seed: SeedOpt = 0,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = 1.0,
+    max_tokens: MaxTokensOpt = 48,
+    concurrency: ConcurrencyOpt = 4,
+    budget_tokens: BudgetTokensOpt = None,
+    budget_cost: BudgetCostOpt = None,
+    price: PriceOpt = None,
+    question_budget_tokens: QuestionBudgetOpt = None,
+    deadline_seconds: DeadlineOpt = None,
+    allocator: AllocatorOpt = None,
+    budget_samples: BudgetSamplesOpt = None,
+    greedy_evidence: GreedyEvidenceOpt = False,
+    confidence_weight: ConfidenceWeightOpt = None,
+    verifier_weight: VerifierWeightOpt = None,
+    lane: LaneOpt = None,
+    prompt_ensemble: PromptEnsembleOpt = False,
+    backend_concurrency: BackendConcurrencyOpt = 64,
+    requests_per_minute: RequestsPerMinuteOpt = None,
+    tokens_per_minute: TokensPerMinuteOpt = None,
+    max_attempts: MaxAttemptsOpt = 4,
+    first_k: FirstKOpt = 1,
+    stop_batch: StopBatchOpt = 2,
+    stop_rule: StopRuleOpt = "beta",
+    stop_confidence: StopConfidenceOpt = 0.95,
+    stop_margin: StopMarginOpt = 3,
+    backend: BackendOpt = "embedded",
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    timeout: TimeoutOpt = 120.0,
+    model_path: ModelPathOpt = None,
+    threads: ThreadsOpt = None,
+    question_field: QuestionFieldOpt = None,
+    answer_field: AnswerFieldOpt = None,
+    id_field: IdFieldOpt = None,
+    output: OutputOpt = Path("results/eval.json"),
+    plots: PlotsOpt = True,
 ) -> None:
     """Answer a dataset with one or more strategies and compare accuracy, tokens and time.
 
-    Prints a live progress bar per strategy, then a table; writes every question's result to
+    Prints a live progress bar per run, then a table; writes every question's result to
     --output. Example: `budgetflow eval --dataset chain_sum --limit 50 -s single -s vote@8`.
     """
     try:
         _check_output(output)
-        fields = _field_map(question_field, answer_field, id_field)
-        data = load_dataset(dataset, limit=limit, seed=seed, fields=fields)
-        if stop_rule not in ("beta", "margin"):
-            raise ConfigError(f"--stop-rule must be beta or margin, got {stop_rule!r}")
-        options = StrategyOptions(
-            temperature=temperature,
-            keep_first=first_k,
-            stop_batch=stop_batch,
-            stop_rule="beta" if stop_rule == "beta" else "margin",
-            stop_confidence=stop_confidence,
-            stop_margin=stop_margin,
-        )
-        default = [] if allocator else ["single", "vote@8"]
-        strategies = [parse_strategy(s, options=options) for s in (strategy or default)]
-        allocators = [
-            make_allocator(
-                a,
-                use_greedy=greedy_evidence,
-                confidence_weight=confidence_weight,
-                verifier_weight=verifier_weight,
-            )
-            for a in allocator or []
-        ]
-        if allocators and not budget_samples:
-            raise ConfigError("--allocator needs --budget-samples (total samples over all questions)")
-        budgets = _budgets(budget_tokens, question_budget_tokens, deadline_seconds, budget_cost)
-        price_table = parse_prices(price or [])
-        sampling = SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed)
-        chosen = make_backend(backend, base_url, model, api_key_env, timeout, model_path, threads)
         limits = EndpointLimits(
             concurrency=backend_concurrency,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
             retry=RetryPolicy(max_attempts=max_attempts),
         )
-        lanes = _lane_backends(lane or [], allocators, deadline_seconds, api_key_env, timeout)
-        runs = _Runs(
-            strategies,
-            allocators,
-            budget_samples or [],
-            temperature if temperature is not None else 0.5,
-            limits,
-            price_table,
-            question_budget=budgets[1],
-            ensemble=prompt_ensemble,
-            lanes=lanes,
-            deadline=deadline_seconds,
+        endpoint = endpoint_spec(backend, base_url, model, api_key_env, timeout, model_path, threads, limits)
+        choice = StrategyOptions(temperature=temperature, keep_first=first_k, stop_batch=stop_batch)
+        choice = replace(
+            choice, stop_rule=_stop_rule(stop_rule), stop_confidence=stop_confidence, stop_margin=stop_margin
         )
-        reports = asyncio.run(_run_all(data, runs, chosen, sampling, concurrency, output, budgets))
+        config = EvalConfig(
+            dataset=DatasetSpec(
+                name=dataset,
+                limit=limit,
+                seed=seed,
+                fields=_field_map(question_field, answer_field, id_field),
+            ),
+            strategies=_strategies(strategy, bool(allocator), choice),
+            allocators=tuple(
+                make_allocator(
+                    a,
+                    use_greedy=greedy_evidence,
+                    confidence_weight=confidence_weight,
+                    verifier_weight=verifier_weight,
+                )
+                for a in allocator or []
+            ),
+            budget_samples=tuple(budget_samples or ()),
+            sampling=SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed),
+            temperature=0.5 if temperature is None else temperature,
+            concurrency=concurrency,
+            budget=_run_budget(budget_tokens, deadline_seconds, budget_cost),
+            question_budget=None
+            if question_budget_tokens is None
+            else Budget(total_tokens=question_budget_tokens),
+            prices=parse_prices(price or []),
+            endpoint=endpoint,
+            lanes=tuple(EndpointSpec.from_lane(text, template=endpoint) for text in lane or []),
+            ensemble=prompt_ensemble,
+        )
+        data = config.dataset.load()
+        reports = asyncio.run(_run_with_progress(config, data, output))
     except BudgetflowError as exc:
         raise exit_for(exc) from None
-    stdout.print(_summary_table(reports, chosen_name=backend))
-    written = [output, output.with_suffix(".md")]
-    write_markdown(reports, written[1])
-    if plots and reports:
-        written += plot_reports(reports, output.with_suffix(""))
-    console.print("results written to " + ", ".join(str(p) for p in written))
+    _render(reports, backend, output, plots)
 
 
 def _check_output(output: Path) -> None:
@@ -425,6 +217,20 @@ def _check_output(output: Path) -> None:
         )
     if output.parent.exists() and not output.parent.is_dir():
         raise ConfigError(f"--output {str(output)!r}: {str(output.parent)!r} is not a directory")
+
+
+def _stop_rule(text: str) -> Literal["beta", "margin"]:
+    if text == "beta":
+        return "beta"
+    if text == "margin":
+        return "margin"
+    raise ConfigError(f"--stop-rule must be beta or margin, got {text!r}")
+
+
+def _strategies(specs: list[str] | None, allocating: bool, options: StrategyOptions) -> tuple[Strategy, ...]:
+    """--strategy specs; without any, single and vote@8 (none when only allocators run)."""
+    default = [] if allocating else ["single", "vote@8"]
+    return tuple(parse_strategy(spec, options=options) for spec in (specs or default))
 
 
 def parse_prices(specs: list[str]) -> dict[str, Price]:
@@ -441,17 +247,16 @@ def parse_prices(specs: list[str]) -> dict[str, Price]:
             ) from None
         if not model:
             raise ConfigError(f"--price {spec!r}: the model name is missing")
+        if prompt < 0 or completion < 0:
+            raise ConfigError(f"--price {spec!r}: prices must be >= 0")
         table[model] = Price(prompt_per_million=prompt, completion_per_million=completion)
     return table
 
 
-def _budgets(
-    run_tokens: int | None, question_tokens: int | None, deadline: float | None, cost: float | None
-) -> tuple[Budget | None, Budget | None]:
-    has_run_limit = run_tokens is not None or deadline is not None or cost is not None
-    run = Budget(total_tokens=run_tokens, deadline_seconds=deadline, cost=cost) if has_run_limit else None
-    question = Budget(total_tokens=question_tokens) if question_tokens is not None else None
-    return run, question
+def _run_budget(tokens: int | None, deadline: float | None, cost: float | None) -> Budget | None:
+    if tokens is None and deadline is None and cost is None:
+        return None
+    return Budget(total_tokens=tokens, deadline_seconds=deadline, cost=cost)
 
 
 def _field_map(question: str | None, answer: str | None, identifier: str | None) -> FieldMap | None:
@@ -464,164 +269,26 @@ def _field_map(question: str | None, answer: str | None, identifier: str | None)
     )
 
 
-def make_backend(
-    kind: str,
-    base_url: str | None,
-    model: str | None,
-    api_key_env: str,
-    timeout: float,
-    model_path: Path | None,
-    threads: int | None,
-) -> Backend:
-    if kind == "embedded":
-        from budgetflow.backends.embedded import EmbeddedBackend
+async def _run_with_progress(config: EvalConfig, data: Dataset, output: Path) -> list[StrategyReport]:
+    """Run `config` with a progress bar per run, writing the results after every run."""
+    with _progress() as progress:
 
-        return EmbeddedBackend(model_path=model_path, threads=threads)
-    if kind == "openai":
-        if not base_url or not model:
-            raise ConfigError("--backend openai needs --base-url and --model")
-        return OpenAICompatibleBackend(
-            base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout
-        )
-    raise ConfigError(f"unknown backend {kind!r}; choose embedded or openai")
+        def watch(name: str, questions: int) -> _ProgressView:
+            return _ProgressView(progress, name, questions, config.budget)
+
+        def save(reports: list[StrategyReport]) -> None:
+            write_results(output, data, reports, config.sampling)
+
+        return await run_eval(config, data, watch=watch, on_report=save)
 
 
-def _lane_backends(
-    specs: list[str], allocators: list[Allocator], deadline: float | None, api_key_env: str, timeout: float
-) -> tuple[Backend, ...]:
-    """--lane BASE_URL=MODEL backends; they serve only the deadline planner."""
-    if specs and (deadline is None or not any(a.name == "deadline" for a in allocators)):
-        raise ConfigError("--lane needs --allocator deadline and --deadline-seconds")
-    lanes = []
-    for spec in specs:
-        base_url, _, model = spec.rpartition("=")
-        if not base_url or not model:
-            raise ConfigError(f"--lane must be BASE_URL=MODEL, got {spec!r}")
-        lanes.append(make_backend("openai", base_url, model, api_key_env, timeout, None, None))
-    return tuple(lanes)
-
-
-@dataclass(frozen=True, slots=True)
-class _Runs:
-    strategies: list[Strategy]
-    allocators: list[Allocator]
-    budget_samples: list[int]
-    temperature: float
-    limits: EndpointLimits
-    prices: dict[str, Price]
-    question_budget: Budget | None = None
-    ensemble: bool = False
-    lanes: tuple[Backend, ...] = ()
-    deadline: float | None = None
-
-
-async def _run_all(
-    data: Dataset,
-    runs: _Runs,
-    backend: Backend,
-    sampling: SamplingParams,
-    concurrency: int,
-    output: Path,
-    budgets: tuple[Budget | None, Budget | None],
-) -> list[StrategyReport]:
-    reports: list[StrategyReport] = []
-    async with contextlib.AsyncExitStack() as stack:
-        for opened in (backend, *runs.lanes):
-            await stack.enter_async_context(opened)
-        with _progress() as progress:
-            for strategy in runs.strategies:
-                reports.append(
-                    await _run_one(data, strategy, backend, sampling, concurrency, progress, budgets, runs)
-                )
-                _write_results(output, data, reports, sampling)
-            for allocator in runs.allocators:
-                for total in runs.budget_samples:
-                    run = _run_allocator(
-                        data, allocator, total, runs, backend, sampling, concurrency, progress, budgets
-                    )
-                    reports.append(await run)
-                    _write_results(output, data, reports, sampling)
-    return reports
-
-
-async def _run_allocator(
-    data: Dataset,
-    allocator: Allocator,
-    total: int,
-    runs: _Runs,
-    backend: Backend,
-    sampling: SamplingParams,
-    concurrency: int,
-    progress: Progress,
-    budgets: tuple[Budget | None, Budget | None],
-) -> StrategyReport:
-    name = f"alloc:{allocator.name}@{total}"
-    events = EventStream()
-    if allocator.name == "deadline" and runs.deadline is not None:
-        if runs.lanes:
-            name = f"alloc:deadline[{1 + len(runs.lanes)} backends]@{total}"
-        events.subscribe(_ProgressView(progress, name, len(data), budgets[0]))
-        report = await run_planned(
-            data,
-            [backend, *runs.lanes],
-            allocator,
-            budget_samples=total,
-            deadline_seconds=runs.deadline,
-            sampling=sampling,
-            temperature=runs.temperature,
-            budget=budgets[0],
-            question_budget=runs.question_budget,
-            limits=runs.limits,
-            prices=runs.prices,
-            ensemble=runs.ensemble,
-            events=events,
-        )
-        report.strategy = name
-        return report
-    events.subscribe(_ProgressView(progress, name, len(data), budgets[0]))
-    report = await run_allocated(
-        data,
-        backend,
-        allocator,
-        budget_samples=total,
-        sampling=sampling,
-        temperature=runs.temperature,
-        concurrency=concurrency,
-        budget=budgets[0],
-        question_budget=runs.question_budget,
-        limits=runs.limits,
-        prices=runs.prices,
-        events=events,
-        ensemble=runs.ensemble,
-    )
-    report.strategy = name
-    return report
-
-
-async def _run_one(
-    data: Dataset,
-    strategy: Strategy,
-    backend: Backend,
-    sampling: SamplingParams,
-    concurrency: int,
-    progress: Progress,
-    budgets: tuple[Budget | None, Budget | None],
-    runs: _Runs,
-) -> StrategyReport:
-    events = EventStream()
-    events.subscribe(_ProgressView(progress, strategy.name, len(data), budgets[0]))
-    return await evaluate(
-        data,
-        strategy,
-        backend,
-        sampling=sampling,
-        concurrency=concurrency,
-        budget=budgets[0],
-        question_budget=budgets[1],
-        limits=runs.limits,
-        prices=runs.prices,
-        events=events,
-    )
+def _render(reports: list[StrategyReport], backend: str, output: Path, plots: bool) -> None:
+    stdout.print(_summary_table(reports, chosen_name=backend))
+    written = [output, output.with_suffix(".md")]
+    write_markdown(reports, written[1])
+    if plots and reports:
+        written += plot_reports(reports, output.with_suffix(""))
+    console.print("results written to " + ", ".join(str(p) for p in written))
 
 
 class _ProgressView:
@@ -677,25 +344,4 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
     return table
 
 
-def _write_results(
-    output: Path, data: Dataset, reports: list[StrategyReport], sampling: SamplingParams
-) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "dataset": data.name,
-        "questions": len(data),
-        "sampling": asdict(sampling),
-        "reports": [{**r.summary(), "results": [asdict(q) for q in r.results]} for r in reports],
-    }
-    temporary = output.with_suffix(output.suffix + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2), encoding="utf-8")
-    temporary.replace(output)
-
-
-def _register_subcommands() -> None:
-    from budgetflow.cli_bank import bank_app
-
-    app.add_typer(bank_app, name="bank")
-
-
-_register_subcommands()
+app.add_typer(bank_app, name="bank")

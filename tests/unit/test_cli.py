@@ -42,11 +42,13 @@ def test_eval_against_an_openai_endpoint_prints_a_table_and_writes_json(
         (["--dataset", "nope"], "unknown dataset 'nope'"),
         (["--strategy", "tree"], "unknown strategy 'tree'"),
         (["--backend", "openai"], "needs --base-url and --model"),
-        (["--backend", "carrier-pigeon"], "unknown backend"),
+        (["--backend", "carrier-pigeon"], "--backend must be embedded or openai"),
         (["--model-path", "/nonexistent/model.gguf"], "does not exist"),
-        (["--limit", "0"], "limit must be >= 1"),
-        (["--backend-concurrency", "0"], "backend concurrency must be >= 1"),
-        (["--requests-per-minute", "-5"], "requests_per_minute must be > 0"),
+        (["--limit", "0"], "Invalid value for '--limit'"),
+        (["--backend-concurrency", "0"], "Invalid value for '--backend-concurrency'"),
+        (["--requests-per-minute", "-5"], "Invalid value for '--requests-per-minute': must be > 0"),
+        (["--budget-tokens", "-1"], "Invalid value for '--budget-tokens'"),
+        (["--top-p", "0"], "Invalid value for '--top-p'"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(arguments: list[str], message: str, tmp_path: Path) -> None:

@@ -227,4 +227,6 @@ def test_eval_cli_plans_over_several_backends(stub_url: str, tmp_path: Path) -> 
     refused = CliRunner().invoke(
         app, ["eval", "--allocator", "online", "--budget-samples", "9", "--lane", f"{stub_url}=m"]
     )
-    assert refused.exit_code == 2 and "--lane needs --allocator deadline" in " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "need the deadline allocator (--allocator deadline)" in " ".join(
+        refused.output.split()
+    )

@@ -1,0 +1,205 @@
+"""One `budgetflow eval` run as data (`EvalConfig`), and the library function that runs it.
+
+The CLI only turns its options into an `EvalConfig` and renders what `run_eval` reports; a
+script, a notebook or (later) the server builds the same config and gets the same runs:
+strategies first, then every allocator at every sample budget, each run on one `RunContext`
+(through `evaluate`, `run_allocated` or, for the deadline planner with a deadline,
+`run_planned` over the main endpoint and its lanes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from budgetflow.allocate import Allocator
+from budgetflow.backends.base import Backend
+from budgetflow.budget import Budget, Price
+from budgetflow.errors import ConfigError
+from budgetflow.evaluate.allocated import run_allocated
+from budgetflow.evaluate.allocated_lanes import run_planned
+from budgetflow.evaluate.datasets import Dataset, FieldMap, load_dataset
+from budgetflow.evaluate.runner import StrategyReport, evaluate
+from budgetflow.events import EventStream, Subscriber
+from budgetflow.runtime.endpoints import EndpointSpec, open_backend
+from budgetflow.strategies.base import Strategy
+from budgetflow.types import SamplingParams
+
+__all__ = ["DatasetSpec", "EvalConfig", "RunWatcher", "run_eval", "write_results"]
+
+#: Called as each run starts with its name and its number of questions; what it returns (if
+#: anything) subscribes to that run's events (the CLI's progress bars).
+RunWatcher = Callable[[str, int], Subscriber | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetSpec:
+    """A built-in dataset by name or a JSONL file by path, and how much of it to use."""
+
+    name: str = "chain_sum"
+    limit: int = 50
+    seed: int = 0
+    fields: FieldMap | None = None
+
+    def load(self) -> Dataset:
+        return load_dataset(self.name, limit=self.limit, seed=self.seed, fields=self.fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalConfig:
+    """Strategies and allocators to run on one dataset and endpoint, under one set of limits.
+
+    `budget` caps each run (strategy or allocator at one sample budget) and `question_budget`
+    each question; `budget_samples` lists the total-sample budgets every allocator is run at;
+    `lanes` are more endpoints for the deadline planner (it needs `budget.deadline_seconds`)."""
+
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    strategies: tuple[Strategy, ...] = ()
+    allocators: tuple[Allocator, ...] = ()
+    budget_samples: tuple[int, ...] = ()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    temperature: float = 0.5
+    concurrency: int = 4
+    budget: Budget | None = None
+    question_budget: Budget | None = None
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    endpoint: EndpointSpec = field(default_factory=EndpointSpec)
+    lanes: tuple[EndpointSpec, ...] = ()
+    ensemble: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.strategies and not self.allocators:
+            raise ConfigError("nothing to run: give at least one strategy or allocator")
+        if self.allocators and not self.budget_samples:
+            raise ConfigError("allocators need a sample budget (--budget-samples: total over all questions)")
+        if any(total < 1 for total in self.budget_samples):
+            raise ConfigError(f"every sample budget must be >= 1, got {list(self.budget_samples)}")
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.lanes and (self.deadline is None or not any(a.name == "deadline" for a in self.allocators)):
+            raise ConfigError(
+                "lanes (--lane) need the deadline allocator (--allocator deadline) and a deadline (--deadline-seconds)"
+            )
+
+    @property
+    def deadline(self) -> float | None:
+        return self.budget.deadline_seconds if self.budget else None
+
+
+async def run_eval(
+    config: EvalConfig,
+    data: Dataset,
+    *,
+    watch: RunWatcher | None = None,
+    on_report: Callable[[list[StrategyReport]], None] | None = None,
+) -> list[StrategyReport]:
+    """Every run of `config` on `data`, in order; `on_report` sees the reports so far after each."""
+    reports: list[StrategyReport] = []
+    backends = [open_backend(spec) for spec in (config.endpoint, *config.lanes)]
+    async with contextlib.AsyncExitStack() as stack:
+        for backend in backends:
+            await stack.enter_async_context(backend)
+        for strategy in config.strategies:
+            events = _events(watch, strategy.name, len(data))
+            reports.append(await _run_strategy(config, data, strategy, backends[0], events))
+            if on_report is not None:
+                on_report(reports)
+        for allocator in config.allocators:
+            for total in config.budget_samples:
+                reports.append(await _run_allocator(config, data, allocator, total, backends, watch))
+                if on_report is not None:
+                    on_report(reports)
+    return reports
+
+
+def _events(watch: RunWatcher | None, name: str, questions: int) -> EventStream:
+    events = EventStream()
+    subscriber = watch(name, questions) if watch is not None else None
+    if subscriber is not None:
+        events.subscribe(subscriber)
+    return events
+
+
+async def _run_strategy(
+    config: EvalConfig, data: Dataset, strategy: Strategy, backend: Backend, events: EventStream
+) -> StrategyReport:
+    return await evaluate(
+        data,
+        strategy,
+        backend,
+        sampling=config.sampling,
+        concurrency=config.concurrency,
+        budget=config.budget,
+        question_budget=config.question_budget,
+        limits=config.endpoint.limits,
+        prices=dict(config.prices),
+        events=events,
+    )
+
+
+async def _run_allocator(
+    config: EvalConfig,
+    data: Dataset,
+    allocator: Allocator,
+    total: int,
+    backends: list[Backend],
+    watch: RunWatcher | None,
+) -> StrategyReport:
+    planned = allocator.name == "deadline" and config.deadline is not None
+    name = f"alloc:{allocator.name}@{total}"
+    if planned and len(backends) > 1:
+        name = f"alloc:deadline[{len(backends)} backends]@{total}"
+    events = _events(watch, name, len(data))
+    if planned:
+        assert config.deadline is not None
+        report = await run_planned(
+            data,
+            backends,
+            allocator,
+            budget_samples=total,
+            deadline_seconds=config.deadline,
+            sampling=config.sampling,
+            temperature=config.temperature,
+            budget=config.budget,
+            question_budget=config.question_budget,
+            limits=config.endpoint.limits,
+            prices=dict(config.prices),
+            ensemble=config.ensemble,
+            events=events,
+        )
+    else:
+        report = await run_allocated(
+            data,
+            backends[0],
+            allocator,
+            budget_samples=total,
+            sampling=config.sampling,
+            temperature=config.temperature,
+            concurrency=config.concurrency,
+            budget=config.budget,
+            question_budget=config.question_budget,
+            limits=config.endpoint.limits,
+            prices=dict(config.prices),
+            ensemble=config.ensemble,
+            events=events,
+        )
+    report.strategy = name
+    return report
+
+
+def write_results(path: Path, data: Dataset, reports: list[StrategyReport], sampling: SamplingParams) -> None:
+    """Every report with every question's result as JSON, replaced atomically (a crash mid-write
+    leaves the previous file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "dataset": data.name,
+        "questions": len(data),
+        "sampling": asdict(sampling),
+        "reports": [{**r.summary(), "results": [asdict(q) for q in r.results]} for r in reports],
+    }
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    temporary.replace(path)
