@@ -81,7 +81,8 @@ class EvalConfig:
             raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.lanes and (self.deadline is None or not any(a.name == "deadline" for a in self.allocators)):
             raise ConfigError(
-                "lanes (--lane) need the deadline allocator (--allocator deadline) and a deadline (--deadline-seconds)"
+                "lanes (--lane) need the deadline allocator (--allocator deadline)"
+                " and a deadline (--deadline-seconds)"
             )
 
     @property
