@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from budgetflow.allocate import make_allocator
+from budgetflow.allocate import Allocator, make_allocator
 from budgetflow.budget import Budget, Price
 from budgetflow.cli_bank import bank_app
 from budgetflow.cli_options import (
@@ -180,23 +180,13 @@ def eval_command(
                 fields=_field_map(question_field, answer_field, id_field),
             ),
             strategies=_strategies(strategy, bool(allocator), choice),
-            allocators=tuple(
-                make_allocator(
-                    a,
-                    use_greedy=greedy_evidence,
-                    confidence_weight=confidence_weight,
-                    verifier_weight=verifier_weight,
-                )
-                for a in allocator or []
-            ),
+            allocators=_allocators(allocator, greedy_evidence, confidence_weight, verifier_weight),
             budget_samples=tuple(budget_samples or ()),
             sampling=SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed),
             temperature=0.5 if temperature is None else temperature,
             concurrency=concurrency,
             budget=_run_budget(budget_tokens, deadline_seconds, budget_cost),
-            question_budget=None
-            if question_budget_tokens is None
-            else Budget(total_tokens=question_budget_tokens),
+            question_budget=_question_budget(question_budget_tokens),
             prices=parse_prices(price or []),
             endpoint=endpoint,
             lanes=tuple(EndpointSpec.from_lane(text, template=endpoint) for text in lane or []),
@@ -217,6 +207,21 @@ def _check_output(output: Path) -> None:
         )
     if output.parent.exists() and not output.parent.is_dir():
         raise ConfigError(f"--output {str(output)!r}: {str(output.parent)!r} is not a directory")
+
+
+def _allocators(
+    names: list[str] | None, greedy: bool, confidence_weight: float | None, verifier_weight: float | None
+) -> tuple[Allocator, ...]:
+    return tuple(
+        make_allocator(
+            name, use_greedy=greedy, confidence_weight=confidence_weight, verifier_weight=verifier_weight
+        )
+        for name in names or []
+    )
+
+
+def _question_budget(tokens: int | None) -> Budget | None:
+    return None if tokens is None else Budget(total_tokens=tokens)
 
 
 def _stop_rule(text: str) -> Literal["beta", "margin"]:

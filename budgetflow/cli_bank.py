@@ -13,8 +13,22 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from budgetflow.allocate import ALLOCATORS
 from budgetflow.answers.voting import Voting
+from budgetflow.cli_bank_options import (
+    BankOpt,
+    BudgetSecondsOpt,
+    GreedyWeightOpt,
+    QuotaFactorOpt,
+    ReplayAllocatorOpt,
+    ReplayBudgetSamplesOpt,
+    ReplayBudgetTokensOpt,
+    ReplayConfidenceWeightOpt,
+    ReplayGreedyOpt,
+    ReplayVerifierWeightOpt,
+    RequestSecondsOpt,
+    SeedsOpt,
+    TableOpt,
+)
 from budgetflow.cli_options import (
     BackendOpt,
     BaseUrlOpt,
@@ -26,7 +40,6 @@ from budgetflow.cli_options import (
     SeedOpt,
     ThreadsOpt,
     endpoint_spec,
-    positive_number,
 )
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError
@@ -150,73 +163,19 @@ def score_command(
 
 @bank_app.command("simulate")
 def simulate_command(
-    bank: Annotated[
-        list[Path],
-        typer.Option(
-            help="A bank file (JSONL) from `bank record` or any source in that format. Repeat it with "
-            "--allocator deadline to give one bank per backend (the same questions recorded on each): "
-            "the planner then chooses the backend and the batch size of every draw."
-        ),
-    ],
-    allocator: Annotated[str, typer.Option(help=f"One of: {', '.join(ALLOCATORS)}.")] = "difficulty",
-    budget_samples: Annotated[
-        int | None, typer.Option(min=1, help="Total samples over all questions (a greedy answer costs one).")
-    ] = None,
-    budget_tokens: Annotated[
-        int | None, typer.Option(min=1, help="Total completion tokens over all questions.")
-    ] = None,
-    budget_seconds: Annotated[
-        float | None,
-        typer.Option(
-            parser=positive_number,
-            help="Also a wall-clock limit: samples cost their recorded seconds. With --allocator deadline "
-            "the planner picks each draw's question, backend (one --bank per backend) and batch size.",
-        ),
-    ] = None,
-    greedy: Annotated[
-        bool, typer.Option(help="Spend one sample per question on the greedy answer as evidence.")
-    ] = False,
-    seeds: Annotated[
-        int, typer.Option(min=1, help="Shuffles of each question's samples to average over.")
-    ] = 20,
-    table: Annotated[
-        Path | None,
-        typer.Option(help="Calibration table for --allocator compute_optimal (`bank calibrate`)."),
-    ] = None,
-    quota_factor: Annotated[
-        float | None,
-        typer.Option(
-            parser=positive_number,
-            help="difficulty/online: cap each later sample at this x the longest probe sample's tokens.",
-        ),
-    ] = None,
-    confidence_weight: Annotated[
-        float | None,
-        typer.Option(
-            help="Weigh each vote by exp(B x its mean_logprob) (banks recorded by `bank record` carry it) "
-            "and let a sure greedy answer lower its question's priority; also reports the oracle that may "
-            "count each question by this vote (oracle_any_vote_accuracy)."
-        ),
-    ] = None,
-    greedy_weight: Annotated[
-        float, typer.Option(help="How many samples the greedy vote is worth (with --greedy).")
-    ] = 1.0,
-    verifier_weight: Annotated[
-        float | None,
-        typer.Option(
-            help="Weigh each vote by exp(V x its answer's verifier_score) (`bank score` adds the model's "
-            "likelihood of each answer); also reports the oracle that may count each question by this "
-            "vote (oracle_any_vote_accuracy)."
-        ),
-    ] = None,
-    request_seconds: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            help="--allocator deadline with --budget-seconds: fixed seconds each request costs its backend "
-            "on top of its samples (HTTP latency, prompt processing); batching pays when it is high.",
-        ),
-    ] = 0.0,
+    bank: BankOpt,
+    allocator: ReplayAllocatorOpt = "difficulty",
+    budget_samples: ReplayBudgetSamplesOpt = None,
+    budget_tokens: ReplayBudgetTokensOpt = None,
+    budget_seconds: BudgetSecondsOpt = None,
+    greedy: ReplayGreedyOpt = False,
+    seeds: SeedsOpt = 20,
+    table: TableOpt = None,
+    quota_factor: QuotaFactorOpt = None,
+    confidence_weight: ReplayConfidenceWeightOpt = None,
+    greedy_weight: GreedyWeightOpt = 1.0,
+    verifier_weight: ReplayVerifierWeightOpt = None,
+    request_seconds: RequestSecondsOpt = 0.0,
 ) -> None:
     """Replay an allocator against a bank; compare with uniform (floor) and the oracle (upper bound).
 

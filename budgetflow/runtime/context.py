@@ -21,7 +21,7 @@ has) — the run goes on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, TypeVar
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers import Budgeted, ConcurrencyLimit, Metered, RateLimit, Retry
@@ -128,14 +128,16 @@ class RunContext:
         share_cost = None if cost is None else max(0.0, cost / max(1, units_left)) / 10**12
         return replace(
             base,
-            total_tokens=None
-            if share_tokens is None
-            else min(share_tokens, base.total_tokens or share_tokens),
+            total_tokens=_smaller(base.total_tokens, share_tokens),
             cost=_smaller(base.cost, share_cost),
         )
 
 
-def _smaller(a: float | None, b: float | None) -> float | None:
+N = TypeVar("N", int, float)
+
+
+def _smaller(a: N | None, b: N | None) -> N | None:
+    """The smaller limit; None only when neither is set (0 is a limit, not "unset")."""
     values = [v for v in (a, b) if v is not None]
     return min(values) if values else None
 
