@@ -2,10 +2,13 @@
 
 A zero-model-time OpenAI-compatible stub (aiohttp, its own process) serves 127.0.0.1. In one run:
 
-* throughput at concurrency 64: the same N requests through budgetflow
-  (OpenAICompatibleBackend + Retry + RateLimit(no limit) + Budgeted(ledger) + Metered(events),
-  i.e. the stack `budgetflow eval` uses) and through a plain aiohttp client that also parses each
-  JSON reply, interleaved A B A B over --rounds rounds; medians;
+* throughput at concurrency 64: the same N requests through budgetflow's execution core (one
+  `RunContext`; each request is a unit of its own, sent by `Unit.draw` through
+  Retry -> Budgeted(the unit's ledger, under the run's) -> RateLimit(no limit) -> ConcurrencyLimit
+  -> Metered -> OpenAICompatibleBackend, the path `budgetflow eval` takes; every event, the
+  journal-ready UnitRequested/UnitCompleted included, kept by an `EventLog` subscriber) and
+  through a plain aiohttp client that also parses each JSON reply, interleaved A B A B over
+  --rounds rounds; medians;
 * latency at concurrency 1: p50 per request for both, interleaved;
 * for reference, the official `openai` SDK alone (AsyncOpenAI, default httpx transport, retries off)
   at concurrency 64.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import subprocess
@@ -29,9 +33,9 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from budgetflow.backends.openai import OpenAICompatibleBackend
-from budgetflow.backends.wrappers import Budgeted, Metered, RateLimit, Retry
-from budgetflow.budget import Budget, Ledger
-from budgetflow.events import EventStream
+from budgetflow.budget import Budget
+from budgetflow.events import EventLog
+from budgetflow.runtime.context import EndpointLimits, RunContext
 from budgetflow.types import Request, SamplingParams
 
 PROMPT = "What is 6 x 7? Answer with a number."
@@ -67,19 +71,21 @@ async def run_load(call: Call, total: int, concurrency: int) -> tuple[float, lis
     return total / (time.perf_counter() - started), latencies
 
 
-def engine_call(base_url: str) -> tuple[Call, Ledger, OpenAICompatibleBackend]:
-    events = EventStream()
-    counted = [0]
-    events.subscribe(lambda event: counted.__setitem__(0, counted[0] + 1))
+def engine_call(base_url: str) -> tuple[Call, RunContext, OpenAICompatibleBackend, EventLog]:
     backend = OpenAICompatibleBackend(base_url=base_url, model="stub", api_key="sk-bench", timeout=30)
-    ledger = Ledger(Budget(total_tokens=10**12), events=events)
-    stack = Retry(Budgeted(RateLimit(Metered(backend, events=events)), ledger), events=events)
-    request = Request.from_prompt(PROMPT, sampling=SamplingParams(temperature=0, max_tokens=16, seed=1))
+    context = RunContext(
+        backend, budget=Budget(total_tokens=10**12), limits=EndpointLimits(concurrency=64), seed=1
+    )
+    kept = EventLog(context.events)
+    request = Request.from_prompt(PROMPT, sampling=SamplingParams(temperature=0, max_tokens=16))
+    units = itertools.count()
 
     async def call() -> object:
-        return await stack.complete(request)
+        index = next(units)
+        unit = context.unit(f"r{index}", index=index, kind="request")
+        return await unit.draw(request)
 
-    return call, ledger, backend
+    return call, context, backend, kept
 
 
 def raw_call(session: aiohttp.ClientSession, base_url: str) -> Call:
@@ -122,7 +128,8 @@ async def sdk_rps(base_url: str, total: int) -> float | None:
 async def main(args: argparse.Namespace) -> None:
     process, base_url = start_stub()
     try:
-        engine, ledger, backend = engine_call(base_url)
+        engine, context, backend, kept = engine_call(base_url)
+        ledger = context.ledger
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             raw = raw_call(session, base_url)
             await run_load(engine, 500, 64)  # warm both paths
@@ -154,7 +161,8 @@ async def main(args: argparse.Namespace) -> None:
         f"| plain aiohttp + json | {raw_rps:.0f} | {raw_p50:.3f} |\n"
         f"| openai SDK alone | {reference or 0:.0f} | - |\n"
         f"ratio {engine_rps / raw_rps:.2f}, p50 added {engine_p50 - raw_p50:.3f} ms, "
-        f"ledger spent {ledger.spent.total_tokens:,} tokens over {ledger.spent.calls:,} calls"
+        f"ledger spent {ledger.spent.total_tokens:,} tokens over {ledger.spent.calls:,} calls; "
+        f"{len(kept.events):,} events kept"
     )
     print(
         json.dumps(
@@ -164,6 +172,7 @@ async def main(args: argparse.Namespace) -> None:
                 "ratio": round(engine_rps / raw_rps, 3),
                 "p50_added_ms": round(engine_p50 - raw_p50, 4),
                 "sdk_rps": round(reference, 1) if reference else None,
+                "events_kept": len(kept.events),
             }
         )
     )

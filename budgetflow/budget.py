@@ -119,6 +119,8 @@ class Ledger:
         self._clock = clock
         self._started = clock()
         self._limits = _limits_of(self.budget)
+        self._chain_cache: tuple[Ledger, ...] = (self, *(parent._chain_cache if parent else ()))
+        self._priced = any(ledger.budget.cost is not None for ledger in self._chain_cache)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -176,7 +178,7 @@ class Ledger:
     def settle(self, reservation: Reservation, actual: Spend) -> None:
         """Replace the held worst case by what was actually spent."""
         self._close(reservation)
-        over = any(_measure(actual, name) > _measure(reservation.amount, name) for name in _MEASURES)
+        over = _exceeds(actual, reservation.amount)
         for ledger in self._chain():
             ledger.reserved = ledger.reserved - reservation.amount
             ledger.spent = ledger.spent + actual
@@ -203,13 +205,8 @@ class Ledger:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _chain(self) -> list[Ledger]:
-        chain: list[Ledger] = []
-        ledger: Ledger | None = self
-        while ledger is not None:
-            chain.append(ledger)
-            ledger = ledger.parent
-        return chain
+    def _chain(self) -> tuple[Ledger, ...]:
+        return self._chain_cache
 
     def _close(self, reservation: Reservation) -> None:
         if reservation.ledger is not self:
@@ -219,12 +216,14 @@ class Ledger:
         reservation.open = False
 
     def _needs_prices(self) -> bool:
-        return any(ledger.budget.cost is not None for ledger in self._chain())
+        return self._priced
 
     def _check(self, amount: Spend) -> None:
         deadline = self.budget.deadline_seconds
         if deadline is not None and self._clock() - self._started >= deadline:
             self._deny("deadline_seconds", deadline, self._clock() - self._started)
+        if not self._limits:
+            return
         held = self.spent + self.reserved + amount
         for name, limit in self._limits.items():
             needed = _measure(held, name)
@@ -247,7 +246,17 @@ class Ledger:
         )
 
 
-_MEASURES = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "calls")
+
+
+def _exceeds(actual: Spend, reserved: Spend) -> bool:
+    """Whether `actual` is over `reserved` on any measure (an overrun: the reservation was short)."""
+    return (
+        actual.prompt_tokens > reserved.prompt_tokens
+        or actual.completion_tokens > reserved.completion_tokens
+        or actual.total_tokens > reserved.total_tokens
+        or actual.cost_pico > reserved.cost_pico
+        or actual.calls > reserved.calls
+    )
 
 
 def _measure(spend: Spend, name: str) -> int:

@@ -288,3 +288,9 @@ def test_fair_share_splits_what_is_left_among_the_units_not_started() -> None:
     share = context.fair_share(4)
     assert share is not None and share.total_tokens == 25
     assert context.fair_share(2) == Budget(total_tokens=30)  # the unit budget is the ceiling
+
+
+def test_a_zero_unit_budget_stays_zero_under_a_paced_run_budget() -> None:
+    context = RunContext(ScriptedBackend([]), budget=Budget(total_tokens=100), unit_budget=Budget(total_tokens=0))
+    share = context.fair_share(4)
+    assert share is not None and share.total_tokens == 0  # 0 is a limit, not "unset"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Sequence
 
 from budgetflow.backends.base import Backend
@@ -40,6 +41,11 @@ def request_prompt_bound(request: Request, *, media_tokens: int = 4096) -> int:
     return prompt_token_bound(request.messages, prefill=request.prefill, media_tokens=media_tokens)
 
 
+#: Stacks known to have no exact prompt count: a unit's `Budgeted` over a run's shared stack then
+#: goes straight to the byte bound instead of asking (and failing) once per unit.
+_UNCOUNTED: weakref.WeakSet[Backend] = weakref.WeakSet()
+
+
 class Budgeted(Wrapper):
     """Reserve (prompt + max_tokens x n, its cost, one call) before sending; settle after.
 
@@ -56,7 +62,7 @@ class Budgeted(Wrapper):
         super().__init__(inner)
         self.ledger = ledger
         self._media_tokens = media_tokens
-        self._exact_counts = True
+        self._exact_counts = inner not in _UNCOUNTED
 
     async def _worst_case(self, request: Request) -> tuple[str, Spend]:
         """The model that prices `request`, and the most it can cost (every prompt copy included)."""
@@ -162,6 +168,7 @@ class Budgeted(Wrapper):
                 return await self.inner.count_prompt_tokens(request)
             except NotImplementedError:
                 self._exact_counts = False
+                _UNCOUNTED.add(self.inner)
         return request_prompt_bound(request, media_tokens=self._media_tokens)
 
     def with_ledger(self, ledger: Ledger) -> Budgeted:

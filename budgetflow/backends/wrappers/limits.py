@@ -8,9 +8,8 @@ anything while a caller is waiting on something else, so nested calls cannot dea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
@@ -77,12 +76,18 @@ class RateLimit(Wrapper):
         )
 
     async def complete(self, request: Request) -> Response:
-        await self._admit(request_prompt_bound(request) + request.sampling.max_tokens * request.n)
+        if self._tokens is not None:
+            await self._admit(request_prompt_bound(request) + request.sampling.max_tokens * request.n)
+        elif self._requests is not None:
+            await self._admit(0)
         return await self.inner.complete(request)
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
-        texts = sum(prompt_token_bound((), prefill=text) for text in continuations)
-        await self._admit(request_prompt_bound(request) + texts)
+        if self._tokens is not None:
+            texts = sum(prompt_token_bound((), prefill=text) for text in continuations)
+            await self._admit(request_prompt_bound(request) + texts)
+        elif self._requests is not None:
+            await self._admit(0)
         return await self.inner.score_continuations(request, continuations)
 
     async def _admit(self, weight: int) -> None:
@@ -106,19 +111,24 @@ class ConcurrencyLimit(Wrapper):
         self.peak_in_flight = 0
 
     async def complete(self, request: Request) -> Response:
-        async with self._slot():
+        await self._enter()
+        try:
             return await self.inner.complete(request)
+        finally:
+            self._leave()
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
-        async with self._slot():
+        await self._enter()
+        try:
             return await self.inner.score_continuations(request, continuations)
+        finally:
+            self._leave()
 
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        async with self._slots:
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+    async def _enter(self) -> None:
+        await self._slots.acquire()
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()

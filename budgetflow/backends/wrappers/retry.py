@@ -19,6 +19,10 @@ __all__ = ["Retry"]
 T = TypeVar("T")
 
 
+#: Jitter for retries not given their own generator: shared, so a wrapper costs no seeding.
+_JITTER = random.Random()
+
+
 class Retry(Wrapper):
     """Retry connection errors, timeouts, malformed replies, 408/409/429 and 5xx.
 
@@ -52,7 +56,7 @@ class Retry(Wrapper):
         self.max_total_seconds = max_total_seconds
         self._events = events
         self._sleep = sleep
-        self._rng = rng or random.Random()
+        self._rng = rng or _JITTER
         self._clock = clock
 
     async def complete(self, request: Request) -> Response:
