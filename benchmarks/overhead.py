@@ -7,15 +7,17 @@ A zero-model-time OpenAI-compatible stub (aiohttp, its own process) serves 127.0
   Retry -> Budgeted(the unit's ledger, under the run's) -> RateLimit(no limit) -> ConcurrencyLimit
   -> Metered -> OpenAICompatibleBackend, the path `budgetflow eval` takes; every event, the
   journal-ready UnitRequested/UnitCompleted included, kept by an `EventLog` subscriber) and
-  through a plain aiohttp client that also parses each JSON reply, interleaved A B A B over
-  --rounds rounds; medians;
+  through a plain aiohttp client that also parses each JSON reply, and through the same core
+  with no subscriber, in rotated order over --rounds rounds; medians;
 * latency at concurrency 1: p50 per request for both, interleaved;
 * for reference, the official `openai` SDK alone (AsyncOpenAI, default httpx transport, retries off)
   at concurrency 64.
 
     python benchmarks/overhead.py [--requests 5000] [--rounds 3] [--latency-requests 1000]
 
-Last stdout line: {"engine_rps": …, "raw_rps": …, "ratio": …, "p50_added_ms": …, "sdk_rps": …}
+Last stdout line: {"engine_rps": …, "raw_rps": …, "ratio": …, "p50_added_ms": …, "quiet_rps": …,
+"ratio_no_subscriber": …, "p50_added_ms_no_subscriber": …, "sdk_rps": …, "events_kept": …}
+(engine: every event kept by a subscriber; quiet: the same core with no subscriber)
 """
 
 from __future__ import annotations
@@ -71,12 +73,14 @@ async def run_load(call: Call, total: int, concurrency: int) -> tuple[float, lis
     return total / (time.perf_counter() - started), latencies
 
 
-def engine_call(base_url: str) -> tuple[Call, RunContext, OpenAICompatibleBackend, EventLog]:
+def engine_call(
+    base_url: str, *, keep: bool = True
+) -> tuple[Call, RunContext, OpenAICompatibleBackend, EventLog]:
     backend = OpenAICompatibleBackend(base_url=base_url, model="stub", api_key="sk-bench", timeout=30)
     context = RunContext(
         backend, budget=Budget(total_tokens=10**12), limits=EndpointLimits(concurrency=64), seed=1
     )
-    kept = EventLog(context.events)
+    kept = EventLog(context.events if keep else None)
     request = Request.from_prompt(PROMPT, sampling=SamplingParams(temperature=0, max_tokens=16))
     units = itertools.count()
 
@@ -129,53 +133,65 @@ async def main(args: argparse.Namespace) -> None:
     process, base_url = start_stub()
     try:
         engine, context, backend, kept = engine_call(base_url)
+        quiet, _, quiet_backend, silent = engine_call(base_url, keep=False)
         ledger = context.ledger
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            raw = raw_call(session, base_url)
-            await run_load(engine, 500, 64)  # warm both paths
-            await run_load(raw, 500, 64)
-            engine_rates, raw_rates = [], []
+            calls = {"engine": engine, "quiet": quiet, "raw": raw_call(session, base_url)}
+            for call in calls.values():  # warm every path
+                await run_load(call, 500, 64)
+            rates: dict[str, list[float]] = {name: [] for name in calls}
+            latencies: dict[str, list[float]] = {name: [] for name in calls}
             for round_index in range(args.rounds):
-                for name in ("engine", "raw") if round_index % 2 == 0 else ("raw", "engine"):
-                    rps, _ = await run_load(engine if name == "engine" else raw, args.requests, 64)
-                    (engine_rates if name == "engine" else raw_rates).append(rps)
+                for name in _rotated(list(calls), round_index):
+                    rps, _ = await run_load(calls[name], args.requests, 64)
+                    rates[name].append(rps)
                     print(f"round {round_index} {name:>6} c=64: {rps:8.0f} req/s")
-            engine_lat, raw_lat = [], []
             for round_index in range(args.rounds):
-                for name in ("engine", "raw") if round_index % 2 == 0 else ("raw", "engine"):
-                    _, latencies = await run_load(
-                        engine if name == "engine" else raw, args.latency_requests, 1
-                    )
-                    (engine_lat if name == "engine" else raw_lat).extend(latencies)
+                for name in _rotated(list(calls), round_index):
+                    _, measured = await run_load(calls[name], args.latency_requests, 1)
+                    latencies[name].extend(measured)
         await backend.aclose()
+        await quiet_backend.aclose()
         reference = await sdk_rps(base_url, args.sdk_requests)
     finally:
         process.kill()
         process.wait()
-    engine_rps, raw_rps = statistics.median(engine_rates), statistics.median(raw_rates)
-    engine_p50, raw_p50 = statistics.median(engine_lat) * 1000, statistics.median(raw_lat) * 1000
+    rps = {name: statistics.median(values) for name, values in rates.items()}
+    p50 = {name: statistics.median(values) * 1000 for name, values in latencies.items()}
     assert ledger.reserved.calls == 0, "ledger unbalanced"
+    assert not silent.events, "the quiet run had no subscriber"
     print(
         "\n| client | req/s at c=64 (median) | p50 ms at c=1 |\n|---|---|---|\n"
-        f"| budgetflow stack | {engine_rps:.0f} | {engine_p50:.3f} |\n"
-        f"| plain aiohttp + json | {raw_rps:.0f} | {raw_p50:.3f} |\n"
+        f"| budgetflow core, every event kept | {rps['engine']:.0f} | {p50['engine']:.3f} |\n"
+        f"| budgetflow core, no subscriber | {rps['quiet']:.0f} | {p50['quiet']:.3f} |\n"
+        f"| plain aiohttp + json | {rps['raw']:.0f} | {p50['raw']:.3f} |\n"
         f"| openai SDK alone | {reference or 0:.0f} | - |\n"
-        f"ratio {engine_rps / raw_rps:.2f}, p50 added {engine_p50 - raw_p50:.3f} ms, "
-        f"ledger spent {ledger.spent.total_tokens:,} tokens over {ledger.spent.calls:,} calls; "
+        f"ratio {rps['engine'] / rps['raw']:.2f} (no subscriber: {rps['quiet'] / rps['raw']:.2f}), "
+        f"p50 added {p50['engine'] - p50['raw']:.3f} ms; the kept run's ledger spent "
+        f"{ledger.spent.total_tokens:,} tokens over {ledger.spent.calls:,} calls, "
         f"{len(kept.events):,} events kept"
     )
     print(
         json.dumps(
             {
-                "engine_rps": round(engine_rps, 1),
-                "raw_rps": round(raw_rps, 1),
-                "ratio": round(engine_rps / raw_rps, 3),
-                "p50_added_ms": round(engine_p50 - raw_p50, 4),
+                "engine_rps": round(rps["engine"], 1),
+                "raw_rps": round(rps["raw"], 1),
+                "ratio": round(rps["engine"] / rps["raw"], 3),
+                "p50_added_ms": round(p50["engine"] - p50["raw"], 4),
+                "quiet_rps": round(rps["quiet"], 1),
+                "ratio_no_subscriber": round(rps["quiet"] / rps["raw"], 3),
+                "p50_added_ms_no_subscriber": round(p50["quiet"] - p50["raw"], 4),
                 "sdk_rps": round(reference, 1) if reference else None,
                 "events_kept": len(kept.events),
             }
         )
     )
+
+
+def _rotated(names: list[str], round_index: int) -> list[str]:
+    """Each round starts with the next client: no client always runs first (or last)."""
+    shift = round_index % len(names)
+    return names[shift:] + names[:shift]
 
 
 if __name__ == "__main__":
