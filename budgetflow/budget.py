@@ -246,8 +246,6 @@ class Ledger:
         )
 
 
-
-
 def _exceeds(actual: Spend, reserved: Spend) -> bool:
     """Whether `actual` is over `reserved` on any measure (an overrun: the reservation was short)."""
     return (

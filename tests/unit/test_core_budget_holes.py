@@ -291,6 +291,8 @@ def test_fair_share_splits_what_is_left_among_the_units_not_started() -> None:
 
 
 def test_a_zero_unit_budget_stays_zero_under_a_paced_run_budget() -> None:
-    context = RunContext(ScriptedBackend([]), budget=Budget(total_tokens=100), unit_budget=Budget(total_tokens=0))
+    context = RunContext(
+        ScriptedBackend([]), budget=Budget(total_tokens=100), unit_budget=Budget(total_tokens=0)
+    )
     share = context.fair_share(4)
     assert share is not None and share.total_tokens == 0  # 0 is a limit, not "unset"
