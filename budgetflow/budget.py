@@ -106,21 +106,21 @@ class Ledger:
         name: str = "run",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.budget = budget or Budget()
+        self.budget = budget or _UNLIMITED
         self.name = name
         self.parent = parent
         self.prices: Mapping[str, Price] = prices if prices is not None else (parent.prices if parent else {})
         self.events: EventStream | None = (
             events if events is not None else (parent.events if parent else None)
         )
-        self.spent = Spend()
-        self.reserved = Spend()
+        self.spent = _NOTHING
+        self.reserved = _NOTHING
         self.overruns = 0
         self._clock = clock
         self._started = clock()
-        self._limits = _limits_of(self.budget)
+        self._limits = _limits_of(self.budget) if self.budget is not _UNLIMITED else {}
         self._chain_cache: tuple[Ledger, ...] = (self, *(parent._chain_cache if parent else ()))
-        self._priced = any(ledger.budget.cost is not None for ledger in self._chain_cache)
+        self._priced: bool = self.budget.cost is not None or (parent is not None and parent._needs_prices())
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -263,6 +263,11 @@ def _measure(spend: Spend, name: str) -> int:
     if name == "cost":
         return spend.cost_pico
     return int(getattr(spend, name))
+
+
+#: Shared immutable defaults: a unit's ledger without a budget of its own allocates neither.
+_UNLIMITED = Budget()
+_NOTHING = Spend()
 
 
 def _limits_of(budget: Budget) -> dict[str, int]:
