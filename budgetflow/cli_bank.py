@@ -179,8 +179,9 @@ def simulate_command(
 ) -> None:
     """Replay an allocator against a bank; compare with uniform (floor) and the oracle (upper bound).
 
-    The last line of stdout is one JSON object: accuracy, tokens, oracle_accuracy, uniform_accuracy
-    (and, for the deadline planner, seconds and samples_by_lane).
+    The last line of stdout is one JSON object: accuracy, tokens, oracle_accuracy, uniform_accuracy.
+
+    The deadline planner adds seconds and samples_by_lane.
     """
     try:
         config = ReplayConfig(
