@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -190,6 +191,42 @@ run_shape = {
 }
 
 
+#: Starts one run on the chaos backend, with its events on the stream given.
+Run = Callable[[ChaosBackend, EventStream], Coroutine[Any, Any, StrategyReport]]
+
+
+def _run_checked(
+    run: Run,
+    *,
+    questions: int,
+    failure_rate: float,
+    seed: int,
+    fans_out: bool,
+    budget: Budget,
+    question_budget: Budget | None,
+) -> StrategyReport | None:
+    """Run `run` on a chaos backend and check its books; the report, or None when it did not finish
+    (refused before it started, or stopped by a backend failure past its retries)."""
+    books = Books()
+    backend = ChaosBackend(books, random.Random(seed), failure_rate, fans_out=fans_out)
+    events = EventStream()
+    replay = LedgerReplay(events, budget, question_budget)
+    try:
+        report = asyncio.run(run(backend, events))
+    except BackendError:  # the endpoint failed past its retries: the run stops, its books balance
+        event("stopped by a backend failure")
+        _check_books(replay, books)
+        return None
+    except Exception as error:  # a budget too small for one sample a question is refused up front
+        assert "budget" in str(error) and books.calls == 0, error
+        event("refused before it started")
+        return None
+    event("finished" if books.calls else "finished without a request")
+    assert len(report.results) == questions
+    _check(report, books, replay)
+    return report
+
+
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=st.sampled_from(STRATEGIES), **run_shape)
 def test_strategy_runs_stay_within_budget_and_settle_what_was_billed(
@@ -202,35 +239,28 @@ def test_strategy_runs_stay_within_budget_and_settle_what_was_billed(
     budget: Budget,
     question_budget: Budget | None,
 ) -> None:
-    books = Books()
-    backend = ChaosBackend(books, random.Random(seed), failure_rate, fans_out=fans_out)
-    events = EventStream()
-    replay = LedgerReplay(events, budget, question_budget)
-    try:
-        report = asyncio.run(
-            evaluate(
-                _dataset(questions),
-                parse_strategy(spec),
-                backend,
-                sampling=SamplingParams(max_tokens=max_tokens, seed=seed),
-                budget=budget,
-                question_budget=question_budget,
-                limits=LIMITS,
-                concurrency=2,
-                events=events,
-            )
+    def run(backend: ChaosBackend, events: EventStream) -> Coroutine[Any, Any, StrategyReport]:
+        return evaluate(
+            _dataset(questions),
+            parse_strategy(spec),
+            backend,
+            sampling=SamplingParams(max_tokens=max_tokens, seed=seed),
+            budget=budget,
+            question_budget=question_budget,
+            limits=LIMITS,
+            concurrency=2,
+            events=events,
         )
-    except BackendError:  # the endpoint failed past its retries: the run stops, its books balance
-        event("stopped by a backend failure")
-        _check_books(replay, books)
-        return
-    except Exception as error:  # a budget too small for one sample a question is refused up front
-        assert "budget" in str(error) and books.calls == 0, error
-        event("refused before it started")
-        return
-    event("finished" if books.calls else "finished without a request")
-    assert len(report.results) == questions
-    _check(report, books, replay)
+
+    _run_checked(
+        run,
+        questions=questions,
+        failure_rate=failure_rate,
+        seed=seed,
+        fans_out=fans_out,
+        budget=budget,
+        question_budget=question_budget,
+    )
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -254,35 +284,30 @@ def test_allocator_runs_stay_within_budget_and_settle_what_was_billed(
     budget: Budget,
     question_budget: Budget | None,
 ) -> None:
-    books = Books()
-    backend = ChaosBackend(books, random.Random(seed), failure_rate, fans_out=fans_out)
-    events = EventStream()
-    replay = LedgerReplay(events, budget, question_budget)
     allocator = make_allocator(name, use_greedy=greedy, verifier_weight=2.0 if verifier else None)
-    try:
-        report = asyncio.run(
-            run_allocated(
-                _dataset(questions),
-                backend,
-                allocator,
-                budget_samples=budget_samples,
-                sampling=SamplingParams(max_tokens=max_tokens, seed=seed),
-                budget=budget,
-                question_budget=question_budget,
-                limits=LIMITS,
-                concurrency=2,
-                events=events,
-            )
+
+    def run(backend: ChaosBackend, events: EventStream) -> Coroutine[Any, Any, StrategyReport]:
+        return run_allocated(
+            _dataset(questions),
+            backend,
+            allocator,
+            budget_samples=budget_samples,
+            sampling=SamplingParams(max_tokens=max_tokens, seed=seed),
+            budget=budget,
+            question_budget=question_budget,
+            limits=LIMITS,
+            concurrency=2,
+            events=events,
         )
-    except BackendError:  # the endpoint failed past its retries: the run stops, its books balance
-        event("stopped by a backend failure")
-        _check_books(replay, books)
-        return
-    except Exception as error:
-        assert "budget" in str(error) and books.calls == 0, error
-        event("refused before it started")
-        return
-    event("finished" if books.calls else "finished without a request")
-    assert len(report.results) == questions
-    assert sum(r.samples for r in report.results) <= budget_samples
-    _check(report, books, replay)
+
+    report = _run_checked(
+        run,
+        questions=questions,
+        failure_rate=failure_rate,
+        seed=seed,
+        fans_out=fans_out,
+        budget=budget,
+        question_budget=question_budget,
+    )
+    if report is not None:
+        assert sum(r.samples for r in report.results) <= budget_samples
