@@ -113,16 +113,30 @@ class Ledger:
         self.events: EventStream | None = (
             events if events is not None else (parent.events if parent else None)
         )
-        self.spent = _NOTHING
-        self.reserved = _NOTHING
+        self._spent = _Tally()
+        self._reserved = _Tally()
         self.overruns = 0
         self._clock = clock
         self._started = clock()
         self._limits = _limits_of(self.budget) if self.budget is not _UNLIMITED else {}
         self._chain_cache: tuple[Ledger, ...] = (self, *(parent._chain_cache if parent else ()))
+        #: Whether this ledger or an ancestor has a deadline (most have none: no clock to read).
+        self.has_deadline: bool = any(
+            ledger.budget.deadline_seconds is not None for ledger in self._chain_cache
+        )
         self._priced: bool = self.budget.cost is not None or (parent is not None and parent._needs_prices())
 
     # ---- queries ---------------------------------------------------------------------------
+
+    @property
+    def spent(self) -> Spend:
+        """Everything settled here (and in this ledger's children)."""
+        return self._spent.snapshot()
+
+    @property
+    def reserved(self) -> Spend:
+        """Worst cases held here (and in this ledger's children) for requests in flight."""
+        return self._reserved.snapshot()
 
     def child(self, budget: Budget | None = None, *, name: str = "child") -> Ledger:
         """A nested ledger: its reservations must also fit this ledger (and its ancestors)."""
@@ -147,6 +161,8 @@ class Ledger:
 
     def remaining_seconds(self) -> float | None:
         """Seconds until the nearest deadline of this ledger or its ancestors (None: no deadline)."""
+        if not self.has_deadline:
+            return None
         own = None
         if self.budget.deadline_seconds is not None:
             own = self.budget.deadline_seconds - (self._clock() - self._started)
@@ -159,7 +175,7 @@ class Ledger:
         limit = self._limits.get(limit_name)
         if limit is None:
             return None
-        return limit - _measure(self.spent + self.reserved, limit_name)
+        return limit - self._spent.measure(limit_name) - self._reserved.measure(limit_name)
 
     # ---- movements -------------------------------------------------------------------------
 
@@ -169,7 +185,7 @@ class Ledger:
         for ledger in chain:
             ledger._check(amount)
         for ledger in chain:
-            ledger.reserved = ledger.reserved + amount
+            ledger._reserved.add(amount)
         reservation = Reservation(next(_reservation_ids), amount, self)
         if self.events is not None and self.events.active:
             self.events.emit(BudgetReserved(ledger=self.name, reservation_id=reservation.id, amount=amount))
@@ -179,9 +195,10 @@ class Ledger:
         """Replace the held worst case by what was actually spent."""
         self._close(reservation)
         over = _exceeds(actual, reservation.amount)
+        held = reservation.amount
         for ledger in self._chain():
-            ledger.reserved = ledger.reserved - reservation.amount
-            ledger.spent = ledger.spent + actual
+            ledger._reserved.subtract(held)
+            ledger._spent.add(actual)
             ledger.overruns += over
         if self.events is not None and self.events.active:
             self.events.emit(
@@ -197,7 +214,7 @@ class Ledger:
         """Give back a reservation that spent nothing."""
         self._close(reservation)
         for ledger in self._chain():
-            ledger.reserved = ledger.reserved - reservation.amount
+            ledger._reserved.subtract(reservation.amount)
         if self.events is not None and self.events.active:
             self.events.emit(
                 BudgetReleased(ledger=self.name, reservation_id=reservation.id, amount=reservation.amount)
@@ -219,21 +236,22 @@ class Ledger:
         return self._priced
 
     def _check(self, amount: Spend) -> None:
+        if not self._limits and not self.has_deadline:
+            return
         deadline = self.budget.deadline_seconds
         if deadline is not None and self._clock() - self._started >= deadline:
             self._deny("deadline_seconds", deadline, self._clock() - self._started)
         if not self._limits:
             return
-        held = self.spent + self.reserved + amount
         for name, limit in self._limits.items():
-            needed = _measure(held, name)
+            needed = self._spent.measure(name) + self._reserved.measure(name) + _measure(amount, name)
             if needed > limit:
                 self._deny(name, limit, needed)
 
     def _deny(self, name: str, limit: float, needed: float) -> None:
         if self.events is not None and self.events.active:
             self.events.emit(BudgetDenied(ledger=self.name, limit_name=name, limit=limit, needed=needed))
-        spent = _measure(self.spent, name) if name != "deadline_seconds" else needed
+        spent = self._spent.measure(name) if name != "deadline_seconds" else needed
         unit = "s" if name == "deadline_seconds" else ""
         if name == "cost":
             limit, needed, spent = (v / PICODOLLARS_PER_DOLLAR for v in (limit, needed, spent))
@@ -244,6 +262,41 @@ class Ledger:
             limit=limit,
             needed=needed,
         )
+
+
+class _Tally:
+    """A ledger's running totals, kept as plain integers: the hot path adds and subtracts in
+    place instead of building a `Spend` per movement; `snapshot` gives the value."""
+
+    __slots__ = ("calls", "completion_tokens", "cost_pico", "prompt_tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_pico = 0
+        self.calls = 0
+
+    def add(self, amount: Spend) -> None:
+        self.prompt_tokens += amount.prompt_tokens
+        self.completion_tokens += amount.completion_tokens
+        self.cost_pico += amount.cost_pico
+        self.calls += amount.calls
+
+    def subtract(self, amount: Spend) -> None:
+        self.prompt_tokens -= amount.prompt_tokens
+        self.completion_tokens -= amount.completion_tokens
+        self.cost_pico -= amount.cost_pico
+        self.calls -= amount.calls
+
+    def measure(self, name: str) -> int:
+        if name == "total_tokens":
+            return self.prompt_tokens + self.completion_tokens
+        if name == "cost":
+            return self.cost_pico
+        return int(getattr(self, name))
+
+    def snapshot(self) -> Spend:
+        return Spend(self.prompt_tokens, self.completion_tokens, self.cost_pico, self.calls)
 
 
 def _exceeds(actual: Spend, reserved: Spend) -> bool:
@@ -265,9 +318,8 @@ def _measure(spend: Spend, name: str) -> int:
     return int(getattr(spend, name))
 
 
-#: Shared immutable defaults: a unit's ledger without a budget of its own allocates neither.
+#: The shared budget of every ledger without limits of its own (a unit's, often).
 _UNLIMITED = Budget()
-_NOTHING = Spend()
 
 
 def _limits_of(budget: Budget) -> dict[str, int]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from budgetflow.errors import ConfigError
-from budgetflow.usage import Usage
+from budgetflow.usage import NO_USAGE, Usage
 
 __all__ = [
     "AudioPart",
@@ -116,6 +116,17 @@ class SamplingParams:
         if any(not s for s in self.stop):
             raise ConfigError("stop strings must not be empty")
 
+    def with_seed(self, seed: int | None) -> SamplingParams:
+        """The same parameters with another seed (what every draw does: cheaper than `replace`)."""
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            stop=self.stop,
+            seed=seed,
+            logprobs=self.logprobs,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
@@ -147,6 +158,19 @@ class Request:
             raise ConfigError(f"n must be >= 1, got {self.n}")
         if self.keep_first is not None and not 1 <= self.keep_first <= self.n:
             raise ConfigError(f"keep_first must be between 1 and n={self.n}, got {self.keep_first}")
+
+    def sent_as(self, sampling: SamplingParams, *, unit_id: str) -> Request:
+        """This request with `sampling` (a seeded copy, say), sent by unit `unit_id`."""
+        return Request(
+            messages=self.messages,
+            sampling=sampling,
+            n=self.n,
+            model=self.model,
+            keep_first=self.keep_first,
+            prefill=self.prefill,
+            thinking=self.thinking,
+            unit_id=unit_id,
+        )
 
     @property
     def returned(self) -> int:
@@ -234,7 +258,7 @@ class Response:
     completions: tuple[Completion, ...]
     usage: Usage
     model: str = ""
-    unreported: Usage = field(default_factory=lambda: Usage())
+    unreported: Usage = NO_USAGE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "completions", tuple(self.completions))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Usage"]
+__all__ = ["NO_USAGE", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +22,7 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
         )
+
+
+#: Zero usage, shared (a `Usage` is immutable): the default wherever nothing was spent.
+NO_USAGE = Usage()

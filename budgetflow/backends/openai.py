@@ -17,7 +17,6 @@ import json
 import os
 import random
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -275,21 +274,26 @@ def _parse_reply(body: str, *, backend: str) -> tuple[list[Completion], Usage]:
         raise MalformedReply(f"{backend}: reply has no 'choices' list: {body[:200]!r}", backend=backend)
     raw_usage = data.get("usage") or {}
     usage = Usage(int(raw_usage.get("prompt_tokens", 0)), int(raw_usage.get("completion_tokens", 0)))
-    completions = [_parse_choice(choice, backend) for choice in choices]
+    per_choice = usage.completion_tokens // len(choices)
+    completions = [_parse_choice(choice, backend, per_choice) for choice in choices]
     if not raw_usage:
         raise MalformedReply(f"{backend}: reply has no 'usage'; budgets cannot be kept", backend=backend)
-    per_choice = usage.completion_tokens // len(completions)
-    return [replace(c, completion_tokens=per_choice) for c in completions], usage
+    return completions, usage
 
 
-def _parse_choice(choice: Any, backend: str) -> Completion:
+def _parse_choice(choice: Any, backend: str, completion_tokens: int) -> Completion:
     message = choice.get("message") if isinstance(choice, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
         raise MalformedReply(f"{backend}: a choice lacks message.content: {choice!r:.200}", backend=backend)
     reason = _FINISH_REASONS.get(str(choice.get("finish_reason")), "stop")
     mean_logprob = _mean_logprob(choice.get("logprobs"), backend)
-    return Completion(text=content, finish_reason=reason, mean_logprob=mean_logprob)  # type: ignore[arg-type]
+    return Completion(
+        text=content,
+        finish_reason=reason,  # type: ignore[arg-type]
+        completion_tokens=completion_tokens,
+        mean_logprob=mean_logprob,
+    )
 
 
 def _mean_logprob(logprobs: Any, backend: str) -> float | None:

@@ -29,6 +29,7 @@ from budgetflow.budget import Budget, Ledger, Price
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.events import EventStream, UnitCompleted, UnitRequested, UnitStarted
 from budgetflow.types import Request, Response, Spend, Usage
+from budgetflow.usage import NO_USAGE
 
 __all__ = ["SEED_STRIDE", "EndpointLimits", "RetryPolicy", "RunContext", "Unit", "seed_for"]
 
@@ -95,6 +96,9 @@ class RunContext:
         self.endpoints: list[Backend] = [self._rate_limited(limit) for limit in self.concurrency]
 
     def _rate_limited(self, limited: ConcurrencyLimit) -> Backend:
+        """The endpoint's shared stack: rate limits, when any is set, over its concurrency limit."""
+        if self.limits.requests_per_minute is None and self.limits.tokens_per_minute is None:
+            return limited
         return RateLimit(
             limited,
             requests_per_minute=self.limits.requests_per_minute,
@@ -216,7 +220,7 @@ class Unit:
         self.rollouts += request.n
         sampling = request.sampling
         seed = seed_for(self.context.seed if sampling.seed is None else sampling.seed, self.index, first)
-        return replace(request, sampling=replace(sampling, seed=seed), unit_id=self.id)
+        return request.sent_as(sampling.with_seed(seed), unit_id=self.id)
 
     def _announce(self, request: Request, *, kind: str = "complete", n: int | None = None) -> int:
         self.steps += 1
@@ -256,11 +260,11 @@ class Unit:
             UnitCompleted(
                 unit_id=self.id,
                 step=step,
-                texts=tuple(c.text for c in completions),
-                finish_reasons=tuple(c.finish_reason for c in completions),
-                usage=response.usage if response is not None else Usage(),
-                unreported=response.unreported if response is not None else Usage(),
-                logprobs=tuple(c.mean_logprob for c in completions),
+                texts=tuple([c.text for c in completions]),
+                finish_reasons=tuple([c.finish_reason for c in completions]),
+                usage=response.usage if response is not None else NO_USAGE,
+                unreported=response.unreported if response is not None else NO_USAGE,
+                logprobs=tuple([c.mean_logprob for c in completions]),
                 scores=scores,
                 refused=refused,
             )

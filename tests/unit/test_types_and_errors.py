@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import fields, replace
+
 import pytest
 
 from budgetflow.errors import (
@@ -75,3 +77,25 @@ def test_rate_limited_carries_retry_after_and_user_errors_are_separate() -> None
     assert isinstance(error, RateLimited) and error.retry_after == 2.5
     assert issubclass(ConfigError, UserInputError)
     assert not issubclass(ServerError, UserInputError)
+
+
+def test_seeding_copies_keep_every_other_field() -> None:
+    """`with_seed` and `sent_as` (the hot path's cheap copies) must equal `replace`: a field added
+    to either type later cannot be dropped silently."""
+    sampling = SamplingParams(temperature=0.3, top_p=0.9, max_tokens=7, stop=("\n",), seed=1, logprobs=True)
+    assert sampling.with_seed(42) == replace(sampling, seed=42)
+    request = Request(
+        messages=(Message("user", "hi"),),
+        sampling=sampling,
+        n=3,
+        model="m",
+        keep_first=2,
+        prefill="So",
+        thinking=False,
+        unit_id="old",
+    )
+    sent = request.sent_as(sampling.with_seed(42), unit_id="q7")
+    expected = replace(request, sampling=replace(sampling, seed=42), unit_id="q7")
+    assert [getattr(sent, f.name) for f in fields(Request)] == [
+        getattr(expected, f.name) for f in fields(Request)
+    ]

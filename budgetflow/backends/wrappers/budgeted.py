@@ -11,6 +11,7 @@ from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.budget import Ledger
 from budgetflow.errors import BackendError, BudgetExceeded
 from budgetflow.types import Message, Request, Response, Spend, TextPart, Usage
+from budgetflow.usage import NO_USAGE
 
 __all__ = ["Budgeted", "prompt_token_bound", "request_prompt_bound"]
 
@@ -66,18 +67,30 @@ class Budgeted(Wrapper):
 
     async def _worst_case(self, request: Request) -> tuple[str, Spend]:
         """The model that prices `request`, and the most it can cost (every prompt copy included)."""
+        prompt = await self._prompt_tokens(request) if self._exact_counts else self._prompt_bound(request)
+        return self._priced_worst_case(request, prompt)
+
+    def _priced_worst_case(self, request: Request, prompt_tokens: int) -> tuple[str, Spend]:
         model = request.model or self.inner.model_name
-        prompt_tokens = await self._prompt_tokens(request) * self.inner.prompt_copies(request)
         amount = self.ledger.worst_case(
-            model=model, prompt_tokens=prompt_tokens, max_tokens=request.sampling.max_tokens, n=request.n
+            model=model,
+            prompt_tokens=prompt_tokens * self.inner.prompt_copies(request),
+            max_tokens=request.sampling.max_tokens,
+            n=request.n,
         )
         return model, amount
 
     async def complete(self, request: Request) -> Response:
-        model, amount = await self._worst_case(request)
+        if self._exact_counts:
+            model, amount = await self._worst_case(request)
+        else:  # the byte bound needs no await
+            model, amount = self._priced_worst_case(request, self._prompt_bound(request))
         reservation = self.ledger.reserve(amount)
         try:
-            response = await self._within_deadline(request)
+            if self.ledger.has_deadline:
+                response = await self._within_deadline(request)
+            else:
+                response = await self.inner.complete(request)
         except BackendError as error:
             if error.usage is not None:
                 self.ledger.settle(reservation, self.ledger.actual(model=model, usage=error.usage))
@@ -87,7 +100,7 @@ class Budgeted(Wrapper):
         except (Exception, asyncio.CancelledError):
             self.ledger.release(reservation)
             raise
-        charged = response.usage + response.unreported
+        charged = response.usage if response.unreported is NO_USAGE else response.usage + response.unreported
         self.ledger.settle(reservation, self.ledger.actual(model=model, usage=charged))
         return response
 
@@ -169,6 +182,9 @@ class Budgeted(Wrapper):
             except NotImplementedError:
                 self._exact_counts = False
                 _UNCOUNTED.add(self.inner)
+        return self._prompt_bound(request)
+
+    def _prompt_bound(self, request: Request) -> int:
         return request_prompt_bound(request, media_tokens=self._media_tokens)
 
     def with_ledger(self, ledger: Ledger) -> Budgeted:

@@ -111,23 +111,25 @@ class ConcurrencyLimit(Wrapper):
         self.peak_in_flight = 0
 
     async def complete(self, request: Request) -> Response:
-        await self._enter()
+        await self._slots.acquire()
+        self._entered()
         try:
             return await self.inner.complete(request)
         finally:
             self._leave()
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
-        await self._enter()
+        await self._slots.acquire()
+        self._entered()
         try:
             return await self.inner.score_continuations(request, continuations)
         finally:
             self._leave()
 
-    async def _enter(self) -> None:
-        await self._slots.acquire()
+    def _entered(self) -> None:
         self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
 
     def _leave(self) -> None:
         self.in_flight -= 1

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.errors import BackendError
 from budgetflow.events import EventStream, RequestFailed, RequestFinished, RequestStarted
-from budgetflow.types import Request, Response, Usage
+from budgetflow.types import Request, Response
+from budgetflow.usage import NO_USAGE, Usage
 
 __all__ = ["MeterReading", "Metered"]
-
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -40,50 +38,47 @@ class Metered(Wrapper):
         self._events = events
 
     async def complete(self, request: Request) -> Response:
-        response = await self._measured(request, request.n, "complete", lambda: self.inner.complete(request))
+        started = self._begin(request, request.n, "complete")
+        try:
+            response = await self.inner.complete(request)
+        except BackendError as error:
+            self._failed(request, started, error)
+            raise
         self.reading.usage = self.reading.usage + response.usage
+        self._finished(request, started, response.usage, "complete")
         return response
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
         """Scoring is a request too: counted, timed and on the event stream (kind "score")."""
         texts = list(continuations)
-        call = lambda: self.inner.score_continuations(request, texts)  # noqa: E731
-        return await self._measured(request, len(texts), "score", call)
+        started = self._begin(request, len(texts), "score")
+        try:
+            scores = await self.inner.score_continuations(request, texts)
+        except BackendError as error:
+            self._failed(request, started, error)
+            raise
+        self._finished(request, started, NO_USAGE, "score")
+        return scores
 
-    async def _measured(self, request: Request, n: int, kind: str, call: Callable[[], Awaitable[T]]) -> T:
-        events = self._events if self._events is not None and self._events.active else None
-        request_id = events.next_request_id() if events is not None else 0
-        if events is not None:
-            events.emit(
+    def _begin(self, request: Request, n: int, kind: str) -> tuple[int, float]:
+        """Count the request, emit `RequestStarted`; its id and start time."""
+        self.reading.requests += 1
+        request_id = 0
+        if self._events is not None and self._events.active:
+            request_id = self._events.next_request_id()
+            self._events.emit(
                 RequestStarted(
                     request_id=request_id, backend=self.name, n=n, kind=kind, unit_id=request.unit_id
                 )
             )
-        started = time.perf_counter()
-        self.reading.requests += 1
-        try:
-            result = await call()
-        except BackendError as error:
-            seconds = time.perf_counter() - started
-            self.reading.failures += 1
-            if events is not None:
-                events.emit(
-                    RequestFailed(
-                        request_id=request_id,
-                        backend=self.name,
-                        error_type=type(error).__name__,
-                        message=str(error)[:300],
-                        retryable=error.retryable,
-                        seconds=seconds,
-                        unit_id=request.unit_id,
-                    )
-                )
-            raise
-        seconds = time.perf_counter() - started
+        return request_id, time.perf_counter()
+
+    def _finished(self, request: Request, started: tuple[int, float], usage: Usage, kind: str) -> None:
+        request_id, at = started
+        seconds = time.perf_counter() - at
         self.reading.latencies.append(seconds)
-        if events is not None:
-            usage = result.usage if isinstance(result, Response) else Usage()
-            events.emit(
+        if self._events is not None and self._events.active:
+            self._events.emit(
                 RequestFinished(
                     request_id=request_id,
                     backend=self.name,
@@ -93,4 +88,19 @@ class Metered(Wrapper):
                     unit_id=request.unit_id,
                 )
             )
-        return result
+
+    def _failed(self, request: Request, started: tuple[int, float], error: BackendError) -> None:
+        request_id, at = started
+        self.reading.failures += 1
+        if self._events is not None and self._events.active:
+            self._events.emit(
+                RequestFailed(
+                    request_id=request_id,
+                    backend=self.name,
+                    error_type=type(error).__name__,
+                    message=str(error)[:300],
+                    retryable=error.retryable,
+                    seconds=time.perf_counter() - at,
+                    unit_id=request.unit_id,
+                )
+            )

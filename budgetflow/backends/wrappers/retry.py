@@ -60,35 +60,50 @@ class Retry(Wrapper):
         self._clock = clock
 
     async def complete(self, request: Request) -> Response:
-        return await self._retrying(lambda: self.inner.complete(request))
+        started = self._clock()
+        try:  # the first attempt without the retry loop's machinery: most requests succeed
+            return await self.inner.complete(request)
+        except BackendError as error:
+            failure = error
+        return await self._retrying(lambda: self.inner.complete(request), failure, started)
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
-        return await self._retrying(lambda: self.inner.score_continuations(request, continuations))
-
-    async def _retrying(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
         started = self._clock()
+        try:
+            return await self.inner.score_continuations(request, continuations)
+        except BackendError as error:
+            failure = error
+        return await self._retrying(
+            lambda: self.inner.score_continuations(request, continuations), failure, started
+        )
+
+    async def _retrying(
+        self, attempt_once: Callable[[], Awaitable[T]], failure: BackendError, started: float
+    ) -> T:
+        """Attempts 2 .. `max_attempts` after the first one failed with `failure`."""
         request_id = 0
         for attempt in range(1, self.max_attempts + 1):
+            if not failure.retryable or attempt == self.max_attempts:
+                raise failure
+            delay = self.delay_for(attempt, failure)
+            if self._clock() - started + delay > self.max_total_seconds:
+                raise failure
+            if self._events is not None and self._events.active:
+                request_id = request_id or self._events.next_request_id()
+                self._events.emit(
+                    RetryScheduled(
+                        request_id=request_id,
+                        backend=self.name,
+                        attempt=attempt + 1,
+                        delay=delay,
+                        reason=type(failure).__name__,
+                    )
+                )
+            await self._sleep(delay)
             try:
                 return await attempt_once()
             except BackendError as error:
-                if not error.retryable or attempt == self.max_attempts:
-                    raise
-                delay = self.delay_for(attempt, error)
-                if self._clock() - started + delay > self.max_total_seconds:
-                    raise
-                if self._events is not None and self._events.active:
-                    request_id = request_id or self._events.next_request_id()
-                    self._events.emit(
-                        RetryScheduled(
-                            request_id=request_id,
-                            backend=self.name,
-                            attempt=attempt + 1,
-                            delay=delay,
-                            reason=type(error).__name__,
-                        )
-                    )
-                await self._sleep(delay)
+                failure = error
         raise AssertionError("unreachable")  # pragma: no cover
 
     def delay_for(self, attempt: int, error: BackendError) -> float:
