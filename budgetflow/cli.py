@@ -64,7 +64,7 @@ from budgetflow.evaluate.datasets import BUILTIN_DATASETS, BUILTIN_MIXES, Datase
 from budgetflow.evaluate.report import plot_reports, write_markdown
 from budgetflow.evaluate.runner import StrategyReport
 from budgetflow.evaluate.session import DatasetSpec, EvalConfig, run_eval, write_results
-from budgetflow.events import Event, QuestionFinished, RequestFinished
+from budgetflow.events import BudgetSettled, Event, QuestionFinished
 from budgetflow.runtime.context import EndpointLimits, RetryPolicy
 from budgetflow.runtime.endpoints import EndpointSpec
 from budgetflow.strategies.base import Strategy
@@ -297,7 +297,8 @@ def _render(reports: list[StrategyReport], backend: str, output: Path, plots: bo
 
 
 class _ProgressView:
-    """Reads the run's event stream: advances on finished questions, shows accuracy and spend."""
+    """Reads the run's event stream: advances on finished questions, shows accuracy and spend
+    (every settled reservation: samples, judges, verifiers, retries and cancelled racers)."""
 
     def __init__(self, progress: Progress, name: str, total: int, budget: Budget | None) -> None:
         self._progress = progress
@@ -307,8 +308,8 @@ class _ProgressView:
         self._tokens = 0
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, RequestFinished):
-            self._tokens += event.usage.total_tokens
+        if isinstance(event, BudgetSettled):
+            self._tokens += event.actual.total_tokens
             spend = f"{self._tokens:,} tok" + (f" / {self._limit:,}" if self._limit else "")
             self._progress.update(self._task, spend=spend)
         elif isinstance(event, QuestionFinished):

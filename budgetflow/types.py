@@ -112,8 +112,9 @@ class SamplingParams:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        object.__setattr__(self, "stop", tuple(self.stop))
-        if any(not s for s in self.stop):
+        if type(self.stop) is not tuple:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if "" in self.stop:
             raise ConfigError("stop strings must not be empty")
 
     def with_seed(self, seed: int | None) -> SamplingParams:
@@ -151,7 +152,8 @@ class Request:
     unit_id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "messages", tuple(self.messages))
+        if type(self.messages) is not tuple:
+            object.__setattr__(self, "messages", tuple(self.messages))
         if not self.messages:
             raise ConfigError("a Request needs at least one message")
         if self.n < 1:
@@ -261,7 +263,8 @@ class Response:
     unreported: Usage = NO_USAGE
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "completions", tuple(self.completions))
+        if type(self.completions) is not tuple:
+            object.__setattr__(self, "completions", tuple(self.completions))
 
     @property
     def texts(self) -> list[str]:

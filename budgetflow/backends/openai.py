@@ -46,6 +46,15 @@ from budgetflow.types import (
 
 __all__ = ["OpenAICompatibleBackend"]
 
+#: aiohttp's connection failures and timeouts, mapped to typed errors by `_transport_error`.
+_TRANSPORT_FAILURES = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientOSError,
+    TimeoutError,
+)
+
 _FINISH_REASONS = {"stop": "stop", "length": "length", "eos": "stop", "stop_sequence": "stop"}
 
 
@@ -76,6 +85,7 @@ class OpenAICompatibleBackend(Backend):
         if timeout <= 0:
             raise ConfigError(f"timeout must be > 0, got {timeout}")
         self.base_url = base_url.rstrip("/")
+        self._completions_url = f"{self.base_url}/chat/completions"
         self.model = model
         self.name = name or f"openai:{model}"
         self.supports_n = supports_n
@@ -130,7 +140,7 @@ class OpenAICompatibleBackend(Backend):
         if request.n != 1 or request.keep_first is not None:
             raise ConfigError("streaming returns one completion: use n=1 without keep_first")
         payload = {**self._payload(request, n=1, seed=_base_seed(request)), "stream": True}
-        url = f"{self.base_url}/chat/completions"
+        url = self._completions_url
         with self._transport_errors(url):
             async with self._client().post(url, data=json.dumps(payload)) as reply:
                 if reply.status >= 300:
@@ -168,13 +178,15 @@ class OpenAICompatibleBackend(Backend):
         return completions[0], usage
 
     async def _post(self, request: Request, *, n: int, seed: int) -> tuple[list[Completion], Usage]:
-        payload = self._payload(request, n=n, seed=seed)
-        url = f"{self.base_url}/chat/completions"
-        with self._transport_errors(url):
-            async with self._client().post(url, data=json.dumps(payload)) as reply:
+        payload = json.dumps(self._payload(request, n=n, seed=seed)).encode()
+        url = self._completions_url
+        try:
+            async with self._client().post(url, data=payload) as reply:
                 if reply.status >= 300:
                     raise await self._status_error(reply)
-                body = await reply.text()
+                body = await reply.read()  # JSON is UTF-8 (RFC 8259): no charset sniffing
+        except _TRANSPORT_FAILURES as exc:
+            raise self._transport_error(url, exc) from exc
         return _parse_reply(body, backend=self.name)
 
     async def _status_error(self, reply: aiohttp.ClientResponse) -> BackendError:
@@ -188,18 +200,18 @@ class OpenAICompatibleBackend(Backend):
         """Map aiohttp's connection failures and timeouts to budgetflow's typed errors."""
         try:
             yield
-        except aiohttp.ClientConnectorError as exc:
-            raise EndpointUnreachable(
-                f"{self.name}: cannot connect to {url}: {exc}", backend=self.name
-            ) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-            raise EndpointUnreachable(
-                f"{self.name}: connection to {url} dropped: {exc!r}", backend=self.name
-            ) from exc
-        except TimeoutError as exc:
-            raise BackendTimeout(
+        except _TRANSPORT_FAILURES as exc:
+            raise self._transport_error(url, exc) from exc
+
+    def _transport_error(self, url: str, exc: BaseException) -> BackendError:
+        """The typed error for a connection failure or timeout talking to `url`."""
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return EndpointUnreachable(f"{self.name}: cannot connect to {url}: {exc}", backend=self.name)
+        if isinstance(exc, TimeoutError):
+            return BackendTimeout(
                 f"{self.name}: no reply from {url} within {self._timeout.total} s", backend=self.name
-            ) from exc
+            )
+        return EndpointUnreachable(f"{self.name}: connection to {url} dropped: {exc!r}", backend=self.name)
 
     def _payload(self, request: Request, *, n: int, seed: int) -> dict[str, Any]:
         sampling = request.sampling
@@ -261,17 +273,17 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def _parse_reply(body: str, *, backend: str) -> tuple[list[Completion], Usage]:
+def _parse_reply(body: bytes | str, *, backend: str) -> tuple[list[Completion], Usage]:
     """Completions and usage from a chat-completions reply body, or `MalformedReply` saying why."""
     try:
         data = json.loads(body)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedReply(
-            f"{backend}: reply is not JSON ({exc}): {body[:200]!r}", backend=backend
+            f"{backend}: reply is not JSON ({exc}): {_shown(body)!r}", backend=backend
         ) from exc
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
-        raise MalformedReply(f"{backend}: reply has no 'choices' list: {body[:200]!r}", backend=backend)
+        raise MalformedReply(f"{backend}: reply has no 'choices' list: {_shown(body)!r}", backend=backend)
     raw_usage = data.get("usage") or {}
     usage = Usage(int(raw_usage.get("prompt_tokens", 0)), int(raw_usage.get("completion_tokens", 0)))
     per_choice = usage.completion_tokens // len(choices)
@@ -279,6 +291,12 @@ def _parse_reply(body: str, *, backend: str) -> tuple[list[Completion], Usage]:
     if not raw_usage:
         raise MalformedReply(f"{backend}: reply has no 'usage'; budgets cannot be kept", backend=backend)
     return completions, usage
+
+
+def _shown(body: bytes | str) -> str:
+    """The start of a reply body, as text, for an error message."""
+    text = body if isinstance(body, str) else body[:400].decode("utf-8", errors="replace")
+    return text[:200]
 
 
 def _parse_choice(choice: Any, backend: str, completion_tokens: int) -> Completion:

@@ -236,7 +236,7 @@ class Unit:
                     sampling=request.sampling,
                     n=count,
                     first_rollout=self.rollouts - request.n if kind == "complete" else 0,
-                    seeds=tuple(None if seed is None else seed + j for j in range(count)),
+                    seeds=_seeds(seed, count),
                     prefill=request.prefill,
                     keep_first=request.keep_first,
                     kind=kind,
@@ -269,6 +269,13 @@ class Unit:
                 refused=refused,
             )
         )
+
+
+def _seeds(first: int | None, count: int) -> tuple[int | None, ...]:
+    """The seeds of `count` rollouts from `first` (sample j runs with first + j)."""
+    if first is None:
+        return (None,) * count
+    return (first,) if count == 1 else tuple(range(first, first + count))
 
 
 def _halved(request: Request) -> Request:

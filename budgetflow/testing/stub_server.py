@@ -3,7 +3,8 @@
 It spends no model time: each choice's text comes from `reply(payload, index)`. Queued `Fault`s
 are served first, one per HTTP request, to inject errors (status codes with `Retry-After`,
 malformed or truncated bodies, delays, dropped connections). `max_choices` imitates servers that
-ignore `n` (llama.cpp's returns one choice). Every received payload is kept in `payloads`.
+ignore `n` (llama.cpp's returns one choice). Every received payload is kept in `payloads` unless
+`keep_payloads=False` (the standalone benchmark server).
 
     async with StubOpenAIServer(reply=lambda payload, i: "Answer: 4") as server:
         backend = OpenAICompatibleBackend(base_url=server.base_url, model="stub")
@@ -46,14 +47,21 @@ class StubOpenAIServer:
     """Serve `/v1/chat/completions` on 127.0.0.1 at a free port while the context is open."""
 
     def __init__(
-        self, *, reply: ReplyFunction = _default_reply, max_choices: int | None = None, delay: float = 0.0
+        self,
+        *,
+        reply: ReplyFunction = _default_reply,
+        max_choices: int | None = None,
+        delay: float = 0.0,
+        keep_payloads: bool = True,
     ) -> None:
         self._reply = reply
+        self._keep_payloads = keep_payloads
         self._max_choices = max_choices
         self._delay = delay
         self._faults: deque[Fault] = deque()
         self._runner: web.AppRunner | None = None
         self.payloads: list[dict[str, Any]] = []
+        self.served_requests = 0
         #: Usage of every complete (not truncated) reply sent: what a client should have been charged.
         self.served_prompt_tokens = 0
         self.served_completion_tokens = 0
@@ -93,7 +101,9 @@ class StubOpenAIServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
-        self.payloads.append(payload)
+        self.served_requests += 1
+        if self._keep_payloads:
+            self.payloads.append(payload)
         self.request_received.set()
         fault = self._faults.popleft() if self._faults else None
         delay = fault.delay if fault is not None else self._delay
@@ -138,7 +148,7 @@ class StubOpenAIServer:
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in payload.get("messages", []))
         completion_tokens = sum(len(text.split()) for text in texts)
         return {
-            "id": f"stub-{len(self.payloads)}",
+            "id": f"stub-{self.served_requests}",
             "object": "chat.completion",
             "model": payload.get("model", "stub"),
             "choices": [
@@ -166,7 +176,10 @@ def _choice(index: int, text: str, *, with_logprobs: bool) -> dict[str, Any]:
 
 
 async def _serve_forever() -> None:
-    server = StubOpenAIServer(reply=lambda payload, index: "The answer is 42. Answer: 42")
+    # A benchmark target: it keeps no payloads, so it does not slow down as a long run goes on.
+    server = StubOpenAIServer(
+        reply=lambda payload, index: "The answer is 42. Answer: 42", keep_payloads=False
+    )
     await server.start()
     print(server.port, flush=True)
     await asyncio.Event().wait()

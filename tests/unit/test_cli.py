@@ -103,3 +103,24 @@ def test_cost_budget_with_a_price_table(stub_url: str, tmp_path: Path) -> None:
     assert unpriced.exit_code == 2 and "no price for model 'stub'" in " ".join(unpriced.output.split())
     malformed = runner.invoke(app, [*common, "--price", "stub=cheap"])
     assert malformed.exit_code == 2 and "MODEL=PROMPT,COMPLETION" in malformed.output
+
+
+def test_progress_spend_counts_every_settled_reservation() -> None:
+    """The progress bar's spend is what the ledger settled — a cancelled racer's conservative
+    charge included — not only what replies reported."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from budgetflow.cli import _ProgressView
+    from budgetflow.events import BudgetReserved, BudgetSettled
+    from budgetflow.types import Spend
+
+    progress = Progress(console=Console(file=io.StringIO()))
+    view = _ProgressView(progress, "single", 2, None)
+    reserved = Spend(40, 64, 0, 1)
+    view(BudgetReserved(ledger="run/q0", reservation_id=1, amount=reserved))
+    view(BudgetSettled(ledger="run/q0", reservation_id=1, reserved=reserved, actual=Spend(40, 12, 0, 1)))
+    view(BudgetSettled(ledger="run/q1", reservation_id=2, reserved=reserved, actual=Spend(40, 64, 0, 1)))
+    assert progress.tasks[0].fields["spend"] == f"{40 + 12 + 40 + 64:,} tok"
