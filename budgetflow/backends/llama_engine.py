@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 import numpy as np
 
-from budgetflow.backends.token_sampling import sample_next_token, sequence_generator, token_logprob
+from budgetflow.backends.llama_sample import Sample, SequenceResult, TextCallback, stop_hold
+from budgetflow.backends.token_sampling import sequence_generator, token_logprob
 from budgetflow.errors import BackendError, ConfigError, ModelFileError
 from budgetflow.types import Message, SamplingParams
 
-__all__ = ["DecodeCancelled", "LlamaEngine", "SequenceResult"]
+__all__ = ["DecodeCancelled", "LlamaEngine", "SequenceResult", "common_prefix"]
 
 
 #: Prompt tokens per decode batch, and the granularity of prefix reuse.
@@ -32,34 +31,6 @@ _PROMPT_CHUNK = 32
 
 class DecodeCancelled(Exception):
     """Decoding stopped because its request was cancelled."""
-
-
-@dataclass(slots=True)
-class SequenceResult:
-    """One finished sample: its text, why it stopped, how many tokens it generated, and (when
-    asked for) the mean log-probability of the tokens it sampled."""
-
-    text: str
-    finish_reason: str
-    tokens: int
-    mean_logprob: float | None = None
-
-
-@dataclass(slots=True)
-class _Sequence:
-    index: int
-    generator: np.random.Generator
-    data: bytearray = field(default_factory=bytearray)
-    tokens: int = 0
-    finish_reason: str | None = None
-    text: str = ""
-    finished_at: int = -1
-    emitted: int = 0
-    logprob_sum: float = 0.0
-    scored: int = 0
-
-    def mean_logprob(self) -> float | None:
-        return self.logprob_sum / self.scored if self.scored else None
 
 
 _SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
@@ -78,9 +49,10 @@ def _init_backend(verbose: bool) -> None:
 
 
 class LlamaEngine:
-    """A loaded GGUF model and one context sized for `max_sequences` parallel samples.
+    """A loaded GGUF model and one context sized for `max_sequences` parallel samples (plus
+    `extra_sequences` a scheduler keeps for itself, such as a prompt cache).
 
-    Not thread-safe: one caller at a time (the embedded backend serialises requests).
+    Not thread-safe: one caller at a time (the embedded backend's worker, or its batcher's thread).
     """
 
     def __init__(
@@ -91,6 +63,7 @@ class LlamaEngine:
         max_sequences: int,
         context_tokens: int,
         verbose: bool = False,
+        extra_sequences: int = 0,
     ) -> None:
         if not model_path.is_file():
             raise ModelFileError(f"model file {str(model_path)!r} does not exist")
@@ -103,12 +76,12 @@ class LlamaEngine:
         self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.max_sequences = max_sequences
         self.context_tokens = context_tokens
-        self._ctx: Any = self._new_context(threads)
+        self._ctx: Any = self._new_context(threads, max_sequences + extra_sequences)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch_capacity = max(512, max_sequences)
         self._batch = llama_cpp.llama_batch_init(self._batch_capacity, 0, 1)
         self._pieces: dict[int, bytes] = {}
-        self._on_text: Callable[[int, str], None] | None = None
+        self._on_text: TextCallback | None = None
         self._hold = 0
         self._template = llama_cpp.llama_model_chat_template(self._model, None)
         #: Tokens pushed through the model so far (prompt and generated); a cancelled request
@@ -118,12 +91,12 @@ class LlamaEngine:
         self.reused_prompt_tokens = 0
         self._cached_prompt: list[int] = []
 
-    def _new_context(self, threads: int) -> Any:
+    def _new_context(self, threads: int, sequences: int) -> Any:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.context_tokens
         params.n_batch = 512
         params.n_ubatch = 512
-        params.n_seq_max = self.max_sequences
+        params.n_seq_max = sequences
         params.kv_unified = True
         params.n_threads = threads
         params.n_threads_batch = threads
@@ -171,6 +144,12 @@ class LlamaEngine:
             raise BackendError(f"tokenizer needs {-count} slots", backend="embedded")
         return list(tokens[:count])
 
+    def piece_or_end(self, token: int) -> bytes | None:
+        """The bytes of `token`, or None when it ends generation (an end-of-generation token)."""
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            return None
+        return self._piece(token)
+
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
@@ -191,7 +170,7 @@ class LlamaEngine:
         first_index: int = 0,
         cancel: threading.Event | None = None,
         finish_after: int | None = None,
-        on_text: Callable[[int, str], None] | None = None,
+        on_text: TextCallback | None = None,
     ) -> list[SequenceResult]:
         """`n` samples continuing `prompt_tokens`, decoded together in one batch per step.
 
@@ -201,7 +180,7 @@ class LlamaEngine:
         out to be the start of a stop string is held back until it cannot.
         """
         self._on_text = on_text
-        self._hold = max((len(s) for s in sampling.stop), default=1) - 1
+        self._hold = stop_hold(sampling)
         try:
             return self._generate(prompt_tokens, sampling, n, first_index, cancel, finish_after)
         finally:
@@ -227,8 +206,8 @@ class LlamaEngine:
         last_logits = self._decode_prompt(prompt_tokens)
         for seq in range(1, n):
             llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
-        sequences = [_Sequence(i, sequence_generator(sampling.seed, first_index + i)) for i in range(n)]
-        tokens = [self._sample(last_logits, s, sampling) for s in sequences]
+        sequences = [Sample(i, sequence_generator(sampling.seed, first_index + i)) for i in range(n)]
+        tokens = [s.draw(last_logits, sampling) for s in sequences]
         position = len(prompt_tokens)
         finished = 0
         while True:
@@ -247,16 +226,14 @@ class LlamaEngine:
                 logits_for_last_only=False,
             )
             for row, s in enumerate(live):
-                tokens[s.index] = self._sample(self._logits(row), s, sampling)
+                tokens[s.index] = s.draw(self._logits(row), sampling)
             position += 1
         for s in sequences:
             if s.finish_reason is None:
                 self._finish(s, "cancelled")
         if finish_after is not None:
             sequences.sort(key=lambda s: s.finished_at if s.finished_at >= 0 else len(sequences) + s.index)
-        return [
-            SequenceResult(s.text, s.finish_reason or "stop", s.tokens, s.mean_logprob()) for s in sequences
-        ]
+        return [s.result() for s in sequences]
 
     def score(self, prompt_tokens: list[int], continuations: list[list[int]]) -> list[float]:
         """The log-probability of each continuation after `prompt_tokens` (the sum over its tokens,
@@ -302,53 +279,27 @@ class LlamaEngine:
             llama_cpp.llama_memory_seq_rm(self._memory, seq, start, -1)
         return totals
 
-    def _advance(self, seq: _Sequence, token: int, sampling: SamplingParams) -> bool:
-        """Append `token` to `seq`; False once the sequence has finished."""
+    def _advance(self, seq: Sample, token: int, sampling: SamplingParams) -> bool:
+        """Append `token` to `seq`; False once the sequence has finished (its cells freed)."""
         if seq.finish_reason is not None:
             return False
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-            return self._finish(seq, "stop")
-        seq.data += self._piece(token)
-        seq.tokens += 1
-        text = seq.data.decode("utf-8", errors="ignore")
-        cut = min((text.find(s) for s in sampling.stop if s in text), default=-1)
-        if cut >= 0:
-            seq.data = bytearray(text[:cut].encode("utf-8"))
-            return self._finish(seq, "stop")
-        if seq.tokens >= sampling.max_tokens:
-            return self._finish(seq, "length")
-        self._emit(seq, text, self._hold)
-        return True
-
-    def _emit(self, seq: _Sequence, text: str, hold: int) -> None:
-        end = len(text) - hold
-        if self._on_text is not None and end > seq.emitted:
-            self._on_text(seq.index, text[seq.emitted : end])
-            seq.emitted = end
-
-    def _finish(self, seq: _Sequence, reason: str) -> bool:
-        seq.finish_reason = reason
-        seq.text = seq.data.decode("utf-8", errors="replace")
-        self._emit(seq, seq.text, 0)
-        # free the sample's own cells; the prompt's cells stay for the next request to reuse
-        llama_cpp.llama_memory_seq_rm(self._memory, seq.index, len(self._cached_prompt), -1)
+        if seq.accept(self.piece_or_end(token), sampling, hold=self._hold, on_text=self._on_text):
+            return True
+        self._free_sample(seq)
         return False
 
-    def _sample(self, logits: np.ndarray, seq: _Sequence, sampling: SamplingParams) -> int:
-        if seq.finish_reason is not None:
-            return -1
-        token = sample_next_token(
-            logits, temperature=sampling.temperature, top_p=sampling.top_p, generator=seq.generator
-        )
-        if sampling.logprobs:
-            seq.logprob_sum += token_logprob(logits, token)
-            seq.scored += 1
-        return token
+    def _finish(self, seq: Sample, reason: str) -> None:
+        seq.finish(reason, self._on_text)
+        self._free_sample(seq)
+
+    def _free_sample(self, seq: Sample) -> None:
+        # free the sample's own cells; the prompt's cells stay for the next request to reuse
+        llama_cpp.llama_memory_seq_rm(self._memory, seq.index, len(self._cached_prompt), -1)
 
     def _decode_prompt(self, prompt_tokens: list[int]) -> np.ndarray:
         """Decode the prompt on sequence 0, reusing the cached cells of the longest prefix it shares
         with the previous prompt (few-shot prefixes and repeated rounds cost nothing twice)."""
-        reuse = _common_prefix(self._cached_prompt, prompt_tokens)
+        reuse = common_prefix(self._cached_prompt, prompt_tokens)
         reuse = min(reuse, len(prompt_tokens) - 1)  # decode at least one token to get logits
         # Reuse and decode in chunks aligned to _PROMPT_CHUNK: a prompt's cache and logits are then
         # computed from the same batches whatever came before, so outputs do not depend on history.
@@ -390,12 +341,52 @@ class LlamaEngine:
             raise BackendError(f"llama_decode failed with status {status}", backend="embedded")
         self.decoded_tokens += len(tokens)
 
+    # ---- operations for a scheduler that batches many requests (ContinuousBatcher) ----------
+
+    def decode_rows(
+        self, tokens: list[int], seq_ids: list[int], positions: list[int], logits: list[bool]
+    ) -> int:
+        """Decode one batch (token i to sequence `seq_ids[i]` at `positions[i]`, logits where
+        `logits[i]`); llama.cpp's status: 0 done, 1 no KV slot for the batch (retry smaller)."""
+        batch = self._batch
+        batch.n_tokens = len(tokens)
+        for i, (token, seq, position, wanted) in enumerate(
+            zip(tokens, seq_ids, positions, logits, strict=True)
+        ):
+            batch.token[i] = token
+            batch.pos[i] = position
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = wanted
+        status = int(llama_cpp.llama_decode(self._ctx, batch))
+        if status == 0:
+            self.decoded_tokens += len(tokens)
+        elif status != 1:
+            raise BackendError(f"llama_decode failed with status {status}", backend="embedded")
+        return status
+
+    def logits_row(self, row: int) -> np.ndarray:
+        """The logits of row `row` of the last decoded batch (valid until the next decode)."""
+        return self._logits(row)
+
+    def copy_cells(self, source: int, target: int, end: int) -> None:
+        """Give sequence `target` the cells of `source` at positions [0, end) (shared, not copied)."""
+        llama_cpp.llama_memory_seq_cp(self._memory, source, target, 0, end)
+
+    def drop_cells(self, seq: int, start: int = 0) -> None:
+        """Remove sequence `seq` from its cells at positions >= `start` (unshared cells are freed)."""
+        llama_cpp.llama_memory_seq_rm(self._memory, seq, start, -1)
+
+    @property
+    def batch_capacity(self) -> int:
+        return self._batch_capacity
+
     def _logits(self, row: int) -> np.ndarray:
         pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
         return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
 
 
-def _common_prefix(first: list[int], second: list[int]) -> int:
+def common_prefix(first: list[int], second: list[int]) -> int:
     length = min(len(first), len(second))
     for index in range(length):
         if first[index] != second[index]:
