@@ -21,6 +21,7 @@ from budgetflow.cli_options import (
     BackendConcurrencyOpt,
     BackendOpt,
     BaseUrlOpt,
+    BatchingOpt,
     BudgetCostOpt,
     BudgetSamplesOpt,
     BudgetTokensOpt,
@@ -148,6 +149,7 @@ def eval_command(
     timeout: TimeoutOpt = 120.0,
     model_path: ModelPathOpt = None,
     threads: ThreadsOpt = None,
+    batching: BatchingOpt = "continuous",
     question_field: QuestionFieldOpt = None,
     answer_field: AnswerFieldOpt = None,
     id_field: IdFieldOpt = None,
@@ -167,7 +169,9 @@ def eval_command(
             tokens_per_minute=tokens_per_minute,
             retry=RetryPolicy(max_attempts=max_attempts),
         )
-        endpoint = endpoint_spec(backend, base_url, model, api_key_env, timeout, model_path, threads, limits)
+        endpoint = endpoint_spec(
+            backend, base_url, model, api_key_env, timeout, model_path, threads, limits, batching
+        )
         choice = StrategyOptions(temperature=temperature, keep_first=first_k, stop_batch=stop_batch)
         choice = replace(
             choice, stop_rule=_stop_rule(stop_rule), stop_confidence=stop_confidence, stop_margin=stop_margin

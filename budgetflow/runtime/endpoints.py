@@ -24,7 +24,7 @@ BACKEND_KINDS: tuple[BackendKind, ...] = ("embedded", "openai")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EndpointSpec:
-    """One endpoint: the embedded model (optionally another GGUF file, thread count) or an
+    """One endpoint: the embedded model (optionally another GGUF file, thread count, batching) or an
     OpenAI-compatible server (base URL, model, the environment variable holding its key, the
     per-request timeout), and the limits a `RunContext` applies to it."""
 
@@ -35,6 +35,7 @@ class EndpointSpec:
     timeout: float = 120.0
     model_path: Path | None = None
     threads: int | None = None
+    batching: Literal["continuous", "serial"] = "continuous"
     limits: EndpointLimits = field(default_factory=EndpointLimits)
 
     def __post_init__(self) -> None:
@@ -46,6 +47,8 @@ class EndpointSpec:
             raise ConfigError(f"the request timeout must be > 0 seconds, got {self.timeout}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.batching not in ("continuous", "serial"):
+            raise ConfigError(f"--batching must be continuous or serial, got {self.batching!r}")
 
     @classmethod
     def from_lane(cls, text: str, *, template: EndpointSpec) -> EndpointSpec:
@@ -62,7 +65,7 @@ def open_backend(spec: EndpointSpec) -> Backend:
     if spec.kind == "embedded":
         from budgetflow.backends.embedded import EmbeddedBackend  # loads llama.cpp: only when asked
 
-        return EmbeddedBackend(model_path=spec.model_path, threads=spec.threads)
+        return EmbeddedBackend(model_path=spec.model_path, threads=spec.threads, batching=spec.batching)
     assert spec.base_url is not None and spec.model is not None
     return OpenAICompatibleBackend(
         base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env, timeout=spec.timeout

@@ -1,4 +1,6 @@
-"""The embedded backend on the real SmolLM2-135M-Instruct model."""
+"""The embedded backend on the real SmolLM2-135M-Instruct model, in its deterministic (serial)
+mode: one request at a time, so a seeded request's text never depends on what else runs.
+Continuous batching has its own tests (test_continuous_batching.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @pytest.fixture(scope="module")
 def backend(loop: asyncio.AbstractEventLoop) -> Iterator[EmbeddedBackend]:
-    backend = EmbeddedBackend(threads=1, max_sequences=8, context_tokens=4096)
+    backend = EmbeddedBackend(threads=1, max_sequences=8, context_tokens=4096, batching="serial")
     yield backend
     loop.run_until_complete(backend.aclose())
 
@@ -193,7 +195,7 @@ def test_prefix_reuse_does_not_change_outputs(
     reused_before = backend._engine.reused_prompt_tokens if backend._engine else 0
     after_first = loop.run_until_complete(backend.complete(second))
     assert backend._engine is not None and backend._engine.reused_prompt_tokens > reused_before
-    fresh = EmbeddedBackend(threads=1, max_sequences=8, context_tokens=4096)
+    fresh = EmbeddedBackend(threads=1, max_sequences=8, context_tokens=4096, batching="serial")
     alone = loop.run_until_complete(fresh.complete(second))
     loop.run_until_complete(fresh.aclose())
     assert after_first.texts == alone.texts
