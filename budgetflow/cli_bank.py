@@ -88,7 +88,11 @@ def record_command(
     """Draw one greedy answer and K samples per question with any backend, and write a bank."""
     try:
         data = load_dataset(dataset, limit=limit, seed=seed)
-        spec = endpoint_spec(backend, base_url, model, "OPENAI_API_KEY", 120.0, None, threads)
+        # a bank is reference data: the embedded model records it one request at a time, so the
+        # same seed gives the same bank whatever else runs (continuous batching would not)
+        spec = endpoint_spec(
+            backend, base_url, model, "OPENAI_API_KEY", 120.0, None, threads, batching="serial"
+        )
         chosen = open_backend(spec)
         sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
 
@@ -148,7 +152,9 @@ def score_command(
     try:
         questions = load_bank(bank)
         data = load_dataset(dataset, limit=limit or len(questions), seed=seed)
-        scorer = open_backend(endpoint_spec("embedded", None, None, "", 120.0, model_path, threads))
+        scorer = open_backend(
+            endpoint_spec("embedded", None, None, "", 120.0, model_path, threads, batching="serial")
+        )
 
         async def score(advance: Callable[[object], None]) -> list[BankQuestion]:
             async with scorer:
