@@ -175,7 +175,7 @@ class Ledger:
         limit = self._limits.get(limit_name)
         if limit is None:
             return None
-        return limit - self._spent.measure(limit_name) - self._reserved.measure(limit_name)
+        return limit - _measure(self._spent, limit_name) - _measure(self._reserved, limit_name)
 
     # ---- movements -------------------------------------------------------------------------
 
@@ -244,14 +244,14 @@ class Ledger:
         if not self._limits:
             return
         for name, limit in self._limits.items():
-            needed = self._spent.measure(name) + self._reserved.measure(name) + _measure(amount, name)
+            needed = _measure(self._spent, name) + _measure(self._reserved, name) + _measure(amount, name)
             if needed > limit:
                 self._deny(name, limit, needed)
 
     def _deny(self, name: str, limit: float, needed: float) -> None:
         if self.events is not None and self.events.active:
             self.events.emit(BudgetDenied(ledger=self.name, limit_name=name, limit=limit, needed=needed))
-        spent = self._spent.measure(name) if name != "deadline_seconds" else needed
+        spent = _measure(self._spent, name) if name != "deadline_seconds" else needed
         unit = "s" if name == "deadline_seconds" else ""
         if name == "cost":
             limit, needed, spent = (v / PICODOLLARS_PER_DOLLAR for v in (limit, needed, spent))
@@ -288,13 +288,6 @@ class _Tally:
         self.cost_pico -= amount.cost_pico
         self.calls -= amount.calls
 
-    def measure(self, name: str) -> int:
-        if name == "total_tokens":
-            return self.prompt_tokens + self.completion_tokens
-        if name == "cost":
-            return self.cost_pico
-        return int(getattr(self, name))
-
     def snapshot(self) -> Spend:
         return Spend(self.prompt_tokens, self.completion_tokens, self.cost_pico, self.calls)
 
@@ -310,9 +303,10 @@ def _exceeds(actual: Spend, reserved: Spend) -> bool:
     )
 
 
-def _measure(spend: Spend, name: str) -> int:
+def _measure(spend: Spend | _Tally, name: str) -> int:
+    """One limit's measure of a spend or a ledger's running totals (the same four counters)."""
     if name == "total_tokens":
-        return spend.total_tokens
+        return spend.prompt_tokens + spend.completion_tokens
     if name == "cost":
         return spend.cost_pico
     return int(getattr(spend, name))

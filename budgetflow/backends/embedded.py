@@ -20,7 +20,7 @@ import contextlib
 import importlib.util
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -124,11 +124,16 @@ class EmbeddedBackend(Backend):
         self._turn = asyncio.Lock()
 
     async def complete(self, request: Request) -> Response:
+        return await self._complete(request)
+
+    async def _complete(self, request: Request, on_text: TextCallback | None = None) -> Response:
+        """The request through this backend's batching mode; `on_text` receives text as decoded."""
         if self.batching == "continuous":
-            return await self._complete_batched(request)
+            return await self._complete_batched(request, on_text)
         async with self._turn:
             cancel = threading.Event()
-            future = asyncio.get_running_loop().run_in_executor(self._worker(), self._run, request, cancel)
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._worker(), self._run, request, cancel, on_text)
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
@@ -200,12 +205,16 @@ class EmbeddedBackend(Backend):
         return [(first, min(size, request.n - first)) for first in range(0, request.n, size)]
 
     async def _prompt_tokens(self, request: Request) -> list[int]:
-        if request.thinking:
-            raise ConfigError(f"{self.name} has no thinking mode; use thinking=None or False")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker(), self._tokenize_prompt, request)
 
     def _tokenize_prompt(self, request: Request) -> list[int]:
+        """The request's prompt tokens (its chat template applied), on the worker thread."""
+        if request.thinking:
+            raise ConfigError(f"{self.name} has no thinking mode; use thinking=None or False")
+        return self._rendered_tokens(request)
+
+    def _rendered_tokens(self, request: Request) -> list[int]:
         engine = self._load()
         return engine.tokenize(engine.render_chat(request.messages, request.prefill))
 
@@ -228,68 +237,40 @@ class EmbeddedBackend(Backend):
         Stopping iteration early (or cancelling) stops decoding at the next token."""
         if request.n != 1 or request.keep_first is not None:
             raise ConfigError("streaming returns one completion: use n=1 without keep_first")
-        if self.batching == "continuous":
-            async for piece in self._stream_batched(request):
-                yield piece
-            return
-        async with self._turn:
-            loop = asyncio.get_running_loop()
-            deltas: asyncio.Queue[str | None] = asyncio.Queue()
-            cancel = threading.Event()
-
-            def on_text(index: int, text: str) -> None:
-                loop.call_soon_threadsafe(deltas.put_nowait, text)
-
-            future = loop.run_in_executor(self._worker(), self._run, request, cancel, on_text)
-            future.add_done_callback(lambda _: deltas.put_nowait(None))
-            try:
-                while (delta := await deltas.get()) is not None:
-                    yield delta
-                future.result()
-            finally:
-                if not future.done():
-                    cancel.set()
-                    await _wait_ignoring_cancellation(future)
-
-    async def _stream_batched(self, request: Request) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
 
         def on_text(index: int, text: str) -> None:
             loop.call_soon_threadsafe(deltas.put_nowait, text)
 
-        task = asyncio.ensure_future(self._complete_batched(request, on_text))
+        task = asyncio.ensure_future(self._complete(request, on_text))
         task.add_done_callback(lambda _: deltas.put_nowait(None))
         try:
             while (delta := await deltas.get()) is not None:
                 yield delta
             task.result()
         finally:
-            if not task.done():
+            if not task.done():  # the reader stopped: stop decoding, and wait until it has
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, DecodeCancelled):
                     await task
 
     def _run(
-        self, request: Request, cancel: threading.Event, on_text: Callable[[int, str], None] | None = None
+        self, request: Request, cancel: threading.Event, on_text: TextCallback | None = None
     ) -> Response:
-        if request.thinking:
-            raise ConfigError(f"{self.name} has no thinking mode; use thinking=None or False")
+        """The serial path, on the worker thread: the request's batches one after another."""
+        prompt = self._tokenize_prompt(request)
         engine = self._load()
-        prompt = engine.tokenize(engine.render_chat(request.messages, request.prefill))
         results: list[SequenceResult] = []
-        if request.keep_first is not None:
-            if request.n > engine.max_sequences:
-                raise ConfigError(
-                    f"keep_first needs all n={request.n} samples in one batch (max {engine.max_sequences})"
-                )
-            results = engine.generate(
-                prompt, request.sampling, n=request.n, cancel=cancel, finish_after=request.keep_first
-            )
-        while len(results) < request.n:
-            batch = min(engine.max_sequences, request.n - len(results))
+        for first, count in self._sample_batches(request):
             results += engine.generate(
-                prompt, request.sampling, n=batch, first_index=len(results), cancel=cancel, on_text=on_text
+                prompt,
+                request.sampling,
+                n=count,
+                first_index=first,
+                cancel=cancel,
+                finish_after=request.keep_first,
+                on_text=on_text,
             )
         return self._response(request, prompt, results)
 
@@ -299,8 +280,7 @@ class EmbeddedBackend(Backend):
         return await loop.run_in_executor(self._worker(), self._prompt_length, request)
 
     def _prompt_length(self, request: Request) -> int:
-        engine = self._load()
-        return len(engine.tokenize(engine.render_chat(request.messages, request.prefill)))
+        return len(self._rendered_tokens(request))
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
         """Each text's log-probability as the reply to `request` (after its prefill), decoded side by
@@ -312,11 +292,9 @@ class EmbeddedBackend(Backend):
             return await loop.run_in_executor(self._worker(), self._score, request, list(continuations))
 
     async def _score_batched(self, request: Request, continuations: list[str]) -> list[float]:
-        prompt = await self._prompt_tokens(request)
         loop = asyncio.get_running_loop()
-        engine = self._load()
-        tokenized = await loop.run_in_executor(
-            self._worker(), lambda: [engine.tokenize(text, special=False) for text in continuations]
+        prompt, tokenized = await loop.run_in_executor(
+            self._worker(), self._tokenize_scoring, request, continuations
         )
         batcher = self._batcher
         assert batcher is not None
@@ -326,9 +304,14 @@ class EmbeddedBackend(Backend):
         return [score for group in scored for score in group]
 
     def _score(self, request: Request, continuations: list[str]) -> list[float]:
-        engine = self._load()
-        prompt = engine.tokenize(engine.render_chat(request.messages, request.prefill))
-        return engine.score(prompt, [engine.tokenize(text, special=False) for text in continuations])
+        return self._load().score(*self._tokenize_scoring(request, continuations))
+
+    def _tokenize_scoring(
+        self, request: Request, continuations: list[str]
+    ) -> tuple[list[int], list[list[int]]]:
+        """The prompt's tokens (chat template applied) and each continuation's (as plain text)."""
+        prompt = self._rendered_tokens(request)
+        return prompt, [self._load().tokenize(text, special=False) for text in continuations]
 
     @property
     def scheduler_stats(self) -> BatcherStats | None:

@@ -36,16 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from budgetflow.backends.llama_engine import DecodeCancelled, LlamaEngine, common_prefix
+from budgetflow.backends.llama_engine import PROMPT_CHUNK, DecodeCancelled, LlamaEngine, common_prefix
 from budgetflow.backends.llama_sample import Sample, SequenceResult, TextCallback, stop_hold
 from budgetflow.backends.token_sampling import sequence_generator, token_logprob
 from budgetflow.errors import BackendError, ConfigError
 from budgetflow.types import SamplingParams
 
 __all__ = ["BatcherStats", "ContinuousBatcher"]
-
-#: Prompt tokens per chunk: prefix reuse is aligned to it, as on the one-at-a-time path.
-_PROMPT_CHUNK = 32
 
 #: One row of a batch: token, sequence id, position, and what reads its logits (None: nothing).
 _Row = tuple[int, int, int, Callable[[np.ndarray], None] | None]
@@ -93,8 +90,8 @@ class ContinuousBatcher:
     """Schedules generation and scoring requests on one engine, many per decode step."""
 
     def __init__(self, engine: LlamaEngine, *, prefill_per_step: int = 64) -> None:
-        if prefill_per_step < _PROMPT_CHUNK:
-            raise ConfigError(f"prefill_per_step must be >= {_PROMPT_CHUNK}, got {prefill_per_step}")
+        if prefill_per_step < PROMPT_CHUNK:
+            raise ConfigError(f"prefill_per_step must be >= {PROMPT_CHUNK}, got {prefill_per_step}")
         self.engine = engine
         self.stats = BatcherStats()
         self._prefill_per_step = prefill_per_step
@@ -128,8 +125,17 @@ class ContinuousBatcher:
         cells = len(prompt) + n * sampling.max_tokens
         self._check_fits(cells, f"prompt ({len(prompt)} tokens) + {n} x max_tokens ({sampling.max_tokens})")
         future: Future[list[SequenceResult]] = Future()
-        job = _Job(prompt, n, cells, future, cancel or threading.Event(), sampling, first_index, finish_after)
-        job.on_text = on_text
+        job = _Job(
+            prompt,
+            n,
+            cells,
+            future,
+            cancel or threading.Event(),
+            sampling,
+            first_index,
+            finish_after,
+            on_text,
+        )
         self._submit(job)
         return future
 
@@ -238,7 +244,7 @@ class ContinuousBatcher:
                 common = min(common_prefix(other.prompt, job.prompt), last)
                 if min(common, held) > shared:
                     source, shared = other.seq_ids[0], min(common, held)
-                if other in readers[:position] and common - max(held, job.prefilled) >= _PROMPT_CHUNK // 4:
+                if other in readers[:position] and common - max(held, job.prefilled) >= PROMPT_CHUNK // 4:
                     waiting.add(id(job))  # the earlier request will hold more of it soon
             if shared > job.prefilled:
                 self.engine.copy_cells(source, job.seq_ids[0], shared, start=job.prefilled)
@@ -294,7 +300,7 @@ class ContinuousBatcher:
             if job.phase != "prefill" or budget <= 0 or id(job) in waiting:
                 continue
             start = job.prefilled
-            end = min(len(job.prompt), start + min(budget, _PROMPT_CHUNK))
+            end = min(len(job.prompt), start + min(budget, PROMPT_CHUNK))
             for position in range(start, end):
                 last = position == len(job.prompt) - 1
                 reader = _first_logits_reader(job) if last else None

@@ -22,11 +22,11 @@ from budgetflow.backends.token_sampling import sequence_generator, token_logprob
 from budgetflow.errors import BackendError, ConfigError, ModelFileError
 from budgetflow.types import Message, SamplingParams
 
-__all__ = ["DecodeCancelled", "LlamaEngine", "SequenceResult", "common_prefix"]
+__all__ = ["PROMPT_CHUNK", "DecodeCancelled", "LlamaEngine", "SequenceResult", "common_prefix"]
 
 
 #: Prompt tokens per decode batch, and the granularity of prefix reuse.
-_PROMPT_CHUNK = 32
+PROMPT_CHUNK = 32
 
 
 class DecodeCancelled(Exception):
@@ -301,18 +301,18 @@ class LlamaEngine:
         with the previous prompt (few-shot prefixes and repeated rounds cost nothing twice)."""
         reuse = common_prefix(self._cached_prompt, prompt_tokens)
         reuse = min(reuse, len(prompt_tokens) - 1)  # decode at least one token to get logits
-        # Reuse and decode in chunks aligned to _PROMPT_CHUNK: a prompt's cache and logits are then
+        # Reuse and decode in chunks aligned to PROMPT_CHUNK: a prompt's cache and logits are then
         # computed from the same batches whatever came before, so outputs do not depend on history.
-        reuse -= reuse % _PROMPT_CHUNK
+        reuse -= reuse % PROMPT_CHUNK
         for seq in range(1, self.max_sequences):
             llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
         if not llama_cpp.llama_memory_seq_rm(self._memory, 0, reuse, -1):
             llama_cpp.llama_memory_clear(self._memory, True)
             reuse = 0
         self._cached_prompt = prompt_tokens[:reuse]
-        for start in range(reuse, len(prompt_tokens), _PROMPT_CHUNK):
-            chunk = prompt_tokens[start : start + _PROMPT_CHUNK]
-            is_last = start + _PROMPT_CHUNK >= len(prompt_tokens)
+        for start in range(reuse, len(prompt_tokens), PROMPT_CHUNK):
+            chunk = prompt_tokens[start : start + PROMPT_CHUNK]
+            is_last = start + PROMPT_CHUNK >= len(prompt_tokens)
             positions = list(range(start, start + len(chunk)))
             self._fill_batch(chunk, [0] * len(chunk), positions, logits_for_last_only=is_last)
         self._cached_prompt = list(prompt_tokens)
@@ -328,18 +328,11 @@ class LlamaEngine:
         logits_for_last_only: bool,
     ) -> None:
         """Decode one batch: token i goes to sequence `seq_ids[i]` at `positions[i]`."""
-        batch = self._batch
-        batch.n_tokens = len(tokens)
-        for i, (token, seq, position) in enumerate(zip(tokens, seq_ids, positions, strict=True)):
-            batch.token[i] = token
-            batch.pos[i] = position
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seq
-            batch.logits[i] = (i == len(tokens) - 1) if logits_for_last_only else 1
-        status = llama_cpp.llama_decode(self._ctx, batch)
+        last = len(tokens) - 1
+        wanted = [i == last or not logits_for_last_only for i in range(len(tokens))]
+        status = self.decode_rows(tokens, seq_ids, positions, wanted)
         if status != 0:
             raise BackendError(f"llama_decode failed with status {status}", backend="embedded")
-        self.decoded_tokens += len(tokens)
 
     # ---- operations for a scheduler that batches many requests (ContinuousBatcher) ----------
 

@@ -18,13 +18,6 @@ FEW_SHOT = "Q: 3 + 5\nA: 3 + 5 = 8. Answer: 8\n\nQ: 9 - 4\nA: 9 - 4 = 5. Answer:
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def backend(loop: asyncio.AbstractEventLoop) -> Iterator[EmbeddedBackend]:
     backend = EmbeddedBackend(threads=1, max_sequences=16, context_tokens=4096)
     assert backend.batching == "continuous"  # the default

@@ -18,13 +18,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def backend(loop: asyncio.AbstractEventLoop) -> Iterator[EmbeddedBackend]:
     backend = EmbeddedBackend(threads=1, max_sequences=8, context_tokens=4096, batching="serial")
     yield backend

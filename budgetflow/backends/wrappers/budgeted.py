@@ -67,8 +67,7 @@ class Budgeted(Wrapper):
 
     async def _worst_case(self, request: Request) -> tuple[str, Spend]:
         """The model that prices `request`, and the most it can cost (every prompt copy included)."""
-        prompt = await self._prompt_tokens(request) if self._exact_counts else self._prompt_bound(request)
-        return self._priced_worst_case(request, prompt)
+        return self._priced_worst_case(request, await self._prompt_tokens(request))
 
     def _priced_worst_case(self, request: Request, prompt_tokens: int) -> tuple[str, Spend]:
         model = request.model or self.inner.model_name
