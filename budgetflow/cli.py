@@ -42,6 +42,7 @@ from budgetflow.cli_options import (
     PlotsOpt,
     PriceOpt,
     PromptEnsembleOpt,
+    PromptTemplateOpt,
     QuestionBudgetOpt,
     QuestionFieldOpt,
     RequestsPerMinuteOpt,
@@ -51,6 +52,7 @@ from budgetflow.cli_options import (
     StopMarginOpt,
     StopRuleOpt,
     StrategyOpt,
+    SystemOpt,
     TemperatureOpt,
     ThreadsOpt,
     TimeoutOpt,
@@ -61,7 +63,14 @@ from budgetflow.cli_options import (
 )
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError, ConfigError
-from budgetflow.evaluate.datasets import BUILTIN_DATASETS, BUILTIN_MIXES, Dataset, FieldMap, split_fields
+from budgetflow.evaluate.datasets import (
+    BUILTIN_DATASETS,
+    BUILTIN_MIXES,
+    Dataset,
+    FieldMap,
+    PromptSpec,
+    split_fields,
+)
 from budgetflow.evaluate.report import plot_reports, write_markdown
 from budgetflow.evaluate.runner import StrategyReport
 from budgetflow.evaluate.session import DatasetSpec, EvalConfig, run_eval, write_results
@@ -153,6 +162,8 @@ def eval_command(
     question_field: QuestionFieldOpt = None,
     answer_field: AnswerFieldOpt = None,
     id_field: IdFieldOpt = None,
+    prompt_template: PromptTemplateOpt = None,
+    system: SystemOpt = None,
     output: OutputOpt = Path("results/eval.json"),
     plots: PlotsOpt = True,
 ) -> None:
@@ -182,6 +193,7 @@ def eval_command(
                 limit=limit,
                 seed=seed,
                 fields=_field_map(question_field, answer_field, id_field),
+                prompt=_prompt(prompt_template, system),
             ),
             strategies=_strategies(strategy, bool(allocator), choice),
             allocators=_allocators(allocator, greedy_evidence, confidence_weight, verifier_weight),
@@ -266,6 +278,12 @@ def _run_budget(tokens: int | None, deadline: float | None, cost: float | None) 
     if tokens is None and deadline is None and cost is None:
         return None
     return Budget(total_tokens=tokens, deadline_seconds=deadline, cost=cost)
+
+
+def _prompt(template: Path | None, system: str | None) -> PromptSpec | None:
+    if template is None:
+        return None if system is None else PromptSpec(system=system)
+    return PromptSpec.from_file(template, system=system)
 
 
 def _field_map(question: str | None, answer: str | None, identifier: str | None) -> FieldMap | None:

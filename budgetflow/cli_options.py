@@ -47,6 +47,7 @@ __all__ = [
     "PlotsOpt",
     "PriceOpt",
     "PromptEnsembleOpt",
+    "PromptTemplateOpt",
     "QuestionBudgetOpt",
     "QuestionFieldOpt",
     "RequestsPerMinuteOpt",
@@ -56,6 +57,7 @@ __all__ = [
     "StopMarginOpt",
     "StopRuleOpt",
     "StrategyOpt",
+    "SystemOpt",
     "TemperatureOpt",
     "ThreadsOpt",
     "TimeoutOpt",
@@ -144,6 +146,17 @@ AnswerFieldOpt = Annotated[
 ]
 IdFieldOpt = Annotated[
     str | None, typer.Option(rich_help_panel=DATASET, help="JSONL field holding a question id.")
+]
+PromptTemplateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        rich_help_panel=DATASET,
+        help="File with the prompt to ask each question with; {question} marks where the question "
+        "goes (default: the dataset's own prompt).",
+    ),
+]
+SystemOpt = Annotated[
+    str | None, typer.Option(rich_help_panel=DATASET, help="System message sent before each question.")
 ]
 
 # Strategies and sampling

@@ -1,4 +1,11 @@
-"""Answer equivalence: numeric (`1,000` = `1000` = `1000.0`) and normalised exact match."""
+"""Answer equivalence: numeric (`1,000` = `1000` = `1000.0` = `\\frac{2000}{2}`) and canonical text.
+
+`normalize_answer` is the key answers are counted by when votes are tallied, and the first test
+every grader applies: two answers with one key state the same answer. The key is the exact value
+for numbers (units, currency, percent signs and markdown dropped: `**18**`, `\\$18` and `18 eggs`
+are 18) and `canonical_text` otherwise (`\\dfrac{\\pi}{2}` = `\\frac{\\pi}{2}`). Equivalence beyond
+spelling (`\\frac{1}{\\sqrt{2}}` = `\\frac{\\sqrt{2}}{2}`) is `budgetflow.answers.math_verify`'s job.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +13,31 @@ import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
+from budgetflow.answers.latex import canonical_text, latex_number
+
 __all__ = ["answers_match", "normalize_answer", "parse_number"]
 
 _NUMERIC = re.compile(r"^[-+]?(\d[\d,]*(\.\d*)?|\.\d+)(e[-+]?\d+)?$", re.IGNORECASE)
 _FRACTION = re.compile(r"^([-+]?\d+)\s*/\s*(\d+)$")
-_UNIT_NOISE = re.compile(r"^[$€£]|[%$]$|\s*(dollars?|cents?|units?)$", re.IGNORECASE)
+_UNIT_NOISE = re.compile(r"^[$€£]|\\?%$|\$$", re.IGNORECASE)
+#: A number followed by at most three words of unit: `18 eggs`, `12 square feet`.
+_TRAILING_UNIT = re.compile(r"^(\S+)\s+[a-zA-Z]+(?:\s+[a-zA-Z]+){0,2}$")
 
 
 def parse_number(text: str) -> Fraction | None:
-    """The exact value of a plain number (`1,000`, `-3.50`, `$12`, `7/2`, `50%` → 50), or None."""
-    cleaned = _UNIT_NOISE.sub("", text.strip()).strip()
+    """The exact value of a plain number (`1,000`, `-3.50`, `$12`, `7/2`, `\\frac{7}{2}`, `50%` →
+    50, `18 eggs` → 18), or None."""
+    cleaned = canonical_text(text)
+    unit = _TRAILING_UNIT.match(cleaned)
+    if unit:
+        cleaned = unit.group(1)
+    cleaned = _UNIT_NOISE.sub("", cleaned).strip()
     fraction = _FRACTION.match(cleaned)
     if fraction:
         denominator = int(fraction.group(2))
         return Fraction(int(fraction.group(1)), denominator) if denominator else None
     if not _NUMERIC.match(cleaned) or not _commas_well_placed(cleaned):
-        return None
+        return latex_number(cleaned)
     try:
         return Fraction(Decimal(cleaned.replace(",", "")))
     except (InvalidOperation, ValueError):
@@ -37,18 +53,17 @@ def _commas_well_placed(text: str) -> bool:
 
 
 def normalize_answer(text: str) -> str:
-    """A canonical key for grouping answers: the exact number when numeric, else folded text."""
+    """The key answers are counted by: the exact number when numeric, else the canonical text
+    (folded to lower case unless it is LaTeX, where case can matter)."""
     number = parse_number(text)
     if number is not None:
         return str(number)
-    return " ".join(text.strip().strip(".").lower().split())
+    canonical = canonical_text(text)
+    return canonical if "\\" in canonical else canonical.lower()
 
 
 def answers_match(predicted: str | None, gold: str) -> bool:
-    """Whether `predicted` states the same answer as `gold` (numeric, else normalised exact)."""
+    """Whether `predicted` states the same answer as `gold` (same number, else same canonical text)."""
     if predicted is None:
         return False
-    gold_number, predicted_number = parse_number(gold), parse_number(predicted)
-    if gold_number is not None and predicted_number is not None:
-        return gold_number == predicted_number
     return normalize_answer(predicted) == normalize_answer(gold)

@@ -1,14 +1,33 @@
-"""Pull a final answer out of a completion: `Answer: …`, `\\boxed{…}`, `#### N`, or a last number."""
+"""Pull a final answer out of a completion: `\\boxed{…}`, `#### N`, `Answer: …`, or a last number.
+
+What counts as an answer depends on the dataset (`AnswerKind`): for `"number"` (GSM8K, SVAMP, the
+built-in arithmetic) the stated answer must contain a number, and the number is the answer
+(`Answer: 18 eggs` → `18`); for `"math"` (MATH-500, AIME, AMC) it is a LaTeX expression; for
+`"text"` a short phrase. A stated answer that is prose (`Answer: correct` on a numeric task, a
+sentence of explanation) is no answer: None, which votes for nothing, rather than a ballot of
+its own.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
-__all__ = ["extract_answer", "extract_boxed"]
+__all__ = ["AnswerKind", "extract_answer", "extract_boxed"]
 
-_ANSWER_LINE = re.compile(r"answer\s*(?:is\s*:?|:|=)\s*(.+)", re.IGNORECASE)
+AnswerKind = Literal["number", "math", "text"]
+
+#: `Answer: x`, `answer is x`, `**Answer:** x`, `Final answer = x` (the last one in the text wins).
+_ANSWER_LINE = re.compile(r"answer(?:\*\*|__)?\s*(?:is\s*:?|:|=)\s*(?:\*\*|__)?(?=\S)", re.IGNORECASE)
 _HASHES = re.compile(r"####\s*(.+)")
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
+_LEADING_NUMBER = re.compile(r"^(?:\\\$|\$)?\s*(-?\s*\$?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?|-?\.\d+%?)")
+#: Where a stated answer's explanation begins: `18 because…`, `18, since…`, `18. The …`.
+_EXPLANATION = re.compile(r"\s*(?:[,;]|\s)\s*(?:because|since|as|so|which|and|but|for|from)\b.*$|\.\s+\S.*$")
+_WORD = re.compile(r"[a-zA-Z]{2,}")
+_LATEX_COMMAND = re.compile(r"\\[a-zA-Z]+(?:\{[^{}]*\})?")
+#: More words than this (outside LaTeX commands) is prose, not a stated answer.
+MAX_ANSWER_WORDS = {"number": 3, "math": 3, "text": 6}
 
 
 def extract_boxed(text: str) -> str | None:
@@ -28,23 +47,42 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(text: str) -> str | None:
+def extract_answer(text: str, kind: AnswerKind = "text") -> str | None:
     """The final answer stated in `text`, or None when it states none.
 
-    Looks, in order, for `\\boxed{…}`, `#### …`, the last `Answer: …` line, and finally the last
-    number in the text. Trailing punctuation is trimmed.
+    Looks, in order, for `\\boxed{…}`, `#### …`, the last `Answer: …` (markdown allowed), and
+    finally, when nothing is stated, the last number in the text. A stated answer keeps its first
+    line; unless it is maths, it loses its explanation (`because …`) and, when it is an equation
+    (`1 + 5 = 6`), its left side; for `kind="number"` it is the number it contains.
     """
     boxed = extract_boxed(text)
     if boxed is not None:
-        return boxed
+        return _stated(boxed, kind)
     hashes = _HASHES.findall(text)
     if hashes:
-        return _clean(hashes[-1])
-    answers = _ANSWER_LINE.findall(text)
-    if answers:
-        return _clean(_first_line(answers[-1]))
+        return _stated(hashes[-1], kind)
+    answer_lines = list(_ANSWER_LINE.finditer(text))
+    if answer_lines:
+        return _stated(_first_line(text[answer_lines[-1].end() :]), kind)
     numbers = _NUMBER.findall(text)
     return _clean(numbers[-1]) if numbers else None
+
+
+def _stated(value: str, kind: AnswerKind) -> str | None:
+    """A stated answer's value, or None when it is prose rather than an answer."""
+    cleaned = _clean(value.replace("**", "").replace("__", ""))
+    if cleaned is None:
+        return None
+    value = cleaned
+    if kind != "math":  # a maths answer may be an equation; `x = 5` is canonicalised to 5 later
+        value = _EXPLANATION.sub("", value).strip()
+        if "=" in value:
+            value = value.rsplit("=", 1)[1].strip()
+    if kind == "number":
+        number = _LEADING_NUMBER.match(value)
+        return _clean(number.group(1).replace(" ", "")) if number else None
+    words = _WORD.findall(_LATEX_COMMAND.sub(" ", value))
+    return _clean(value) if len(words) <= MAX_ANSWER_WORDS[kind] else None
 
 
 def _first_line(text: str) -> str:

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from budgetflow.allocate import Allocator
-from budgetflow.answers.extract import extract_answer
 from budgetflow.answers.voting import Evidence, answer_key, final_answer
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
@@ -130,7 +129,7 @@ async def run_allocated(
             await draw_for_question(run, books, index, n, heat=heat, greedy=greedy)
 
     await _spend(run, books, draw, concurrency)
-    report = build_report(run, books, context, on_result)
+    report = await build_report(run, books, context, on_result)
     report.wall_seconds = time.perf_counter() - started
     return report
 
@@ -198,7 +197,7 @@ async def _request(
         return 0
     for completion in response.completions:
         cut = quota is not None and completion.finish_reason == "length"
-        answer = None if cut else extract_answer(completion.text)
+        answer = None if cut else run.dataset.extract(completion.text)
         record_completion(books, index, answer, completion, greedy)
     if run.verifying:
         await verify_new_answers(run.dataset, books, index)
@@ -276,7 +275,7 @@ def allocation_sampling(sampling: SamplingParams, dataset: Dataset, allocator: A
     return replace(sampling, stop=sampling.stop or dataset.stop, logprobs=wants_logprobs)
 
 
-def build_report(
+async def build_report(
     run: AllocationRun,
     books: Books,
     context: RunContext,
@@ -286,7 +285,7 @@ def build_report(
     verifier's scoring alike)."""
     report = StrategyReport(strategy=f"alloc:{run.allocator.name}", dataset=run.dataset.name)
     for index in range(len(run.dataset)):
-        result = _result(run, books, index)
+        result = await _result(run, books, index)
         report.results.append(result)
         announce_finished(context, _unit(books, index), report.strategy, result)
         if on_result is not None:
@@ -296,7 +295,7 @@ def build_report(
     return report
 
 
-def _result(run: AllocationRun, books: Books, index: int) -> QuestionResult:
+async def _result(run: AllocationRun, books: Books, index: int) -> QuestionResult:
     question, evidence, unit = run.dataset.questions[index], books.evidence[index], _unit(books, index)
     key = final_answer(evidence, run.allocator.voting)
     answer = None if key is None else books.raw[index].get(key, key)
@@ -304,7 +303,7 @@ def _result(run: AllocationRun, books: Books, index: int) -> QuestionResult:
         id=question.id,
         gold=question.gold,
         answer=answer,
-        score=run.dataset.grader.grade(answer, question),
+        score=await run.dataset.grader.grade(answer, question),
         samples=len(evidence.answers) + evidence.used_greedy,
         prompt_tokens=unit.usage.prompt_tokens,
         completion_tokens=unit.usage.completion_tokens,

@@ -98,7 +98,7 @@ async def run_planned(
     lanes = _Lanes(run, len(backends), books)
     started = time.perf_counter()
     await _run_lanes(lanes, lambda: max(0.0, deadline_seconds - (time.perf_counter() - started)), max_batch)
-    report = build_report(run, books, context, on_result)
+    report = await build_report(run, books, context, on_result)
     report.strategy = f"alloc:{allocator.name}x{len(backends)}"
     report.wall_seconds = time.perf_counter() - started
     return report

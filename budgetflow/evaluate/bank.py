@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from budgetflow.answers.equivalence import normalize_answer
-from budgetflow.answers.extract import extract_answer
 from budgetflow.backends.base import Backend
 from budgetflow.errors import DatasetError
 from budgetflow.evaluate.datasets import Dataset
@@ -201,11 +200,11 @@ async def _draw(
     seconds = (time.perf_counter() - started) / n
     drawn = []
     for completion in response.completions:
-        answer = extract_answer(completion.text)
+        answer = dataset.extract(completion.text)
         drawn.append(
             BankSample(
                 answer=answer,
-                correct=dataset.grader.grade(answer, question) >= 1.0,
+                correct=await dataset.grader.grade(answer, question) >= 1.0,
                 completion_tokens=completion.completion_tokens,
                 seconds=seconds,
                 mean_logprob=completion.mean_logprob,

@@ -3,18 +3,22 @@
 Built-in names (see `BUILTIN_DATASETS`) generate short arithmetic items the embedded model can
 partly solve, asked with a two-example few-shot prompt and graded by reasoning-gym's own scorer.
 A JSONL file maps its fields with a `FieldMap`; without one, the common layouts (GSM8K, SVAMP,
-MATH-500, AIME, AMC) are recognised from the first line.
+MATH-500, AIME, AMC) are recognised from the first line, and each layout brings its prompt and
+answer kind: numeric word problems (GSM8K, SVAMP) ask for `Answer: N` and are graded as numbers;
+competition maths (MATH-500, AIME, AMC: `problem`, or `question` without GSM8K's `#### N`) ask for
+`\\boxed{}` and are graded by math-verify. `PromptSpec` replaces the prompt (`--prompt-template`,
+`--system`) for a user's own dataset.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from budgetflow.answers.extract import extract_answer
-from budgetflow.answers.grading import Grader, MatchGrader
+from budgetflow.answers.extract import AnswerKind, extract_answer
+from budgetflow.answers.grading import Grader, MatchGrader, MathGrader
 from budgetflow.answers.statement import AnswerStatement
 from budgetflow.errors import DatasetError
 from budgetflow.prompts import render_prompt
@@ -26,6 +30,7 @@ __all__ = [
     "AnswerStatement",
     "Dataset",
     "FieldMap",
+    "PromptSpec",
     "load_dataset",
     "load_jsonl",
 ]
@@ -82,11 +87,68 @@ class FieldMap:
     id: str | None = None
 
 
-_KNOWN_LAYOUTS = (
-    FieldMap(question=("question",), answer="answer"),
-    FieldMap(question=("problem",), answer="answer"),
-    FieldMap(question=("Body", "Question"), answer="Answer"),
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptSpec:
+    """How each question is asked: `template` is a prompt's text with `{question}` where the
+    question goes (None: the dataset's own prompt); `system`, when given, is a system message
+    sent before it."""
+
+    template: str | None = None
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.template is not None and "{question}" not in self.template:
+            raise DatasetError(
+                "the prompt template has no {question} placeholder: the question would be lost"
+            )
+
+    @classmethod
+    def from_file(cls, path: Path, *, system: str | None = None) -> PromptSpec:
+        """The template in `path`; errors name the file."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"--prompt-template {str(path)!r}: cannot read it ({exc})") from None
+        if "{question}" not in text:
+            raise DatasetError(f"--prompt-template {str(path)!r}: no {{question}} placeholder in the file")
+        return cls(template=text, system=system)
+
+    def messages(self, question: str, default_template: str) -> tuple[Message, ...]:
+        text = question.strip()
+        user = Message(
+            "user",
+            self.template.replace("{question}", text)
+            if self.template is not None
+            else render_prompt(default_template, question=text),
+        )
+        return (user,) if self.system is None else (Message("system", self.system), user)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Layout:
+    """A JSONL layout: its fields, the prompt its questions are asked with and its answer kind."""
+
+    fields: FieldMap
+    prompt: str
+    kind: AnswerKind
+
+
+_WORD_PROBLEM = Layout(
+    fields=FieldMap(question=("question",), answer="answer"), prompt="word_problem", kind="number"
 )
+_COMPETITION = Layout(
+    fields=FieldMap(question=("question",), answer="answer"), prompt="math_problem", kind="math"
+)
+_KNOWN_LAYOUTS = (
+    _WORD_PROBLEM,  # GSM8K: the answer is a worked solution ending in `#### N`
+    Layout(fields=FieldMap(question=("problem",), answer="answer"), prompt="math_problem", kind="math"),
+    Layout(
+        fields=FieldMap(question=("Body", "Question"), answer="Answer"), prompt="word_problem", kind="number"
+    ),
+)
+#: JSONL questions' stop strings: the prompts end with `Problem: …`; a model that goes on to
+#: invent the next problem is cut there.
+JSONL_STOP = ("\nProblem:",)
 
 
 #: The built-in arithmetic tasks' replies read "7 + 4 = 11. Answer: 11"; the period ends the number.
@@ -102,24 +164,37 @@ class Dataset:
     grader: Grader
     stop: tuple[str, ...] = ()
     statement: AnswerStatement = field(default_factory=AnswerStatement)
+    answer_kind: AnswerKind = "text"
 
     def __len__(self) -> int:
         return len(self.questions)
 
+    def extract(self, text: str) -> str | None:
+        """The answer a completion states, read as this dataset's kind of answer."""
+        return extract_answer(text, self.answer_kind)
+
 
 def load_dataset(
-    spec: str, *, limit: int | None = None, seed: int = 0, fields: FieldMap | None = None
+    spec: str,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    fields: FieldMap | None = None,
+    prompt: PromptSpec | None = None,
 ) -> Dataset:
-    """A built-in task by name, or a JSONL file by path."""
+    """A built-in task by name, or a JSONL file by path; `prompt` replaces how questions are asked."""
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be >= 1, got {limit}")
-    if spec in BUILTIN_DATASETS:
-        return _load_builtin(spec, size=limit or 50, seed=seed)
-    if spec in BUILTIN_MIXES:
-        return _load_mix(spec, size=limit or 150, seed=seed)
+    if spec in BUILTIN_DATASETS or spec in BUILTIN_MIXES:
+        loaded = (
+            _load_builtin(spec, size=limit or 50, seed=seed)
+            if spec in BUILTIN_DATASETS
+            else _load_mix(spec, size=limit or 150, seed=seed)
+        )
+        return loaded if prompt is None else _asked_with(loaded, prompt)
     path = Path(spec)
     if path.suffix == ".jsonl" or path.exists():
-        return load_jsonl(path, fields=fields, limit=limit)
+        return load_jsonl(path, fields=fields, limit=limit, prompt=prompt)
     known = ", ".join(sorted([*BUILTIN_DATASETS, *BUILTIN_MIXES]))
     raise DatasetError(f"unknown dataset {spec!r}: not a built-in task ({known}) nor a .jsonl file")
 
@@ -133,6 +208,15 @@ ARITHMETIC_PROMPTS = (
     "arithmetic_fewshot_c",
     "arithmetic_fewshot_d",
 )
+
+
+def _asked_with(dataset: Dataset, prompt: PromptSpec) -> Dataset:
+    """`dataset` with every question asked by `prompt` (one prompt: no ensemble alternates)."""
+    questions = tuple(
+        replace(q, messages=prompt.messages(q.text, ARITHMETIC_PROMPTS[0]), alternates=())
+        for q in dataset.questions
+    )
+    return replace(dataset, questions=questions)
 
 
 def _load_builtin(name: str, *, size: int, seed: int) -> Dataset:
@@ -149,6 +233,7 @@ def _load_builtin(name: str, *, size: int, seed: int) -> Dataset:
         grader=ReasoningGymGrader(generated),
         stop=("\nQ:", "\n\n"),
         statement=ARITHMETIC_STATEMENT,
+        answer_kind="number",
     )
 
 
@@ -179,6 +264,7 @@ def _load_mix(name: str, *, size: int, seed: int) -> Dataset:
         grader=_GraderByTask(graders),
         stop=loaded[0].stop,
         statement=loaded[0].statement,
+        answer_kind=loaded[0].answer_kind,
     )
 
 
@@ -188,9 +274,9 @@ class _GraderByTask:
     def __init__(self, graders: dict[str, Grader]) -> None:
         self._graders = graders
 
-    def grade(self, predicted: str | None, question: Question) -> float:
+    async def grade(self, predicted: str | None, question: Question) -> float:
         task = question.id.rsplit("-", 2)[0]
-        return self._graders[task].grade(predicted, question)
+        return await self._graders[task].grade(predicted, question)
 
 
 class ReasoningGymGrader:
@@ -199,20 +285,26 @@ class ReasoningGymGrader:
     def __init__(self, generated: Any) -> None:
         self._generated = generated
 
-    def grade(self, predicted: str | None, question: Question) -> float:
+    async def grade(self, predicted: str | None, question: Question) -> float:
         return float(self._generated.score_answer(predicted, entry=question.entry))
 
 
-def load_jsonl(path: Path, *, fields: FieldMap | None = None, limit: int | None = None) -> Dataset:
+def load_jsonl(
+    path: Path, *, fields: FieldMap | None = None, limit: int | None = None, prompt: PromptSpec | None = None
+) -> Dataset:
     """Questions from a JSONL file; errors name the file and line number."""
     if not path.is_file():
         raise DatasetError(f"dataset file {str(path)!r} does not exist")
     records = _read_records(path, limit)
     if not records:
         raise DatasetError(f"{path}: the file has no records")
-    mapping = fields or _detect_layout(records[0][1], path)
-    questions = tuple(_question_from(record, mapping, path, line) for line, record in records)
-    return Dataset(name=path.stem, questions=questions, grader=MatchGrader())
+    layout = _layout(records[0], fields, path)
+    asking = prompt or PromptSpec()
+    questions = tuple(_question_from(record, layout, asking, path, line) for line, record in records)
+    grader: Grader = MathGrader() if layout.kind == "math" else MatchGrader()
+    return Dataset(
+        name=path.stem, questions=questions, grader=grader, stop=JSONL_STOP, answer_kind=layout.kind
+    )
 
 
 def _read_records(path: Path, limit: int | None) -> list[tuple[int, dict[str, Any]]]:
@@ -235,9 +327,21 @@ def _read_records(path: Path, limit: int | None) -> list[tuple[int, dict[str, An
     return records
 
 
-def _detect_layout(record: dict[str, Any], path: Path) -> FieldMap:
+def _layout(first: tuple[int, dict[str, Any]], fields: FieldMap | None, path: Path) -> Layout:
+    """The layout of a file from its first record: the named `fields` (asked as competition
+    maths), else a known layout; a gold answer ending in `#### N` makes it a word problem."""
+    line, record = first
+    layout = _detect_layout(record, path) if fields is None else replace(_COMPETITION, fields=fields)
+    if "####" in str(_field(record, layout.fields.answer, path, line)):
+        return replace(_WORD_PROBLEM, fields=layout.fields)
+    if layout is _WORD_PROBLEM:  # `question` and `answer` without `#### N`: AMC's layout
+        return _COMPETITION
+    return layout
+
+
+def _detect_layout(record: dict[str, Any], path: Path) -> Layout:
     for layout in _KNOWN_LAYOUTS:
-        if all(name in record for name in (*layout.question, layout.answer)):
+        if all(name in record for name in (*layout.fields.question, layout.fields.answer)):
             return layout
     raise DatasetError(
         f"{path}: cannot tell which fields hold the question and answer (fields: {', '.join(record)}); "
@@ -245,11 +349,14 @@ def _detect_layout(record: dict[str, Any], path: Path) -> FieldMap:
     )
 
 
-def _question_from(record: dict[str, Any], mapping: FieldMap, path: Path, line: int) -> Question:
+def _question_from(
+    record: dict[str, Any], layout: Layout, prompt: PromptSpec, path: Path, line: int
+) -> Question:
+    mapping = layout.fields
     text = " ".join(str(_field(record, name, path, line)).strip() for name in mapping.question)
     gold = _gold_answer(_field(record, mapping.answer, path, line))
     identifier = str(_field(record, mapping.id, path, line)) if mapping.id else f"{path.stem}-{line}"
-    messages = (Message("user", render_prompt("word_problem", question=text)),)
+    messages = prompt.messages(text, layout.prompt)
     return Question(id=identifier, text=text, gold=gold, messages=messages, entry=record)
 
 
@@ -266,7 +373,7 @@ def _gold_answer(value: Any) -> str:
         return str(int(value))
     text = str(value)
     if "####" in text:
-        return extract_answer(text) or text
+        return extract_answer(text, "number") or text
     return text
 
 

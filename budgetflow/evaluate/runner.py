@@ -166,12 +166,14 @@ async def _answer_one(
     question: Question, dataset: Dataset, strategy: Strategy, unit: Unit, sampling: SamplingParams
 ) -> QuestionResult:
     started = time.perf_counter()
-    outcome = await run_strategy(strategy, unit, question.messages, sampling=sampling)
+    outcome = await run_strategy(
+        strategy, unit, question.messages, sampling=sampling, extract=dataset.extract
+    )
     return QuestionResult(
         id=question.id,
         gold=question.gold,
         answer=outcome.answer,
-        score=dataset.grader.grade(outcome.answer, question),
+        score=await dataset.grader.grade(outcome.answer, question),
         samples=len(outcome.samples),
         prompt_tokens=outcome.usage.prompt_tokens,
         completion_tokens=outcome.usage.completion_tokens,

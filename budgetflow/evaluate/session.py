@@ -21,7 +21,7 @@ from budgetflow.budget import Budget, Price
 from budgetflow.errors import ConfigError
 from budgetflow.evaluate.allocated import run_allocated
 from budgetflow.evaluate.allocated_lanes import run_planned
-from budgetflow.evaluate.datasets import Dataset, FieldMap, load_dataset
+from budgetflow.evaluate.datasets import Dataset, FieldMap, PromptSpec, load_dataset
 from budgetflow.evaluate.runner import StrategyReport, evaluate
 from budgetflow.events import EventStream, Subscriber
 from budgetflow.runtime.endpoints import EndpointSpec, open_backend
@@ -43,9 +43,12 @@ class DatasetSpec:
     limit: int = 50
     seed: int = 0
     fields: FieldMap | None = None
+    prompt: PromptSpec | None = None
 
     def load(self) -> Dataset:
-        return load_dataset(self.name, limit=self.limit, seed=self.seed, fields=self.fields)
+        return load_dataset(
+            self.name, limit=self.limit, seed=self.seed, fields=self.fields, prompt=self.prompt
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,8 @@ def test_builtin_dataset_is_deterministic_and_graded_by_reasoning_gym() -> None:
     assert [q.text for q in first.questions] != [q.text for q in other.questions]
     question = first.questions[0]
     assert question.text in question.messages[0].text
-    assert first.grader.grade(question.gold, question) == 1.0
-    assert first.grader.grade("not a number", question) == 0.0
+    assert asyncio.run(first.grader.grade(question.gold, question)) == 1.0
+    assert asyncio.run(first.grader.grade("not a number", question)) == 0.0
     assert "\nQ:" in first.stop
 
 
@@ -59,6 +60,6 @@ def test_shared_gsm8k_and_svamp_layouts_are_recognised(shared_data: Path) -> Non
     assert gsm8k.questions[0].gold == "18"  # the worked solution's "#### 18"
     svamp = load_dataset(str(shared_data / "svamp-test.jsonl"), limit=2)
     assert svamp.questions[0].gold.replace(".0", "").isdigit()
-    assert svamp.grader.grade(svamp.questions[0].gold, svamp.questions[0]) == 1.0
+    assert asyncio.run(svamp.grader.grade(svamp.questions[0].gold, svamp.questions[0])) == 1.0
     math500 = load_dataset(str(shared_data / "math500-test.jsonl"), limit=1)
     assert math500.questions[0].gold
