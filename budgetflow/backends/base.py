@@ -11,9 +11,17 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
-from budgetflow.types import Request, Response
+from budgetflow.types import Request, Response, Usage
 
-__all__ = ["Backend", "count_words"]
+__all__ = ["Backend", "ScoredContinuations", "count_words"]
+
+
+class ScoredContinuations(list[float]):
+    """Scores (a list, one per continuation) with the usage the endpoint reported for them."""
+
+    def __init__(self, scores: Sequence[float], usage: Usage) -> None:
+        super().__init__(scores)
+        self.usage = usage
 
 
 class Backend(abc.ABC):
@@ -57,8 +65,15 @@ class Backend(abc.ABC):
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
         """The model's log-probability of each text as the reply to `request`'s messages (the sum
-        over its tokens; optional): what a likelihood verifier ranks answers by."""
+        over its tokens; optional): what a likelihood verifier ranks answers by. A backend that
+        knows what the scoring cost may return `ScoredContinuations` (a list with `usage`)."""
         raise NotImplementedError(f"{type(self).__name__} does not score text")
+
+    def scoring_cost(self, continuations: int) -> tuple[int, int]:
+        """What scoring `continuations` texts pays beyond the texts themselves: how many times the
+        prompt is read, and how many tokens are generated in all. Budgets reserve that much. A
+        local model reads the prompt once and generates nothing."""
+        return 1, 0
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
         """Release connections, threads or model memory. Safe to call more than once."""

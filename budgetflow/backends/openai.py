@@ -16,12 +16,19 @@ import contextlib
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import aiohttp
 
-from budgetflow.backends.base import Backend
+from budgetflow.backends.base import Backend, ScoredContinuations
+from budgetflow.backends.openai_scoring import (
+    ChatRendering,
+    cannot_score,
+    continuation_score,
+    render_chat,
+    scoring_payload,
+)
 from budgetflow.concurrency import first_finished, run_all
 from budgetflow.errors import (
     BackendError,
@@ -67,6 +74,8 @@ class OpenAICompatibleBackend(Backend):
         api_key: the bearer token; when omitted it is read from the environment variable `api_key_env`.
         timeout: seconds allowed for one HTTP request, connection included.
         supports_n: whether the server honours `n`; ``None`` finds out from the first reply.
+        chat_rendering: how `score_continuations` writes a chat as a completions prompt
+            (`budgetflow.backends.openai_scoring`): ``"chatml"`` or ``"plain"``.
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class OpenAICompatibleBackend(Backend):
         timeout: float = 120.0,
         supports_n: bool | None = None,
         name: str | None = None,
+        chat_rendering: ChatRendering = "chatml",
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -86,6 +96,10 @@ class OpenAICompatibleBackend(Backend):
             raise ConfigError(f"timeout must be > 0, got {timeout}")
         self.base_url = base_url.rstrip("/")
         self._completions_url = f"{self.base_url}/chat/completions"
+        self._text_completions_url = f"{self.base_url}/completions"
+        self.chat_rendering = chat_rendering
+        #: Whether the endpoint returns prompt log-probabilities; None until the first scoring call.
+        self.scores_text: bool | None = None
         self.model = model
         self.name = name or f"openai:{model}"
         self.supports_n = supports_n
@@ -172,6 +186,41 @@ class OpenAICompatibleBackend(Backend):
         return Response(
             completions=completions, usage=usage, model=request.model or self.model, unreported=unreported
         )
+
+    def scoring_cost(self, continuations: int) -> tuple[int, int]:
+        """One completions request per continuation: the prompt read each time, one token generated."""
+        return continuations, continuations
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        """Each text's log-probability after the rendered chat, from `/v1/completions` with `echo`
+        (`budgetflow.backends.openai_scoring`); the first call finds out whether the endpoint can."""
+        prompt = render_chat(request.messages, request.prefill, self.chat_rendering)
+        model = request.model or self.model
+        if self.scores_text is None and continuations:
+            first = await self._score_one(model, prompt, continuations[0])
+            self.scores_text = True
+            rest = await run_all(self._score_one(model, prompt, text) for text in continuations[1:])
+            scored = [first, *rest]
+        else:
+            scored = await run_all(self._score_one(model, prompt, text) for text in continuations)
+        usage = sum((one_usage for _, one_usage in scored), Usage())
+        return ScoredContinuations([score for score, _ in scored], usage)
+
+    async def _score_one(self, model: str, prompt: str, continuation: str) -> tuple[float, Usage]:
+        url = self._text_completions_url
+        payload = json.dumps(scoring_payload(model, prompt, continuation)).encode()
+        try:
+            async with self._client().post(url, data=payload) as reply:
+                if reply.status >= 300:
+                    if self.scores_text is None:  # the probe: this endpoint cannot score
+                        raise cannot_score(
+                            self.name, url, f"HTTP {reply.status}: {(await reply.text())[:200]}"
+                        )
+                    raise await self._status_error(reply)
+                body = await reply.read()
+        except _TRANSPORT_FAILURES as exc:
+            raise self._transport_error(url, exc) from exc
+        return continuation_score(body, continuation, backend=self.name, url=url)
 
     async def _post_exact_one(self, request: Request, seed: int) -> tuple[Completion, Usage]:
         completions, usage = await self._post(request, n=1, seed=seed)

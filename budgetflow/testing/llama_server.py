@@ -34,15 +34,18 @@ def _free_port() -> int:
 
 
 def start_llama_server(
-    model: Path, log: Path, *, threads: int = 1, context_tokens: int = 2048
+    model: Path, log: Path, *, threads: int = 1, context_tokens: int = 2048, logits_all: bool = False
 ) -> LlamaServer:
-    """Start `python -m llama_cpp.server` on a free loopback port and wait until it answers."""
+    """Start `python -m llama_cpp.server` on a free loopback port and wait until it answers.
+
+    `logits_all` keeps every position's logits, which the server needs to return prompt
+    log-probabilities (`/v1/completions` with `echo` and `logprobs`: scoring text)."""
     port = _free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
         "--port", str(port), "--n_ctx", str(context_tokens), "--n_threads", str(threads),
         "--n_threads_batch", str(threads),
-        "--verbose", "False",
+        "--verbose", "False", "--logits_all", str(logits_all),
     ]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)

@@ -44,5 +44,8 @@ class Wrapper(Backend):
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
         return await self.inner.score_continuations(request, continuations)
 
+    def scoring_cost(self, continuations: int) -> tuple[int, int]:
+        return self.inner.scoring_cost(continuations)
+
     async def aclose(self) -> None:
         await self.inner.aclose()

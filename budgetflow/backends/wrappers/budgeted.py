@@ -6,7 +6,7 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator, Sequence
 
-from budgetflow.backends.base import Backend
+from budgetflow.backends.base import Backend, ScoredContinuations
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.budget import Ledger
 from budgetflow.errors import BackendError, BudgetExceeded
@@ -104,24 +104,32 @@ class Budgeted(Wrapper):
         return response
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
-        """Score through the ledger: reserve the prompt and every continuation as prompt tokens
-        (scoring generates nothing), settle to the exact counts when the backend has a tokenizer.
-        The prompt is charged once even when the backend finds it cached: a remote endpoint
-        re-reads it, and a budget that holds there holds here."""
+        """Score through the ledger: reserve the prompt (as many times as the backend reads it)
+        and every continuation as prompt tokens, plus what the backend generates to score them
+        (`Backend.scoring_cost`); settle to what the endpoint reported when it did, else to the
+        exact counts when the backend has a tokenizer. The embedded model's prompt is charged once
+        even when it finds it cached: a remote endpoint re-reads it."""
         model = request.model or self.inner.model_name
         prompt = await self._prompt_tokens(request)
+        copies, generated = self.inner.scoring_cost(len(continuations))
         bounds = [prompt_token_bound((), prefill=text) for text in continuations]
-        reserved = self.ledger.worst_case(model=model, prompt_tokens=prompt + sum(bounds), max_tokens=0, n=1)
+        reserved = self.ledger.worst_case(
+            model=model, prompt_tokens=prompt * copies + sum(bounds), max_tokens=generated, n=1
+        )
         reservation = self.ledger.reserve(reserved)
         try:
             scores = await self.inner.score_continuations(request, continuations)
         except BaseException:
             self.ledger.release(reservation)
             raise
-        counted = [
-            await self._text_tokens(text, bound) for text, bound in zip(continuations, bounds, strict=True)
-        ]
-        usage = Usage(prompt_tokens=prompt + sum(counted))
+        if isinstance(scores, ScoredContinuations):
+            usage = scores.usage
+        else:
+            counted = [
+                await self._text_tokens(text, bound)
+                for text, bound in zip(continuations, bounds, strict=True)
+            ]
+            usage = Usage(prompt_tokens=prompt * copies + sum(counted), completion_tokens=generated)
         self.ledger.settle(reservation, self.ledger.actual(model=model, usage=usage))
         return scores
 
