@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from budgetflow.allocate import Allocator, make_allocator
+from budgetflow.allocate.policy import PolicyTable
 from budgetflow.budget import Budget, Price
 from budgetflow.cli_bank import bank_app
 from budgetflow.cli_options import (
@@ -40,6 +41,7 @@ from budgetflow.cli_options import (
     ModelPathOpt,
     OutputOpt,
     PlotsOpt,
+    PolicyOpt,
     PriceOpt,
     PromptEnsembleOpt,
     PromptTemplateOpt,
@@ -136,6 +138,7 @@ def eval_command(
     question_budget_tokens: QuestionBudgetOpt = None,
     deadline_seconds: DeadlineOpt = None,
     allocator: AllocatorOpt = None,
+    policy: PolicyOpt = None,
     budget_samples: BudgetSamplesOpt = None,
     greedy_evidence: GreedyEvidenceOpt = False,
     confidence_weight: ConfidenceWeightOpt = None,
@@ -195,7 +198,7 @@ def eval_command(
                 fields=_field_map(question_field, answer_field, id_field),
                 prompt=_prompt(prompt_template, system),
             ),
-            strategies=_strategies(strategy, bool(allocator), choice),
+            strategies=_strategies(strategy, bool(allocator) or policy is not None, choice),
             allocators=_allocators(allocator, greedy_evidence, confidence_weight, verifier_weight),
             budget_samples=tuple(budget_samples or ()),
             sampling=SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed),
@@ -207,6 +210,7 @@ def eval_command(
             endpoint=endpoint,
             lanes=tuple(EndpointSpec.from_lane(text, template=endpoint) for text in lane or []),
             ensemble=prompt_ensemble,
+            policy=_policy(policy, temperature),
         )
         data = config.dataset.load()
         reports = asyncio.run(_run_with_progress(config, data, output))
@@ -278,6 +282,16 @@ def _run_budget(tokens: int | None, deadline: float | None, cost: float | None) 
     if tokens is None and deadline is None and cost is None:
         return None
     return Budget(total_tokens=tokens, deadline_seconds=deadline, cost=cost)
+
+
+def _policy(path: Path | None, temperature: float | None) -> PolicyTable | None:
+    """The policy file; an explicit --temperature overrides the temperatures it fixes."""
+    if path is None:
+        return None
+    table = PolicyTable.load(path)
+    if temperature is None:
+        return table
+    return replace(table, plans={b: replace(p, temperature=None) for b, p in table.plans.items()})
 
 
 def _prompt(template: Path | None, system: str | None) -> PromptSpec | None:

@@ -42,6 +42,7 @@ from budgetflow.cli_options import (
     endpoint_spec,
 )
 from budgetflow.cli_output import console, exit_for, stdout
+from budgetflow.cli_tune import tune_command
 from budgetflow.errors import BudgetflowError
 from budgetflow.evaluate.bank import BankQuestion, load_bank, record_bank, score_bank, write_bank
 from budgetflow.evaluate.calibrate import calibrate
@@ -53,6 +54,7 @@ from budgetflow.types import SamplingParams
 bank_app = typer.Typer(
     help="Record sample banks and replay budget allocators against them.", no_args_is_help=True
 )
+bank_app.command("tune")(tune_command)
 
 T = TypeVar("T")
 

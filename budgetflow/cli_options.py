@@ -45,6 +45,7 @@ __all__ = [
     "ModelPathOpt",
     "OutputOpt",
     "PlotsOpt",
+    "PolicyOpt",
     "PriceOpt",
     "PromptEnsembleOpt",
     "PromptTemplateOpt",
@@ -122,7 +123,8 @@ DatasetOpt = Annotated[
     str,
     typer.Option(
         rich_help_panel=DATASET,
-        help="A built-in dataset name (see `budgetflow datasets`) or a path to a JSONL file.",
+        help="A built-in dataset name (see `budgetflow datasets`), any reasoning-gym task as "
+        "rg:NAME[:key=value,...] (e.g. rg:gcd:max_value=30), or a path to a JSONL file.",
     ),
 ]
 LimitOpt = Annotated[
@@ -263,6 +265,14 @@ BudgetSamplesOpt = Annotated[
         min=1,
         rich_help_panel=ALLOCATION,
         help="Total samples (all questions together) for --allocator runs; repeat to sweep budgets.",
+    ),
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        rich_help_panel=ALLOCATION,
+        help="A policy file from `budgetflow bank tune`: run its plan for each --budget-samples "
+        "(allocator, votes, greedy evidence, temperature unless --temperature is given).",
     ),
 ]
 GreedyEvidenceOpt = Annotated[

@@ -28,6 +28,8 @@ _WORD = re.compile(r"[a-zA-Z]{2,}")
 _LATEX_COMMAND = re.compile(r"\\[a-zA-Z]+(?:\{[^{}]*\})?")
 #: More words than this (outside LaTeX commands) is prose, not a stated answer.
 MAX_ANSWER_WORDS = {"number": 3, "math": 3, "text": 6}
+#: A text reply without an `Answer:` marker is its own answer only when this short.
+MAX_BARE_WORDS = 2
 
 
 def extract_boxed(text: str) -> str | None:
@@ -50,10 +52,11 @@ def extract_boxed(text: str) -> str | None:
 def extract_answer(text: str, kind: AnswerKind = "text") -> str | None:
     """The final answer stated in `text`, or None when it states none.
 
-    Looks, in order, for `\\boxed{…}`, `#### …`, the last `Answer: …` (markdown allowed), and
-    finally, when nothing is stated, the last number in the text. A stated answer keeps its first
-    line; unless it is maths, it loses its explanation (`because …`) and, when it is an equation
-    (`1 + 5 = 6`), its left side; for `kind="number"` it is the number it contains.
+    Looks, in order, for `\\boxed{…}`, `#### …`, the last `Answer: …` (markdown allowed), for
+    `kind="text"` a first line of one or two words and no digits, and finally the last number. A
+    stated answer keeps its first line; unless it is maths, it loses its explanation
+    (`because …`) and, when it is an equation (`1 + 5 = 6`), its left side; for `kind="number"`
+    it is the number it contains.
     """
     boxed = extract_boxed(text)
     if boxed is not None:
@@ -64,6 +67,9 @@ def extract_answer(text: str, kind: AnswerKind = "text") -> str | None:
     answer_lines = list(_ANSWER_LINE.finditer(text))
     if answer_lines:
         return _stated(_first_line(text[answer_lines[-1].end() :]), kind)
+    first = _first_line(text)
+    if kind == "text" and _is_bare_reply(first):  # `nus` to "spell sun backward"
+        return _clean(first)
     numbers = _NUMBER.findall(text)
     return _clean(numbers[-1]) if numbers else None
 
@@ -83,6 +89,11 @@ def _stated(value: str, kind: AnswerKind) -> str | None:
         return _clean(number.group(1).replace(" ", "")) if number else None
     words = _WORD.findall(_LATEX_COMMAND.sub(" ", value))
     return _clean(value) if len(words) <= MAX_ANSWER_WORDS[kind] else None
+
+
+def _is_bare_reply(line: str) -> bool:
+    """A reply of at most `MAX_BARE_WORDS` words and no digits: an answer given without a marker."""
+    return 0 < len(line.split()) <= MAX_BARE_WORDS and not any(c.isdigit() for c in line)
 
 
 def _first_line(text: str) -> str:

@@ -4,7 +4,8 @@ One JSON object per line:
 
     {"id", "question", "gold",
      "greedy": {"answer", "correct", "completion_tokens"} | null,
-     "samples": [{"answer", "correct", "completion_tokens", "seconds"}, ...]}
+     "samples": [{"answer", "correct", "completion_tokens", "seconds"}, ...],
+     "temperature": T | null}
 
 A sample may also carry "mean_logprob" (the mean log-probability of its tokens, recorded when the
 backend reports it), which confidence-weighted voting uses, and "verifier_score" (any verifier's
@@ -51,6 +52,8 @@ class BankQuestion:
     gold: str
     greedy: BankSample | None
     samples: tuple[BankSample, ...]
+    #: The samples' temperature, when the recorder wrote it (`bank tune` chooses among banks by it).
+    temperature: float | None = None
 
 
 def write_bank(path: Path, questions: list[BankQuestion]) -> None:
@@ -96,6 +99,7 @@ def _parse_line(line: str, path: Path, line_number: int) -> BankQuestion:
         gold=str(record["gold"]),
         greedy=None if greedy is None else _sample(greedy, f"{where}: greedy"),
         samples=samples,
+        temperature=optional_number(record.get("temperature"), f"{where}: temperature"),
     )
 
 
@@ -165,6 +169,7 @@ async def record_bank(
             gold=question.gold,
             greedy=greedy[0],
             samples=tuple(samples),
+            temperature=temperature,
         )
         if verify:
             entry = await with_scores(entry, dataset, question, unit.backend())

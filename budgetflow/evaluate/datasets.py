@@ -21,6 +21,7 @@ from budgetflow.answers.extract import AnswerKind, extract_answer
 from budgetflow.answers.grading import Grader, MatchGrader, MathGrader
 from budgetflow.answers.statement import AnswerStatement
 from budgetflow.errors import DatasetError
+from budgetflow.evaluate.gym import GYM_PREFIX, GYM_STOP, ReasoningGymGrader, load_gym_task
 from budgetflow.prompts import render_prompt
 from budgetflow.types import Message, Question
 
@@ -192,11 +193,20 @@ def load_dataset(
             else _load_mix(spec, size=limit or 150, seed=seed)
         )
         return loaded if prompt is None else _asked_with(loaded, prompt)
+    if spec.startswith(GYM_PREFIX):
+        task = load_gym_task(spec, size=limit or 50, seed=seed)
+        loaded = Dataset(
+            name=spec, questions=task.questions, grader=task.grader, stop=GYM_STOP, answer_kind=task.kind
+        )
+        return loaded if prompt is None else _asked_with(loaded, prompt)
     path = Path(spec)
     if path.suffix == ".jsonl" or path.exists():
         return load_jsonl(path, fields=fields, limit=limit, prompt=prompt)
     known = ", ".join(sorted([*BUILTIN_DATASETS, *BUILTIN_MIXES]))
-    raise DatasetError(f"unknown dataset {spec!r}: not a built-in task ({known}) nor a .jsonl file")
+    raise DatasetError(
+        f"unknown dataset {spec!r}: not a built-in task ({known}), a reasoning-gym task "
+        "(rg:NAME[:key=value,...]) nor a .jsonl file"
+    )
 
 
 #: The built-in tasks' prompt, then its alternates for ensemble sampling: the same two-example
@@ -211,12 +221,20 @@ ARITHMETIC_PROMPTS = (
 
 
 def _asked_with(dataset: Dataset, prompt: PromptSpec) -> Dataset:
-    """`dataset` with every question asked by `prompt` (one prompt: no ensemble alternates)."""
-    questions = tuple(
-        replace(q, messages=prompt.messages(q.text, ARITHMETIC_PROMPTS[0]), alternates=())
-        for q in dataset.questions
-    )
-    return replace(dataset, questions=questions)
+    """`dataset` with every question asked by `prompt`: its template (one prompt, no ensemble
+    alternates) or, with only a system message, the question's own prompts after it."""
+
+    def asked(question: Question) -> Question:
+        if prompt.template is not None:
+            return replace(question, messages=prompt.messages(question.text, ""), alternates=())
+        system = () if prompt.system is None else (Message("system", prompt.system),)
+        return replace(
+            question,
+            messages=(*system, *question.messages),
+            alternates=tuple((*system, *alternate) for alternate in question.alternates),
+        )
+
+    return replace(dataset, questions=tuple(asked(q) for q in dataset.questions))
 
 
 def _load_builtin(name: str, *, size: int, seed: int) -> Dataset:
@@ -277,16 +295,6 @@ class _GraderByTask:
     async def grade(self, predicted: str | None, question: Question) -> float:
         task = question.id.rsplit("-", 2)[0]
         return await self._graders[task].grade(predicted, question)
-
-
-class ReasoningGymGrader:
-    """Scores with the generating reasoning-gym dataset's own `score_answer`."""
-
-    def __init__(self, generated: Any) -> None:
-        self._generated = generated
-
-    async def grade(self, predicted: str | None, question: Question) -> float:
-        return float(self._generated.score_answer(predicted, entry=question.entry))
 
 
 def load_jsonl(

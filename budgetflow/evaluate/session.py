@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from budgetflow.allocate import Allocator
+from budgetflow.allocate.policy import PolicyTable
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
 from budgetflow.errors import ConfigError
@@ -57,7 +58,9 @@ class EvalConfig:
 
     `budget` caps each run (strategy or allocator at one sample budget) and `question_budget`
     each question; `budget_samples` lists the total-sample budgets every allocator is run at;
-    `lanes` are more endpoints for the deadline planner (it needs `budget.deadline_seconds`)."""
+    `lanes` are more endpoints for the deadline planner (it needs `budget.deadline_seconds`);
+    `policy` (from `budgetflow bank tune`) is run at every sample budget with its plan for that
+    budget per question (its temperature, when it fixes one)."""
 
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     strategies: tuple[Strategy, ...] = ()
@@ -72,12 +75,15 @@ class EvalConfig:
     endpoint: EndpointSpec = field(default_factory=EndpointSpec)
     lanes: tuple[EndpointSpec, ...] = ()
     ensemble: bool = False
+    policy: PolicyTable | None = None
 
     def __post_init__(self) -> None:
-        if not self.strategies and not self.allocators:
-            raise ConfigError("nothing to run: give at least one strategy or allocator")
-        if self.allocators and not self.budget_samples:
-            raise ConfigError("allocators need a sample budget (--budget-samples: total over all questions)")
+        if not self.strategies and not self.allocators and self.policy is None:
+            raise ConfigError("nothing to run: give at least one strategy, allocator or policy")
+        if (self.allocators or self.policy is not None) and not self.budget_samples:
+            raise ConfigError(
+                "allocators and policies need a sample budget (--budget-samples: total over all questions)"
+            )
         if any(total < 1 for total in self.budget_samples):
             raise ConfigError(f"every sample budget must be >= 1, got {list(self.budget_samples)}")
         if self.concurrency < 1:
@@ -116,7 +122,23 @@ async def run_eval(
                 reports.append(await _run_allocator(config, data, allocator, total, backends, watch))
                 if on_report is not None:
                     on_report(reports)
+        for total in config.budget_samples if config.policy is not None else ():
+            reports.append(await _run_policy(config, data, total, backends, watch))
+            if on_report is not None:
+                on_report(reports)
     return reports
+
+
+async def _run_policy(
+    config: EvalConfig, data: Dataset, total: int, backends: list[Backend], watch: RunWatcher | None
+) -> StrategyReport:
+    """The policy's plan for `total` samples over `data`, as an allocation run."""
+    assert config.policy is not None
+    plan = config.policy.for_budget(total / len(data))
+    planned = config if plan.temperature is None else replace(config, temperature=plan.temperature)
+    report = await _run_allocator(planned, data, plan.build(), total, backends, watch)
+    report.strategy = f"policy:{plan.label}@{total}"
+    return report
 
 
 def _events(watch: RunWatcher | None, name: str, questions: int) -> EventStream:

@@ -26,7 +26,15 @@ from budgetflow.answers.voting import Evidence, Voting, answer_key, final_answer
 from budgetflow.errors import ConfigError
 from budgetflow.evaluate.bank import BankQuestion
 
-__all__ = ["SimulationResult", "correct_keys", "majority_curve", "oracle_accuracy", "simulate"]
+__all__ = [
+    "Replay",
+    "SimulationResult",
+    "correct_keys",
+    "majority_curve",
+    "oracle_accuracy",
+    "replay_questions",
+    "simulate",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,27 +66,57 @@ def simulate(
 
     `budget_seconds` adds a wall-clock limit (samples cost their recorded seconds, run one after
     another) on top of the sample or token budget."""
+    replay = replay_questions(
+        bank,
+        allocator,
+        budget_samples=budget_samples,
+        budget_tokens=budget_tokens,
+        budget_seconds=budget_seconds,
+        seeds=seeds,
+    )
+    return SimulationResult(
+        allocator=allocator.name,
+        accuracy=float(np.mean(replay.correct)),
+        tokens=statistics.fmean(replay.tokens),
+        samples_per_question=statistics.fmean(replay.drawn),
+        seeds=seeds,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replay:
+    """Per-question outcomes of replaying an allocator: `correct[i]` is the share of seeds on
+    which question i was answered right; `tokens` and `drawn` are per seed (all questions)."""
+
+    correct: np.ndarray
+    tokens: list[int]
+    drawn: list[float]
+
+
+def replay_questions(
+    bank: list[BankQuestion],
+    allocator: Allocator,
+    *,
+    budget_samples: int | None = None,
+    budget_tokens: int | None = None,
+    budget_seconds: float | None = None,
+    seeds: int = 20,
+) -> Replay:
+    """`simulate`, question by question (what paired comparisons between policies need)."""
     if (budget_samples is None) == (budget_tokens is None):
         raise ConfigError("give exactly one of budget_samples and budget_tokens")
     correct = [correct_keys(q) for q in bank]
-    accuracies, tokens, drawn = [], [], []
+    hits = np.zeros(len(bank))
+    tokens, drawn = [], []
     for seed in range(seeds):
         evidence = _run_once(
             bank, allocator, (budget_samples, budget_tokens, budget_seconds), random.Random(seed)
         )
         answers = [final_answer(e, allocator.voting) for e in evidence]
-        accuracies.append(
-            sum(a is not None and a in ok for a, ok in zip(answers, correct, strict=True)) / len(bank)
-        )
+        hits += [a is not None and a in ok for a, ok in zip(answers, correct, strict=True)]
         tokens.append(sum(e.tokens for e in evidence))
         drawn.append(sum(len(e.answers) + e.used_greedy for e in evidence) / len(bank))
-    return SimulationResult(
-        allocator=allocator.name,
-        accuracy=statistics.fmean(accuracies),
-        tokens=statistics.fmean(tokens),
-        samples_per_question=statistics.fmean(drawn),
-        seeds=seeds,
-    )
+    return Replay(correct=hits / seeds, tokens=tokens, drawn=drawn)
 
 
 _Limits = tuple[int | None, int | None, float | None]  # samples, tokens, seconds

@@ -89,8 +89,12 @@ class _Everything(Backend):
         self.called.append("score_continuations")
         return [-1.0 for _ in continuations]
 
+    def scoring_cost(self, continuations: int) -> tuple[int, int]:
+        self.called.append("scoring_cost")
+        return continuations, 0
 
-OPTIONAL = ("stream", "count_prompt_tokens", "count_tokens", "score_continuations")
+
+OPTIONAL = ("stream", "count_prompt_tokens", "count_tokens", "score_continuations", "scoring_cost")
 
 
 def _wrappers(inner: Backend, tmp_path: object) -> list[Wrapper]:
@@ -126,6 +130,7 @@ def test_every_wrapper_forwards_every_optional_capability(index: int, tmp_path: 
         await wrapper.count_prompt_tokens(request)
         await wrapper.count_tokens("x")
         assert await wrapper.score_continuations(request, ["a", "b"]) == [-1.0, -1.0]
+        assert wrapper.scoring_cost(2) == (2, 0)
 
     asyncio.run(use())
     assert set(OPTIONAL) <= set(inner.called), type(wrapper).__name__
@@ -135,6 +140,10 @@ def test_scoring_through_a_budgeted_stack_is_reserved_and_settled() -> None:
     ledger = Ledger(Budget(total_tokens=10_000))
     scores = asyncio.run(Budgeted(_Everything(), ledger).score_continuations(Request.from_prompt("q"), ["a"]))
     assert scores == [-1.0] and ledger.spent.prompt_tokens == 2 and ledger.spent.calls == 1
+    two = asyncio.run(
+        Budgeted(_Everything(), ledger).score_continuations(Request.from_prompt("q"), ["a", "b"])
+    )
+    assert two == [-1.0, -1.0] and ledger.spent.prompt_tokens == 2 + 4  # the prompt read once per text
     assert ledger.reserved.total_tokens == 0
 
 

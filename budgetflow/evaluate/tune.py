@@ -1,0 +1,212 @@
+"""Choose the whole allocation policy on a calibration bank, and say how it does on held-out data.
+
+Candidates (`candidate_policies`): every allocator (uniform, online, difficulty, early_stop with
+two stop rules) with and without the greedy answer as evidence, with plain votes and, where the
+bank has what they need, confidence-weighted (mean token log-probabilities) and verifier-weighted
+votes (verifier scores), and, when the bank comes at several temperatures, each temperature.
+"Uniform with greedy evidence, plain votes" (`BASELINE`) is among them.
+
+For each budget, every candidate is replayed on the bank (`replay_questions`) and the best mean
+accuracy wins, but only if it beats `BASELINE` by more than one standard error of the paired,
+per-question difference; otherwise `BASELINE` is kept. So a chosen policy is never worse than the
+baseline on its calibration data, and a noisy win does not displace it.
+
+Choosing and scoring on the same questions flatters the winner, so `tune` also reports the
+procedure cross-fitted: questions fall in `folds` folds (by a hash of their id); the policy is
+chosen on all folds but one and scored on that one, each fold in turn. Those held-out figures
+are the ones to quote; the in-sample ones say how well the winner fits.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from budgetflow.allocate.policy import Policy, PolicyTable
+from budgetflow.errors import ConfigError
+from budgetflow.evaluate.bank import BankQuestion
+from budgetflow.evaluate.simulate import replay_questions
+
+__all__ = ["BASELINE", "BudgetReport", "TuneResult", "candidate_policies", "tune"]
+
+#: What a tuned policy must beat, by more than noise, to be chosen.
+BASELINE = Policy(allocator="uniform", use_greedy=True)
+CONFIDENCE_WEIGHTS = (10.0, 20.0)
+VERIFIER_WEIGHTS = (1.0, 3.0)
+EARLY_STOP_RULES = ((0.85, 4), (0.95, 6))
+ALLOCATORS = ("uniform", "online", "difficulty", "early_stop")
+
+#: One bank per temperature over the same questions (a single bank: one entry).
+Variants = dict[float | None, list[BankQuestion]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetReport:
+    """One budget's outcome: the policy chosen on all the data, its in-sample accuracy and the
+    baseline's, and the procedure's held-out (cross-fitted) accuracy and the baselines' there."""
+
+    budget: int
+    chosen: Policy
+    in_sample: float
+    baseline_in_sample: float
+    held_out: float
+    baseline_held_out: float
+    uniform_held_out: float
+    held_out_choices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneResult:
+    budgets: tuple[BudgetReport, ...]
+    questions: int
+    candidates: int
+
+    def table(self, source: str) -> PolicyTable:
+        calibration = {
+            "source": source,
+            "questions": self.questions,
+            "candidates": self.candidates,
+            "budgets": {
+                str(r.budget): {
+                    "in_sample": r.in_sample,
+                    "baseline_in_sample": r.baseline_in_sample,
+                    "held_out": r.held_out,
+                    "baseline_held_out": r.baseline_held_out,
+                    "uniform_held_out": r.uniform_held_out,
+                }
+                for r in self.budgets
+            },
+        }
+        return PolicyTable(plans={r.budget: r.chosen for r in self.budgets}, calibration=calibration)
+
+
+def candidate_policies(
+    bank: Sequence[BankQuestion], temperatures: Sequence[float | None] = (None,)
+) -> list[Policy]:
+    """Every policy `tune` considers on `bank` (votes limited to what its samples carry)."""
+    samples = [s for q in bank for s in q.samples]
+    votes: list[tuple[float | None, float | None]] = [(None, None)]
+    if all(s.mean_logprob is not None for s in samples):
+        votes += [(weight, None) for weight in CONFIDENCE_WEIGHTS]
+    if all(s.verifier_score is not None for s in samples):
+        votes += [(None, weight) for weight in VERIFIER_WEIGHTS]
+    policies = []
+    for allocator in ALLOCATORS:
+        rules = EARLY_STOP_RULES if allocator == "early_stop" else ((None, 4),)
+        for greedy in (True, False):
+            for (confidence, verifier), (stop, hopeless) in ((v, r) for v in votes for r in rules):
+                policies.append(
+                    Policy(
+                        allocator=allocator,
+                        use_greedy=greedy,
+                        confidence_weight=confidence,
+                        verifier_weight=verifier,
+                        stop_confidence=stop,
+                        hopeless_after=hopeless,
+                    )
+                )
+    return [replace(p, temperature=t) for t in temperatures for p in policies]
+
+
+def tune(variants: Variants, budgets: Sequence[int], *, seeds: int = 8, folds: int = 2) -> TuneResult:
+    """A policy per budget (samples per question) for the questions of `variants`, with its
+    cross-fitted record; see the module docstring."""
+    if not variants:
+        raise ConfigError("tune needs at least one bank")
+    reference = next(iter(variants.values()))
+    candidates = candidate_policies(reference, list(variants))
+    if len(variants) == 1:  # a single bank: its temperature is not a choice
+        candidates = [replace(p, temperature=None) for p in candidates]
+    assignment = [zlib.crc32(q.id.encode()) % folds for q in reference]
+    reports = []
+    for budget in budgets:
+        everything = _scores(variants, candidates, budget, None, assignment, seeds)
+        chosen = choose(everything)
+        held_out, baseline, uniform, picks = _cross_fitted(
+            variants, candidates, budget, assignment, folds, seeds
+        )
+        reports.append(
+            BudgetReport(
+                budget=budget,
+                chosen=chosen,
+                in_sample=float(np.mean(everything[chosen])),
+                baseline_in_sample=float(np.mean(everything[_baseline_of(candidates)])),
+                held_out=held_out,
+                baseline_held_out=baseline,
+                uniform_held_out=uniform,
+                held_out_choices=picks,
+            )
+        )
+    return TuneResult(budgets=tuple(reports), questions=len(reference), candidates=len(candidates))
+
+
+def choose(scores: dict[Policy, np.ndarray]) -> Policy:
+    """The best mean accuracy, unless its paired lead over the baseline is within one standard error."""
+    baseline = _baseline_of(list(scores))
+    best = max(scores, key=lambda policy: (float(np.mean(scores[policy])), policy == baseline))
+    difference = scores[best] - scores[baseline]
+    spread = float(np.std(difference, ddof=1)) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
+    return best if float(np.mean(difference)) > spread else baseline
+
+
+def _baseline_of(candidates: Sequence[Policy]) -> Policy:
+    """BASELINE at the first temperature offered (the bank's own when there is one)."""
+    return next(p for p in candidates if replace(p, temperature=None) == BASELINE)
+
+
+def _scores(
+    variants: Variants,
+    candidates: Sequence[Policy],
+    budget: int,
+    fold: int | None,
+    assignment: list[int],
+    seeds: int,
+) -> dict[Policy, np.ndarray]:
+    """Per-question accuracy of each candidate replayed on the questions of `fold` (None: all)."""
+    scores = {}
+    for policy in candidates:
+        bank = (
+            variants[policy.temperature] if policy.temperature in variants else next(iter(variants.values()))
+        )
+        chosen = [q for q, f in zip(bank, assignment, strict=True) if fold is None or f == fold]
+        cap = min(len(q.samples) for q in chosen)
+        replay = replay_questions(
+            chosen, policy.build(cap=cap), budget_samples=budget * len(chosen), seeds=seeds
+        )
+        scores[policy] = replay.correct
+    return scores
+
+
+def _cross_fitted(
+    variants: Variants,
+    candidates: Sequence[Policy],
+    budget: int,
+    assignment: list[int],
+    folds: int,
+    seeds: int,
+) -> tuple[float, float, float, tuple[str, ...]]:
+    """Held-out accuracy of the chosen policy, of BASELINE and of plain uniform, over all folds.
+
+    Choosing on "all folds but f" would replay every candidate once more per fold; instead each
+    fold's candidates are replayed on that fold alone, and the choice for fold f is made on the
+    per-question scores of the other folds (each question scored in its own fold's run)."""
+    per_fold = [_scores(variants, candidates, budget, fold, assignment, seeds) for fold in range(folds)]
+    uniform = replace(_baseline_of(candidates), use_greedy=False)
+    held, base, plain, picks = [], [], [], []
+    for fold in range(folds):
+        others = [per_fold[f] for f in range(folds) if f != fold]
+        training = {p: np.concatenate([scores[p] for scores in others]) for p in candidates}
+        pick = choose(training)
+        picks.append(pick.label)
+        held.append(per_fold[fold][pick])
+        base.append(per_fold[fold][_baseline_of(candidates)])
+        plain.append(per_fold[fold][uniform])
+    return _pooled(held), _pooled(base), _pooled(plain), tuple(picks)
+
+
+def _pooled(parts: list[np.ndarray]) -> float:
+    return float(np.mean(np.concatenate(parts)))
