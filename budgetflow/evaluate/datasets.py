@@ -152,6 +152,8 @@ _KNOWN_LAYOUTS = (
 JSONL_STOP = ("\nProblem:",)
 
 
+#: reasoning-gym tasks' replies read "Answer: 12", as their few-shot examples do.
+GYM_STATEMENT = AnswerStatement(answer="Answer: {answer}")
 #: The built-in arithmetic tasks' replies read "7 + 4 = 11. Answer: 11"; the period ends the number.
 ARITHMETIC_STATEMENT = AnswerStatement(opening="{question} =", answer=" {answer}.")
 
@@ -196,7 +198,12 @@ def load_dataset(
     if spec.startswith(GYM_PREFIX):
         task = load_gym_task(spec, size=limit or 50, seed=seed)
         loaded = Dataset(
-            name=spec, questions=task.questions, grader=task.grader, stop=GYM_STOP, answer_kind=task.kind
+            name=spec,
+            questions=task.questions,
+            grader=task.grader,
+            stop=GYM_STOP,
+            statement=GYM_STATEMENT,
+            answer_kind=task.kind,
         )
         return loaded if prompt is None else _asked_with(loaded, prompt)
     path = Path(spec)

@@ -1,0 +1,153 @@
+"""Do tuned policies hold on data they were not tuned on? Leave-one-bank-out on recorded banks.
+
+For every bank H in the directory (record them with `bash benchmarks/record_banks.sh`):
+
+* `lobo`      the policy `budgetflow bank tune` chooses on all the *other* banks pooled, scored
+              on H (never tuned on H);
+* `own`       the policy tuned on H's own questions, cross-fitted (chosen on one half of H,
+              scored on the other, both ways): what a user calibrating on their own data gets;
+* `default`   budgetflow's default with no calibration (`DEFAULT`), scored on H;
+* baselines   `uniform` (plain votes), `uniform+greedy`, `greedy` alone, `vote@16` (uniform
+              majority over all 16 samples), and `oracle` (`bank simulate`'s: the best split of
+              the budget knowing every answer distribution).
+
+At each budget (samples per question): accuracy, and gap closed = (policy - uniform) / (oracle -
+uniform). Every figure here is out of sample except `oracle`, `uniform`, `greedy` and `vote@16`,
+which choose nothing.
+
+    python benchmarks/policies.py [--banks results/banks] [--budgets 2 4 8] [--seeds 8]
+
+Prints a table per held-out bank, then one JSON line:
+{"banks": [...], "budgets": [...], "lobo": {bank: [...]}, "own": {...}, "default": {...},
+ "uniform": {...}, "uniform_greedy": {...}, "oracle": {...}, "greedy": {...}, "vote16": {...},
+ "lobo_gap_closed": {...}, "lobo_policies": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from budgetflow.allocate.policy import Policy
+from budgetflow.evaluate.bank import BankQuestion, load_bank
+from budgetflow.evaluate.simulate import oracle_accuracy, replay_questions
+from budgetflow.evaluate.tune import BASELINE, choose_policies, tune
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+#: What budgetflow runs without calibration (`budgetflow eval --policy` absent): see README.
+DEFAULT = BASELINE
+UNIFORM = Policy(allocator="uniform", use_greedy=False)
+
+
+def _accuracy(bank: list[BankQuestion], policy: Policy, budget: int, seeds: int) -> float:
+    cap = min(len(q.samples) for q in bank)
+    replay = replay_questions(bank, policy.build(cap=cap), budget_samples=budget * len(bank), seeds=seeds)
+    return float(np.mean(replay.correct))
+
+
+def _gap(value: float, uniform: float, oracle: float) -> float | None:
+    return None if oracle - uniform <= 1e-9 else (value - uniform) / (oracle - uniform)
+
+
+@dataclass
+class HeldOut:
+    """One held-out bank's figures, one entry per budget (greedy and vote@16: one number)."""
+
+    lobo: list[float]
+    lobo_policies: list[str]
+    own: list[float]
+    own_policies: list[str]
+    default: list[float]
+    uniform: list[float]
+    uniform_greedy: list[float]
+    oracle: list[float]
+    greedy: float
+    vote16: float
+
+    def gaps(self, values: list[float]) -> list[float | None]:
+        return [_gap(v, u, o) for v, u, o in zip(values, self.uniform, self.oracle, strict=True)]
+
+
+def _held_out(name: str, banks: dict[str, list[BankQuestion]], budgets: list[int], seeds: int) -> HeldOut:
+    bank = banks[name]
+    pooled = [q for other, questions in banks.items() if other != name for q in questions]
+    chosen = choose_policies({None: pooled}, budgets, seeds=seeds)
+    own = tune({None: bank}, budgets, seeds=seeds, folds=2)
+    k = min(len(q.samples) for q in bank)
+    return HeldOut(
+        lobo=[_accuracy(bank, chosen[b], b, seeds) for b in budgets],
+        lobo_policies=[chosen[b].label for b in budgets],
+        own=[r.held_out for r in own.budgets],
+        own_policies=[r.chosen.label for r in own.budgets],
+        default=[_accuracy(bank, DEFAULT, b, seeds) for b in budgets],
+        uniform=[_accuracy(bank, UNIFORM, b, seeds) for b in budgets],
+        uniform_greedy=[_accuracy(bank, BASELINE, b, seeds) for b in budgets],
+        oracle=[oracle_accuracy(bank, b * len(bank)) for b in budgets],
+        greedy=statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank),
+        vote16=_accuracy(bank, UNIFORM, k, seeds),
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _print(name: str, row: HeldOut, budgets: list[int], questions: int) -> None:
+    print(f"\nheld out: {name} ({questions} questions)   greedy {row.greedy:.1%}   vote@16 {row.vote16:.1%}")
+    header = ("budget", "uniform", "u+greedy", "default", "lobo", "gap", "own", "gap", "oracle")
+    print(" ".join(f"{h:>8}" for h in header) + "  lobo policy / own policy")
+    lobo_gaps, own_gaps = row.gaps(row.lobo), row.gaps(row.own)
+    for i, budget in enumerate(budgets):
+        cells = [
+            f"{budget}/q",
+            f"{row.uniform[i]:.1%}",
+            f"{row.uniform_greedy[i]:.1%}",
+            f"{row.default[i]:.1%}",
+            f"{row.lobo[i]:.1%}",
+            _percent(lobo_gaps[i]),
+            f"{row.own[i]:.1%}",
+            _percent(own_gaps[i]),
+            f"{row.oracle[i]:.1%}",
+        ]
+        print(" ".join(f"{c:>8}" for c in cells) + f"  {row.lobo_policies[i]} / {row.own_policies[i]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--banks", type=Path, default=RESULTS / "banks")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--seeds", type=int, default=8)
+    args = parser.parse_args()
+    paths = sorted(args.banks.glob("*.jsonl"))
+    if len(paths) < 2:
+        raise SystemExit(f"need at least two banks in {args.banks}: run bash benchmarks/record_banks.sh")
+    banks = {path.stem: load_bank(path) for path in paths}
+    started = time.perf_counter()
+    rows = {}
+    for name in banks:
+        rows[name] = _held_out(name, banks, args.budgets, args.seeds)
+        _print(name, rows[name], args.budgets, len(banks[name]))
+    print(f"\n{len(banks)} banks, {time.perf_counter() - started:.0f} s")
+    keys = ("lobo", "lobo_policies", "lobo_gap_closed", "own", "own_policies", "own_gap_closed", "default",
+            "uniform", "uniform_greedy", "oracle", "greedy", "vote16")  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "banks": list(banks),
+                "budgets": args.budgets,
+                **{k: {n: r[k] for n, r in rows.items()} for k in keys},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
