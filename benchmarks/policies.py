@@ -29,7 +29,7 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +76,10 @@ class HeldOut:
 
 def _held_out(name: str, banks: dict[str, list[BankQuestion]], budgets: list[int], seeds: int) -> HeldOut:
     bank = banks[name]
-    pooled = [q for other, questions in banks.items() if other != name for q in questions]
-    chosen = choose_policies({None: pooled}, budgets, seeds=seeds)
+    others = [questions for other, questions in banks.items() if other != name]
+    pooled = [q for questions in others for q in questions]
+    groups = [index for index, questions in enumerate(others) for _ in questions]
+    chosen = choose_policies({None: pooled}, budgets, groups=groups, seeds=seeds)
     own = tune({None: bank}, budgets, seeds=seeds, folds=2)
     k = min(len(q.samples) for q in bank)
     return HeldOut(
@@ -136,17 +138,12 @@ def main() -> None:
         rows[name] = _held_out(name, banks, args.budgets, args.seeds)
         _print(name, rows[name], args.budgets, len(banks[name]))
     print(f"\n{len(banks)} banks, {time.perf_counter() - started:.0f} s")
-    keys = ("lobo", "lobo_policies", "lobo_gap_closed", "own", "own_policies", "own_gap_closed", "default",
-            "uniform", "uniform_greedy", "oracle", "greedy", "vote16")  # fmt: skip
-    print(
-        json.dumps(
-            {
-                "banks": list(banks),
-                "budgets": args.budgets,
-                **{k: {n: r[k] for n, r in rows.items()} for k in keys},
-            }
-        )
-    )
+    summary: dict[str, object] = {"banks": list(banks), "budgets": args.budgets}
+    for key in (f.name for f in fields(HeldOut)):
+        summary[key] = {name: getattr(row, key) for name, row in rows.items()}
+    summary["lobo_gap_closed"] = {name: row.gaps(row.lobo) for name, row in rows.items()}
+    summary["own_gap_closed"] = {name: row.gaps(row.own) for name, row in rows.items()}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

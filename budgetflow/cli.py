@@ -119,6 +119,7 @@ def list_datasets() -> None:
         table.add_row(name, task.description)
     for name, parts in sorted(BUILTIN_MIXES.items()):
         table.add_row(name, "mixed difficulty: equal shares of " + ", ".join(parts))
+    table.add_row("rg:NAME[:key=value,...]", "any reasoning-gym task, e.g. rg:gcd:max_value=30 (few-shot)")
     stdout.print(table)
 
 

@@ -6,10 +6,13 @@ bank has what they need, confidence-weighted (mean token log-probabilities) and 
 votes (verifier scores), and, when the bank comes at several temperatures, each temperature.
 "Uniform with greedy evidence, plain votes" (`BASELINE`) is among them.
 
-For each budget, every candidate is replayed on the bank (`replay_questions`) and the best mean
-accuracy wins, but only if it beats `BASELINE` by more than one standard error of the paired,
-per-question difference; otherwise `BASELINE` is kept. So a chosen policy is never worse than the
-baseline on its calibration data, and a noisy win does not displace it.
+For each budget, every candidate is replayed on the bank (`replay_questions`; several pooled
+banks each on their own, with their own budget) and the best mean accuracy wins, but only among
+candidates that no source bank finds worse than `BASELINE` by more than one standard error, and
+only if it beats `BASELINE` by more than one standard error of the paired, per-question
+difference; otherwise `BASELINE` is kept. So a chosen policy is never worse than the baseline on
+its calibration data, a noisy win does not displace it, and a policy that wins on the pool by
+losing badly on one kind of data (a verifier that misleads on one family) is not chosen.
 
 Choosing and scoring on the same questions flatters the winner, so `tune` also reports the
 procedure cross-fitted: questions fall in `folds` folds (by a hash of their id); the policy is
@@ -120,57 +123,90 @@ def candidate_policies(
     return [replace(p, temperature=t) for t in temperatures for p in policies]
 
 
-def tune(variants: Variants, budgets: Sequence[int], *, seeds: int = 8, folds: int = 2) -> TuneResult:
+def tune(
+    variants: Variants,
+    budgets: Sequence[int],
+    *,
+    groups: Sequence[int] | None = None,
+    seeds: int = 8,
+    folds: int = 2,
+) -> TuneResult:
     """A policy per budget (samples per question) for the questions of `variants`, with its
-    cross-fitted record; see the module docstring."""
-    candidates, assignment = _setup(variants, folds)
+    cross-fitted record; see the module docstring. `groups` says which source (bank) each
+    question came from, when several were pooled."""
+    setup = _setup(variants, groups, folds)
     reports = []
     for budget in budgets:
-        everything = _scores(variants, candidates, budget, None, assignment, seeds)
-        chosen = choose(everything)
-        held_out, baseline, uniform, picks = _cross_fitted(
-            variants, candidates, budget, assignment, folds, seeds
-        )
+        everything = _scores(variants, setup, budget, None, seeds)
+        chosen = choose(everything, setup.groups)
+        held_out, baseline, uniform, picks = _cross_fitted(variants, setup, budget, folds, seeds)
         reports.append(
             BudgetReport(
                 budget=budget,
                 chosen=chosen,
                 in_sample=float(np.mean(everything[chosen])),
-                baseline_in_sample=float(np.mean(everything[_baseline_of(candidates)])),
+                baseline_in_sample=float(np.mean(everything[_baseline_of(setup.candidates)])),
                 held_out=held_out,
                 baseline_held_out=baseline,
                 uniform_held_out=uniform,
                 held_out_choices=picks,
             )
         )
-    return TuneResult(
-        budgets=tuple(reports), questions=len(next(iter(variants.values()))), candidates=len(candidates)
-    )
+    return TuneResult(budgets=tuple(reports), questions=len(setup.groups), candidates=len(setup.candidates))
 
 
-def choose_policies(variants: Variants, budgets: Sequence[int], *, seeds: int = 8) -> dict[int, Policy]:
+def choose_policies(
+    variants: Variants, budgets: Sequence[int], *, groups: Sequence[int] | None = None, seeds: int = 8
+) -> dict[int, Policy]:
     """`tune`'s choice for each budget, without the cross-fitted record (a third of the work)."""
-    candidates, assignment = _setup(variants, 1)
-    return {b: choose(_scores(variants, candidates, b, None, assignment, seeds)) for b in budgets}
+    setup = _setup(variants, groups, 1)
+    return {b: choose(_scores(variants, setup, b, None, seeds), setup.groups) for b in budgets}
 
 
-def _setup(variants: Variants, folds: int) -> tuple[list[Policy], list[int]]:
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    candidates: list[Policy]
+    folds: list[int]  # each question's fold
+    groups: list[int]  # each question's source bank
+
+
+def _setup(variants: Variants, groups: Sequence[int] | None, folds: int) -> _Setup:
     if not variants:
         raise ConfigError("tune needs at least one bank")
     reference = next(iter(variants.values()))
     candidates = candidate_policies(reference, list(variants))
     if len(variants) == 1:  # a single bank: its temperature is not a choice
         candidates = [replace(p, temperature=None) for p in candidates]
-    return candidates, [zlib.crc32(q.id.encode()) % folds for q in reference]
+    if groups is not None and len(groups) != len(reference):
+        raise ConfigError(f"{len(groups)} group labels for {len(reference)} questions")
+    assignment = [zlib.crc32(q.id.encode()) % folds for q in reference]
+    return _Setup(candidates, assignment, list(groups) if groups is not None else [0] * len(reference))
 
 
-def choose(scores: dict[Policy, np.ndarray]) -> Policy:
-    """The best mean accuracy, unless its paired lead over the baseline is within one standard error."""
+def choose(scores: dict[Policy, np.ndarray], groups: Sequence[int] | None = None) -> Policy:
+    """The best mean accuracy among the candidates no source bank finds worse than the baseline
+    by more than one standard error, kept only if its paired lead over the baseline is more than
+    one standard error; else the baseline. Per-question `scores`; `groups` as in `tune`."""
     baseline = _baseline_of(list(scores))
-    best = max(scores, key=lambda policy: (float(np.mean(scores[policy])), policy == baseline))
+    labels = np.asarray(groups if groups is not None else [0] * len(scores[baseline]))
+
+    def safe(policy: Policy) -> bool:
+        difference = scores[policy] - scores[baseline]
+        return all(_lead(difference[labels == g]) > -_spread(difference[labels == g]) for g in set(labels))
+
+    eligible = [policy for policy in scores if policy == baseline or safe(policy)]
+    best = max(eligible, key=lambda policy: (float(np.mean(scores[policy])), policy == baseline))
     difference = scores[best] - scores[baseline]
-    spread = float(np.std(difference, ddof=1)) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
-    return best if float(np.mean(difference)) > spread else baseline
+    return best if _lead(difference) > _spread(difference) else baseline
+
+
+def _lead(difference: np.ndarray) -> float:
+    return float(np.mean(difference)) if len(difference) else 0.0
+
+
+def _spread(difference: np.ndarray) -> float:
+    """The standard error of a mean paired difference."""
+    return float(np.std(difference, ddof=1)) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
 
 
 def _baseline_of(candidates: Sequence[Policy]) -> Policy:
@@ -179,51 +215,50 @@ def _baseline_of(candidates: Sequence[Policy]) -> Policy:
 
 
 def _scores(
-    variants: Variants,
-    candidates: Sequence[Policy],
-    budget: int,
-    fold: int | None,
-    assignment: list[int],
-    seeds: int,
+    variants: Variants, setup: _Setup, budget: int, fold: int | None, seeds: int
 ) -> dict[Policy, np.ndarray]:
-    """Per-question accuracy of each candidate replayed on the questions of `fold` (None: all)."""
+    """Per-question accuracy of each candidate on the questions of `fold` (None: all), in order.
+    Each source bank is replayed on its own, with its own budget: a user runs one dataset, and a
+    pooled replay would let the allocator move budget between unrelated banks."""
+    chosen = [i for i, f in enumerate(setup.folds) if fold is None or f == fold]
+    parts = [[i for i in chosen if setup.groups[i] == g] for g in sorted(set(setup.groups))]
     scores = {}
-    for policy in candidates:
-        bank = (
-            variants[policy.temperature] if policy.temperature in variants else next(iter(variants.values()))
-        )
-        chosen = [q for q, f in zip(bank, assignment, strict=True) if fold is None or f == fold]
-        cap = min(len(q.samples) for q in chosen)
-        replay = replay_questions(
-            chosen, policy.build(cap=cap), budget_samples=budget * len(chosen), seeds=seeds
-        )
-        scores[policy] = replay.correct
+    for policy in setup.candidates:
+        bank = variants.get(policy.temperature) or next(iter(variants.values()))
+        correct = np.zeros(len(bank))
+        for part in filter(None, parts):
+            questions = [bank[i] for i in part]
+            cap = min(len(q.samples) for q in questions)
+            replay = replay_questions(
+                questions, policy.build(cap=cap), budget_samples=budget * len(questions), seeds=seeds
+            )
+            correct[part] = replay.correct
+        scores[policy] = correct[chosen]
     return scores
 
 
 def _cross_fitted(
-    variants: Variants,
-    candidates: Sequence[Policy],
-    budget: int,
-    assignment: list[int],
-    folds: int,
-    seeds: int,
+    variants: Variants, setup: _Setup, budget: int, folds: int, seeds: int
 ) -> tuple[float, float, float, tuple[str, ...]]:
     """Held-out accuracy of the chosen policy, of BASELINE and of plain uniform, over all folds.
 
     Choosing on "all folds but f" would replay every candidate once more per fold; instead each
     fold's candidates are replayed on that fold alone, and the choice for fold f is made on the
     per-question scores of the other folds (each question scored in its own fold's run)."""
-    per_fold = [_scores(variants, candidates, budget, fold, assignment, seeds) for fold in range(folds)]
-    uniform = replace(_baseline_of(candidates), use_greedy=False)
+    per_fold = [_scores(variants, setup, budget, fold, seeds) for fold in range(folds)]
+    fold_groups = [
+        [g for g, f in zip(setup.groups, setup.folds, strict=True) if f == fold] for fold in range(folds)
+    ]
+    baseline = _baseline_of(setup.candidates)
+    uniform = replace(baseline, use_greedy=False)
     held, base, plain, picks = [], [], [], []
     for fold in range(folds):
-        others = [per_fold[f] for f in range(folds) if f != fold]
-        training = {p: np.concatenate([scores[p] for scores in others]) for p in candidates}
-        pick = choose(training)
+        others = [f for f in range(folds) if f != fold]
+        training = {p: np.concatenate([per_fold[f][p] for f in others]) for p in setup.candidates}
+        pick = choose(training, [g for f in others for g in fold_groups[f]])
         picks.append(pick.label)
         held.append(per_fold[fold][pick])
-        base.append(per_fold[fold][_baseline_of(candidates)])
+        base.append(per_fold[fold][baseline])
         plain.append(per_fold[fold][uniform])
     return _pooled(held), _pooled(base), _pooled(plain), tuple(picks)
 

@@ -53,6 +53,17 @@ def test_a_lead_within_noise_keeps_the_baseline_and_a_clear_one_wins() -> None:
     assert choose({BASELINE: baseline, other: clear}) == other
 
 
+def test_a_policy_that_loses_clearly_on_one_source_bank_is_not_chosen() -> None:
+    """It wins on the pool (+0.5 on bank 0, -0.25 on bank 1), but bank 1 says it misleads there."""
+    other = Policy(allocator="online", use_greedy=True, verifier_weight=3.0)
+    baseline = np.array([0.0] * 40 + [1.0] * 40)
+    misleading = np.array([1.0] * 20 + [0.0] * 20 + [0.0] * 10 + [1.0] * 30)
+    groups = [0] * 40 + [1] * 40
+    assert float(np.mean(misleading)) > float(np.mean(baseline))
+    assert choose({BASELINE: baseline, other: misleading}) == other  # pooled, it would win
+    assert choose({BASELINE: baseline, other: misleading}, groups) == BASELINE
+
+
 def test_tune_chooses_per_budget_and_reports_held_out_figures() -> None:
     result = tune({None: _bank()}, [2, 4], seeds=3)
     assert [r.budget for r in result.budgets] == [2, 4]
@@ -78,12 +89,12 @@ def test_candidates_use_only_what_the_bank_carries() -> None:
 
 
 def test_banks_at_several_temperatures_make_the_temperature_a_choice() -> None:
-    variants = bank_variants([_bank(temperature=0.5), _bank(seed=1, temperature=1.0)])
+    variants, _ = bank_variants([_bank(temperature=0.5), _bank(seed=1, temperature=1.0)])
     assert set(variants) == {0.5, 1.0}
     result = tune(variants, [2], seeds=2)
     assert result.budgets[0].chosen.temperature in (0.5, 1.0)
-    pooled = bank_variants([_bank(6), [replace_id(q, "x") for q in _bank(6)]])
-    assert set(pooled) == {None} and len(pooled[None]) == 12
+    pooled, groups = bank_variants([_bank(6), [replace_id(q, "x") for q in _bank(6)]])
+    assert set(pooled) == {None} and len(pooled[None]) == 12 and groups == [0] * 6 + [1] * 6
     with pytest.raises(ConfigError, match="different temperature"):
         bank_variants([_bank(temperature=0.5), _bank(temperature=0.5)])
 
