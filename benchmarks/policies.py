@@ -6,7 +6,7 @@ For every bank H in the directory (record them with `bash benchmarks/record_bank
               on H (never tuned on H);
 * `own`       the policy tuned on H's own questions, cross-fitted (chosen on one half of H,
               scored on the other, both ways): what a user calibrating on their own data gets;
-* `default`   budgetflow's default with no calibration (`DEFAULT`), scored on H;
+* defaults    what `eval --allocator NAME` runs with no other flag, for each adaptive allocator;
 * baselines   `uniform` (plain votes), `uniform+greedy`, `greedy` alone, `vote@16` (uniform
               majority over all 16 samples), and `oracle` (`bank simulate`'s: the best split of
               the budget knowing every answer distribution).
@@ -35,14 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from budgetflow.allocate.policy import Policy
+from budgetflow.cli_options import GREEDY_EVIDENCE_DEFAULT
 from budgetflow.evaluate.bank import BankQuestion, load_bank
 from budgetflow.evaluate.simulate import oracle_accuracy, replay_questions
-from budgetflow.evaluate.tune import BASELINE, choose_policies, tune
+from budgetflow.evaluate.tune import ALLOCATORS, BASELINE, choose_policies, tune
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-#: What budgetflow runs without calibration (`budgetflow eval --policy` absent): see README.
-DEFAULT = BASELINE
 UNIFORM = Policy(allocator="uniform", use_greedy=False)
+#: What `budgetflow eval --allocator NAME` runs with no other flag (`--greedy-evidence` default).
+DEFAULTS = {name: Policy(allocator=name, use_greedy=GREEDY_EVIDENCE_DEFAULT) for name in ALLOCATORS[1:]}
 
 
 def _accuracy(bank: list[BankQuestion], policy: Policy, budget: int, seeds: int) -> float:
@@ -63,7 +64,7 @@ class HeldOut:
     lobo_policies: list[str]
     own: list[float]
     own_policies: list[str]
-    default: list[float]
+    defaults: dict[str, list[float]]
     uniform: list[float]
     uniform_greedy: list[float]
     oracle: list[float]
@@ -87,7 +88,7 @@ def _held_out(name: str, banks: dict[str, list[BankQuestion]], budgets: list[int
         lobo_policies=[chosen[b].label for b in budgets],
         own=[r.held_out for r in own.budgets],
         own_policies=[r.chosen.label for r in own.budgets],
-        default=[_accuracy(bank, DEFAULT, b, seeds) for b in budgets],
+        defaults={n: [_accuracy(bank, p, b, seeds) for b in budgets] for n, p in DEFAULTS.items()},
         uniform=[_accuracy(bank, UNIFORM, b, seeds) for b in budgets],
         uniform_greedy=[_accuracy(bank, BASELINE, b, seeds) for b in budgets],
         oracle=[oracle_accuracy(bank, b * len(bank)) for b in budgets],
@@ -102,7 +103,7 @@ def _percent(value: float | None) -> str:
 
 def _print(name: str, row: HeldOut, budgets: list[int], questions: int) -> None:
     print(f"\nheld out: {name} ({questions} questions)   greedy {row.greedy:.1%}   vote@16 {row.vote16:.1%}")
-    header = ("budget", "uniform", "u+greedy", "default", "lobo", "gap", "own", "gap", "oracle")
+    header = ("budget", "uniform", "u+greedy", *DEFAULTS, "lobo", "gap", "own", "gap", "oracle")
     print(" ".join(f"{h:>8}" for h in header) + "  lobo policy / own policy")
     lobo_gaps, own_gaps = row.gaps(row.lobo), row.gaps(row.own)
     for i, budget in enumerate(budgets):
@@ -110,7 +111,7 @@ def _print(name: str, row: HeldOut, budgets: list[int], questions: int) -> None:
             f"{budget}/q",
             f"{row.uniform[i]:.1%}",
             f"{row.uniform_greedy[i]:.1%}",
-            f"{row.default[i]:.1%}",
+            *(f"{row.defaults[n][i]:.1%}" for n in DEFAULTS),
             f"{row.lobo[i]:.1%}",
             _percent(lobo_gaps[i]),
             f"{row.own[i]:.1%}",

@@ -16,6 +16,7 @@ from budgetflow.allocate.policy import PolicyTable
 from budgetflow.budget import Budget, Price
 from budgetflow.cli_bank import bank_app
 from budgetflow.cli_options import (
+    GREEDY_EVIDENCE_DEFAULT,
     AllocatorOpt,
     AnswerFieldOpt,
     ApiKeyEnvOpt,
@@ -141,7 +142,7 @@ def eval_command(
     allocator: AllocatorOpt = None,
     policy: PolicyOpt = None,
     budget_samples: BudgetSamplesOpt = None,
-    greedy_evidence: GreedyEvidenceOpt = False,
+    greedy_evidence: GreedyEvidenceOpt = GREEDY_EVIDENCE_DEFAULT,
     confidence_weight: ConfidenceWeightOpt = None,
     verifier_weight: VerifierWeightOpt = None,
     lane: LaneOpt = None,

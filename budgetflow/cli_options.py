@@ -18,6 +18,7 @@ from budgetflow.runtime.endpoints import BackendKind, EndpointSpec
 
 __all__ = [
     "DATASET",
+    "GREEDY_EVIDENCE_DEFAULT",
     "OUTPUT",
     "SAMPLING",
     "AllocatorOpt",
@@ -275,6 +276,8 @@ PolicyOpt = Annotated[
         "(allocator, votes, greedy evidence, temperature unless --temperature is given).",
     ),
 ]
+#: Whether allocators take the greedy answer as evidence unless told (see benchmarks/policies.py).
+GREEDY_EVIDENCE_DEFAULT = False
 GreedyEvidenceOpt = Annotated[
     bool,
     typer.Option(

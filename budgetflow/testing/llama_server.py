@@ -34,12 +34,13 @@ def _free_port() -> int:
 
 
 def start_llama_server(
-    model: Path, log: Path, *, threads: int = 1, context_tokens: int = 2048, logits_all: bool = False
+    model: Path, log: Path, *, threads: int = 1, context_tokens: int = 2048, logits_all: bool = True
 ) -> LlamaServer:
     """Start `python -m llama_cpp.server` on a free loopback port and wait until it answers.
 
-    `logits_all` keeps every position's logits, which the server needs to return prompt
-    log-probabilities (`/v1/completions` with `echo` and `logprobs`: scoring text)."""
+    `logits_all` (the server's default) keeps every position's logits, which it needs to return
+    any log-probabilities: of samples, and of the prompt (`/v1/completions` with `echo`: scoring
+    text). Without it both are an HTTP 500."""
     port = _free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",

@@ -30,9 +30,17 @@ CLEAR_LEAD_NATS = 2 * TOLERANCE_NATS
 
 
 @pytest.fixture(scope="module")
-def scoring_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    log = tmp_path_factory.mktemp("llama-scoring") / "server.log"
-    server = start_llama_server(model_path, log, context_tokens=512, logits_all=True)
+def scoring_server(llama_server: LlamaServer) -> LlamaServer:
+    """The session's server: llama-cpp-python keeps every position's logits by default."""
+    return llama_server
+
+
+@pytest.fixture(scope="module")
+def server_without_logits(
+    model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaServer]:
+    log = tmp_path_factory.mktemp("llama-no-logits") / "server.log"
+    server = start_llama_server(model_path, log, context_tokens=256, logits_all=False)
     yield server
     stop_llama_server(server)
 
@@ -83,9 +91,9 @@ def test_scoring_is_reserved_and_settled_to_what_the_server_reported(scoring_ser
         asyncio.run(score(Budget(total_tokens=reported.prompt_tokens // 2)))
 
 
-def test_a_server_that_cannot_score_says_so(llama_server: LlamaServer) -> None:
+def test_a_server_that_cannot_score_says_so(server_without_logits: LlamaServer) -> None:
     async def score() -> list[float]:
-        async with _remote(llama_server) as remote:  # started without --logits_all
+        async with _remote(server_without_logits) as remote:  # started with --logits_all False
             return await remote.score_continuations(Request.from_prompt("2 + 3"), [" 5."])
 
     with pytest.raises(ConfigError, match="cannot score text.*logits_all"):
