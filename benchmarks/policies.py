@@ -2,8 +2,9 @@
 
 For every bank H in the directory (record them with `bash benchmarks/record_banks.sh`):
 
-* `lobo`      the policy `budgetflow bank tune` chooses on all the *other* banks pooled, scored
-              on H (never tuned on H);
+* `lobo1`     the policy `budgetflow bank tune` chooses on all the *other* banks pooled (one
+              policy for every budget, its default), scored on H (never tuned on H);
+* `lobo`      the same with a policy chosen per budget (`bank tune --per-budget`);
 * `own`       the policy tuned on H's own questions, cross-fitted (chosen on one half of H,
               scored on the other, both ways): what a user calibrating on their own data gets;
 * defaults    what `eval --allocator NAME` runs with no other flag, for each adaptive allocator;
@@ -44,6 +45,14 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 UNIFORM = Policy(allocator="uniform", use_greedy=False)
 #: What `budgetflow eval --allocator NAME` runs with no other flag (`--greedy-evidence` default).
 DEFAULTS = {name: Policy(allocator=name, use_greedy=GREEDY_EVIDENCE_DEFAULT) for name in ALLOCATORS[1:]}
+#: Fixed policies, the same on every bank: candidates for budgetflow's uncalibrated default.
+FIXED = (
+    Policy(allocator="online", use_greedy=True),
+    Policy(allocator="online", use_greedy=True, confidence_weight=10.0),
+    Policy(allocator="uniform", use_greedy=True, confidence_weight=10.0),
+    Policy(allocator="difficulty", use_greedy=True),
+    Policy(allocator="early_stop", use_greedy=True),
+)
 
 
 def _accuracy(bank: list[BankQuestion], policy: Policy, budget: int, seeds: int) -> float:
@@ -62,6 +71,9 @@ class HeldOut:
 
     lobo: list[float]
     lobo_policies: list[str]
+    lobo_one: list[float]
+    lobo_one_policy: str
+    fixed: dict[str, list[float]]
     own: list[float]
     own_policies: list[str]
     defaults: dict[str, list[float]]
@@ -80,12 +92,16 @@ def _held_out(name: str, banks: dict[str, list[BankQuestion]], budgets: list[int
     others = [questions for other, questions in banks.items() if other != name]
     pooled = [q for questions in others for q in questions]
     groups = [index for index, questions in enumerate(others) for _ in questions]
-    chosen = choose_policies({None: pooled}, budgets, groups=groups, seeds=seeds)
+    chosen = choose_policies({None: pooled}, budgets, groups=groups, seeds=seeds, across_budgets=False)
+    single = choose_policies({None: pooled}, budgets, groups=groups, seeds=seeds, across_budgets=True)
     own = tune({None: bank}, budgets, seeds=seeds, folds=2)
     k = min(len(q.samples) for q in bank)
     return HeldOut(
         lobo=[_accuracy(bank, chosen[b], b, seeds) for b in budgets],
         lobo_policies=[chosen[b].label for b in budgets],
+        lobo_one=[_accuracy(bank, single[b], b, seeds) for b in budgets],
+        lobo_one_policy=single[budgets[0]].label,
+        fixed={p.label: [_accuracy(bank, p, b, seeds) for b in budgets] for p in FIXED},
         own=[r.held_out for r in own.budgets],
         own_policies=[r.chosen.label for r in own.budgets],
         defaults={n: [_accuracy(bank, p, b, seeds) for b in budgets] for n, p in DEFAULTS.items()},
@@ -103,9 +119,21 @@ def _percent(value: float | None) -> str:
 
 def _print(name: str, row: HeldOut, budgets: list[int], questions: int) -> None:
     print(f"\nheld out: {name} ({questions} questions)   greedy {row.greedy:.1%}   vote@16 {row.vote16:.1%}")
-    header = ("budget", "uniform", "u+greedy", *DEFAULTS, "lobo", "gap", "own", "gap", "oracle")
+    header = (
+        "budget",
+        "uniform",
+        "u+greedy",
+        *DEFAULTS,
+        "lobo",
+        "gap",
+        "lobo1",
+        "gap",
+        "own",
+        "gap",
+        "oracle",
+    )
     print(" ".join(f"{h:>8}" for h in header) + "  lobo policy / own policy")
-    lobo_gaps, own_gaps = row.gaps(row.lobo), row.gaps(row.own)
+    lobo_gaps, own_gaps, one_gaps = row.gaps(row.lobo), row.gaps(row.own), row.gaps(row.lobo_one)
     for i, budget in enumerate(budgets):
         cells = [
             f"{budget}/q",
@@ -114,11 +142,22 @@ def _print(name: str, row: HeldOut, budgets: list[int], questions: int) -> None:
             *(f"{row.defaults[n][i]:.1%}" for n in DEFAULTS),
             f"{row.lobo[i]:.1%}",
             _percent(lobo_gaps[i]),
+            f"{row.lobo_one[i]:.1%}",
+            _percent(one_gaps[i]),
             f"{row.own[i]:.1%}",
             _percent(own_gaps[i]),
             f"{row.oracle[i]:.1%}",
         ]
         print(" ".join(f"{c:>8}" for c in cells) + f"  {row.lobo_policies[i]} / {row.own_policies[i]}")
+    print(f"  lobo1 (one policy for every budget): {row.lobo_one_policy}")
+    for label, values in row.fixed.items():
+        gains = [v - u for v, u in zip(values, row.uniform_greedy, strict=True)]
+        print(
+            f"  fixed {label:<34} "
+            + " ".join(f"{v:6.1%}" for v in values)
+            + "   vs u+greedy "
+            + " ".join(f"{g:+6.1%}" for g in gains)
+        )
 
 
 def main() -> None:
@@ -144,6 +183,7 @@ def main() -> None:
         summary[key] = {name: getattr(row, key) for name, row in rows.items()}
     summary["lobo_gap_closed"] = {name: row.gaps(row.lobo) for name, row in rows.items()}
     summary["own_gap_closed"] = {name: row.gaps(row.own) for name, row in rows.items()}
+    summary["lobo_one_gap_closed"] = {name: row.gaps(row.lobo_one) for name, row in rows.items()}
     print(json.dumps(summary))
 
 

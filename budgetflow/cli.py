@@ -16,6 +16,7 @@ from budgetflow.allocate.policy import PolicyTable
 from budgetflow.budget import Budget, Price
 from budgetflow.cli_bank import bank_app
 from budgetflow.cli_options import (
+    CONFIDENCE_WEIGHT_DEFAULT,
     GREEDY_EVIDENCE_DEFAULT,
     AllocatorOpt,
     AnswerFieldOpt,
@@ -201,7 +202,9 @@ def eval_command(
                 prompt=_prompt(prompt_template, system),
             ),
             strategies=_strategies(strategy, bool(allocator) or policy is not None, choice),
-            allocators=_allocators(allocator, greedy_evidence, confidence_weight, verifier_weight),
+            allocators=_allocators(
+                allocator, greedy_evidence, _confidence_weight(confidence_weight, backend), verifier_weight
+            ),
             budget_samples=tuple(budget_samples or ()),
             sampling=SamplingParams(max_tokens=max_tokens, top_p=top_p, seed=seed),
             temperature=0.5 if temperature is None else temperature,
@@ -240,6 +243,14 @@ def _allocators(
         )
         for name in names or []
     )
+
+
+def _confidence_weight(weight: float | None, backend: str) -> float | None:
+    """--confidence-weight, else the default where the backend surely reports log-probabilities;
+    0 means plain majority."""
+    if weight is None:
+        return CONFIDENCE_WEIGHT_DEFAULT if backend == "embedded" else None
+    return weight or None
 
 
 def _question_budget(tokens: int | None) -> Budget | None:

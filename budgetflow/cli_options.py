@@ -17,6 +17,7 @@ from budgetflow.runtime.context import EndpointLimits
 from budgetflow.runtime.endpoints import BackendKind, EndpointSpec
 
 __all__ = [
+    "CONFIDENCE_WEIGHT_DEFAULT",
     "DATASET",
     "GREEDY_EVIDENCE_DEFAULT",
     "OUTPUT",
@@ -276,13 +277,17 @@ PolicyOpt = Annotated[
         "(allocator, votes, greedy evidence, temperature unless --temperature is given).",
     ),
 ]
-#: Whether allocators take the greedy answer as evidence unless told (see benchmarks/policies.py).
-GREEDY_EVIDENCE_DEFAULT = False
+#: Allocators' defaults without a policy file, chosen leave-one-bank-out on five banks
+#: (benchmarks/policies.py): the greedy answer as evidence and, where the backend reports
+#: log-probabilities (the embedded model), confidence-weighted votes.
+GREEDY_EVIDENCE_DEFAULT = True
+CONFIDENCE_WEIGHT_DEFAULT = 10.0
 GreedyEvidenceOpt = Annotated[
     bool,
     typer.Option(
         rich_help_panel=ALLOCATION,
-        help="Allocators spend one sample per question on a greedy answer that votes.",
+        help="Allocators spend one sample per question on a greedy answer that votes (the default: it "
+        "helped on every held-out bank of benchmarks/policies.py).",
     ),
 ]
 ConfidenceWeightOpt = Annotated[
@@ -290,8 +295,9 @@ ConfidenceWeightOpt = Annotated[
     typer.Option(
         rich_help_panel=ALLOCATION,
         help="Allocators weigh each vote by exp(B x its mean token log-probability), asking the backend for "
-        "logprobs, and a sure greedy answer lowers its question's priority (10-20 worked on the embedded "
-        "model; see benchmarks/allocation.py). Default: plain majority.",
+        "logprobs, and a sure greedy answer lowers its question's priority. 0: plain majority. Default: "
+        "10 on the embedded model (chosen leave-one-bank-out, benchmarks/policies.py), plain majority "
+        "on an endpoint (not every server returns logprobs).",
     ),
 ]
 VerifierWeightOpt = Annotated[

@@ -30,6 +30,13 @@ def tune_command(
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Shuffles of each bank per replay.")] = 8,
     folds: Annotated[int, typer.Option(min=2, help="Folds for the cross-fitted (held-out) figures.")] = 2,
+    per_budget: Annotated[
+        bool,
+        typer.Option(
+            help="Choose a policy for each budget instead of one for all (fits noise more: see "
+            "benchmarks/policies.py)."
+        ),
+    ] = False,
 ) -> None:
     """Choose allocator, votes, greedy evidence, constants (and temperature) per budget.
 
@@ -39,7 +46,14 @@ def tune_command(
     """
     try:
         variants, groups = bank_variants([load_bank(path) for path in bank])
-        result = tune(variants, budget or [2, 4, 8], groups=groups, seeds=seeds, folds=folds)
+        result = tune(
+            variants,
+            budget or [2, 4, 8],
+            groups=groups,
+            seeds=seeds,
+            folds=folds,
+            across_budgets=not per_budget,
+        )
     except BudgetflowError as exc:
         raise exit_for(exc) from None
     result.table(source=", ".join(str(path) for path in bank)).save(output)

@@ -73,6 +73,9 @@ def test_tune_chooses_per_budget_and_reports_held_out_figures() -> None:
         assert 0.0 <= report.held_out <= 1.0 and len(report.held_out_choices) == 2
     table = result.table(source="synthetic")
     assert set(table.plans) == {2, 4} and table.calibration["questions"] == 40
+    assert len({r.chosen for r in result.budgets}) == 1  # by default one policy serves every budget
+    per_budget = tune({None: _bank()}, [2, 4], seeds=3, across_budgets=False)
+    assert all(r.in_sample >= r.baseline_in_sample for r in per_budget.budgets)
 
 
 def test_candidates_use_only_what_the_bank_carries() -> None:
@@ -165,3 +168,13 @@ def test_bank_tune_then_eval_with_the_policy(stub_url: str, tmp_path: Path) -> N
     reports = json.loads((tmp_path / "out.json").read_text())["reports"]
     assert [r["strategy"].split("@")[0].startswith("policy:") for r in reports] == [True]
     assert reports[0]["accuracy"] == 1.0  # the stub always answers 7
+
+
+def test_allocators_default_to_greedy_evidence_and_confidence_votes_where_logprobs_are_sure() -> None:
+    from budgetflow.cli import _confidence_weight
+    from budgetflow.cli_options import CONFIDENCE_WEIGHT_DEFAULT, GREEDY_EVIDENCE_DEFAULT
+
+    assert GREEDY_EVIDENCE_DEFAULT is True
+    assert _confidence_weight(None, "embedded") == CONFIDENCE_WEIGHT_DEFAULT
+    assert _confidence_weight(None, "openai") is None  # not every server returns logprobs
+    assert _confidence_weight(0.0, "embedded") is None and _confidence_weight(20.0, "openai") == 20.0
