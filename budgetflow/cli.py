@@ -383,9 +383,9 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
     first = reports[0] if reports else None
     title = f"{first.dataset}, {len(first.results)} questions, backend {chosen_name}" if first else ""
     table = Table(title=title)
-    table.add_column("strategy", no_wrap=True)
+    table.add_column("strategy", overflow="fold", max_width=26)  # a long policy name wraps
     for column in ("accuracy", "compl. tok", "prompt tok", "wall s", "q/s", "starved"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     for report in reports:
         table.add_row(
             report.strategy,
