@@ -7,7 +7,8 @@ For every bank H in the directory (record them with `bash benchmarks/record_bank
 * `lobo`      the same with a policy chosen per budget (`bank tune --per-budget`);
 * `own`       the policy tuned on H's own questions, cross-fitted (chosen on one half of H,
               scored on the other, both ways): what a user calibrating on their own data gets;
-* defaults    what `eval --allocator NAME` runs with no other flag, for each adaptive allocator;
+* defaults    what `eval --allocator NAME` runs on the embedded model with no other flag, for
+              each adaptive allocator (greedy evidence, confidence-weighted votes);
 * baselines   `uniform` (plain votes), `uniform+greedy`, `greedy` alone, `vote@16` (uniform
               majority over all 16 samples), and `oracle` (`bank simulate`'s: the best split of
               the budget knowing every answer distribution).
@@ -36,15 +37,20 @@ from pathlib import Path
 import numpy as np
 
 from budgetflow.allocate.policy import Policy
-from budgetflow.cli_options import GREEDY_EVIDENCE_DEFAULT
+from budgetflow.cli_options import CONFIDENCE_WEIGHT_DEFAULT, GREEDY_EVIDENCE_DEFAULT
 from budgetflow.evaluate.bank import BankQuestion, load_bank
 from budgetflow.evaluate.simulate import oracle_accuracy, replay_questions
 from budgetflow.evaluate.tune import ALLOCATORS, BASELINE, choose_policies, tune
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 UNIFORM = Policy(allocator="uniform", use_greedy=False)
-#: What `budgetflow eval --allocator NAME` runs with no other flag (`--greedy-evidence` default).
-DEFAULTS = {name: Policy(allocator=name, use_greedy=GREEDY_EVIDENCE_DEFAULT) for name in ALLOCATORS[1:]}
+#: What `budgetflow eval --allocator NAME` runs on the embedded model with no other flag.
+DEFAULTS = {
+    name: Policy(
+        allocator=name, use_greedy=GREEDY_EVIDENCE_DEFAULT, confidence_weight=CONFIDENCE_WEIGHT_DEFAULT
+    )
+    for name in ALLOCATORS[1:]
+}
 #: Fixed policies, the same on every bank: candidates for budgetflow's uncalibrated default.
 FIXED = (
     Policy(allocator="online", use_greedy=True),

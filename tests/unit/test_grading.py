@@ -160,7 +160,7 @@ def _formatted_replies(golds: dict[str, str], formats: list[Any]) -> Any:
     return reply
 
 
-@pytest.mark.parametrize(("name", "limit"), [("math500-test.jsonl", 500), ("gsm8k-test.jsonl", 300)])
+@pytest.mark.parametrize(("name", "limit"), [("math500-test.jsonl", 500), ("gsm8k-test.jsonl", 1319)])
 def test_an_eval_of_formatted_correct_answers_is_graded_all_correct(
     shared_data: Path, name: str, limit: int
 ) -> None:
