@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import pytest
 
+from budgetflow.backends.base import Backend, ScoredContinuations
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.backends.openai_scoring import continuation_score, render_chat
+from budgetflow.backends.wrappers.metered import Metered
 from budgetflow.errors import ConfigError, MalformedReply
+from budgetflow.events import EventStream, RequestFinished
 from budgetflow.testing import StubOpenAIServer
-from budgetflow.types import Message, Request
+from budgetflow.types import Message, Request, Response, Usage
 
 
 def _reply(tokens: list[str], values: list[float | None], completion_tokens: int = 1) -> bytes:
@@ -67,3 +71,21 @@ def test_an_endpoint_without_text_completions_is_a_clear_error() -> None:
         ConfigError, match=r"cannot score text: POST http://127\.0\.0\.1:\d+/v1/completions.*404"
     ):
         asyncio.run(score())
+
+
+def test_metered_scoring_carries_the_usage_the_endpoint_reported() -> None:
+    class _Scorer(Backend):
+        async def complete(self, request: Request) -> Response:
+            raise NotImplementedError
+
+        async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+            return ScoredContinuations([-1.0] * len(continuations), Usage(30, 2))
+
+    events = EventStream()
+    seen: list[object] = []
+    events.subscribe(seen.append)
+    metered = Metered(_Scorer(), events=events)
+    assert asyncio.run(metered.score_continuations(Request.from_prompt("q"), ["a", "b"])) == [-1.0, -1.0]
+    assert metered.reading.usage == Usage(30, 2)
+    (finished,) = [e for e in seen if isinstance(e, RequestFinished)]
+    assert finished.kind == "score" and finished.usage == Usage(30, 2)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from budgetflow.backends.base import Backend
+from budgetflow.backends.base import Backend, ScoredContinuations
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.errors import BackendError
 from budgetflow.events import EventStream, RequestFailed, RequestFinished, RequestStarted
@@ -49,7 +49,8 @@ class Metered(Wrapper):
         return response
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
-        """Scoring is a request too: counted, timed and on the event stream (kind "score")."""
+        """Scoring is a request too: counted, timed and on the event stream (kind "score"), with the
+        usage the endpoint reported for it when it did (`ScoredContinuations`)."""
         texts = list(continuations)
         started = self._begin(request, len(texts), "score")
         try:
@@ -57,7 +58,9 @@ class Metered(Wrapper):
         except BackendError as error:
             self._failed(request, started, error)
             raise
-        self._finished(request, started, NO_USAGE, "score")
+        usage = scores.usage if isinstance(scores, ScoredContinuations) else NO_USAGE
+        self.reading.usage = self.reading.usage + usage
+        self._finished(request, started, usage, "score")
         return scores
 
     def _begin(self, request: Request, n: int, kind: str) -> tuple[int, float]:
