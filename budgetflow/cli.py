@@ -194,12 +194,13 @@ def eval_command(
             choice, stop_rule=_stop_rule(stop_rule), stop_confidence=stop_confidence, stop_margin=stop_margin
         )
         config = EvalConfig(
-            dataset=DatasetSpec(
-                name=dataset,
-                limit=limit,
-                seed=seed,
-                fields=_field_map(question_field, answer_field, id_field),
-                prompt=_prompt(prompt_template, system),
+            dataset=_dataset_spec(
+                dataset,
+                limit,
+                seed,
+                _field_map(question_field, answer_field, id_field),
+                prompt_template,
+                system,
             ),
             strategies=_strategies(strategy, bool(allocator) or policy is not None, choice),
             allocators=_allocators(
@@ -305,6 +306,12 @@ def _policy(path: Path | None, temperature: float | None) -> PolicyTable | None:
     if temperature is None:
         return table
     return replace(table, plans={b: replace(p, temperature=None) for b, p in table.plans.items()})
+
+
+def _dataset_spec(
+    name: str, limit: int, seed: int, fields: FieldMap | None, template: Path | None, system: str | None
+) -> DatasetSpec:
+    return DatasetSpec(name=name, limit=limit, seed=seed, fields=fields, prompt=_prompt(template, system))
 
 
 def _prompt(template: Path | None, system: str | None) -> PromptSpec | None:

@@ -196,13 +196,11 @@ class OpenAICompatibleBackend(Backend):
         (`budgetflow.backends.openai_scoring`); the first call finds out whether the endpoint can."""
         prompt = render_chat(request.messages, request.prefill, self.chat_rendering)
         model = request.model or self.model
-        if self.scores_text is None and continuations:
-            first = await self._score_one(model, prompt, continuations[0])
+        texts, scored = list(continuations), []
+        if self.scores_text is None and texts:  # probe with the first text before sending the rest
+            scored.append(await self._score_one(model, prompt, texts.pop(0)))
             self.scores_text = True
-            rest = await run_all(self._score_one(model, prompt, text) for text in continuations[1:])
-            scored = [first, *rest]
-        else:
-            scored = await run_all(self._score_one(model, prompt, text) for text in continuations)
+        scored += await run_all(self._score_one(model, prompt, text) for text in texts)
         usage = sum((one_usage for _, one_usage in scored), Usage())
         return ScoredContinuations([score for score, _ in scored], usage)
 

@@ -48,6 +48,17 @@ class GymTask:
     kind: AnswerKind
 
 
+def _question(identifier: str, entry: dict[str, Any], shots: str) -> Question:
+    text = str(entry["question"]).strip()
+    return Question(
+        id=identifier,
+        text=text,
+        gold=str(entry["answer"]),
+        messages=(Message("user", f"{shots}Q: {text}\n"),),
+        entry=dict(entry),
+    )
+
+
 def parse_gym_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """`rg:NAME:k=v,k=v` → (NAME, {k: v}); errors name the spec and the part that is wrong."""
     body = spec.removeprefix(GYM_PREFIX)
@@ -98,17 +109,8 @@ def load_gym_task(spec: str, *, size: int, seed: int) -> GymTask:
         )
     except (TypeError, ValueError, AssertionError) as exc:
         raise DatasetError(f"dataset {spec!r}: reasoning-gym refused the configuration: {exc}") from None
-    shots = "".join(f"Q: {e['question'].strip()}\nAnswer: {e['answer']}\n\n" for e in examples)
-    questions = tuple(
-        Question(
-            id=f"{name}-{seed}-{index}",
-            text=str(entry["question"]).strip(),
-            gold=str(entry["answer"]),
-            messages=(Message("user", f"{shots}Q: {str(entry['question']).strip()}\n"),),
-            entry=dict(entry),
-        )
-        for index, entry in enumerate(generated)
-    )
+    shots = "".join(f"Q: {str(e['question']).strip()}\nAnswer: {e['answer']}\n\n" for e in examples)
+    questions = tuple(_question(f"{name}-{seed}-{i}", entry, shots) for i, entry in enumerate(generated))
     numeric = all(parse_number(q.gold) is not None for q in questions)
     return GymTask(
         name=name,

@@ -52,8 +52,9 @@ def run_tokens(report: StrategyReport) -> int:
 def accuracy_interval(report: StrategyReport, *, confidence: float = 0.95) -> tuple[float, float]:
     """A percentile bootstrap interval for the run's accuracy, resampling its questions."""
     scores = np.array([r.score for r in report.results], dtype=float)
-    if len(scores) < 2:
-        return float(scores.mean()) if len(scores) else 0.0, float(scores.mean()) if len(scores) else 0.0
+    if len(scores) < 2:  # nothing to resample
+        value = float(scores.mean()) if len(scores) else 0.0
+        return value, value
     rng = np.random.default_rng(0)
     means = scores[rng.integers(0, len(scores), size=(BOOTSTRAP_RESAMPLES, len(scores)))].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
