@@ -13,7 +13,7 @@ from rich.table import Table
 
 from budgetflow.allocate import Allocator, make_allocator
 from budgetflow.allocate.policy import PolicyTable
-from budgetflow.budget import Budget, Price
+from budgetflow.budget import Budget
 from budgetflow.cli_bank import bank_app
 from budgetflow.cli_options import (
     CONFIDENCE_WEIGHT_DEFAULT,
@@ -64,8 +64,10 @@ from budgetflow.cli_options import (
     TopPOpt,
     VerifierWeightOpt,
     endpoint_spec,
+    parse_prices,
 )
 from budgetflow.cli_output import console, exit_for, stdout
+from budgetflow.cli_serve import keys_app, serve_command
 from budgetflow.errors import BudgetflowError, ConfigError
 from budgetflow.evaluate.datasets import (
     BUILTIN_DATASETS,
@@ -272,26 +274,6 @@ def _strategies(specs: list[str] | None, allocating: bool, options: StrategyOpti
     return tuple(parse_strategy(spec, options=options) for spec in (specs or default))
 
 
-def parse_prices(specs: list[str]) -> dict[str, Price]:
-    """`MODEL=PROMPT,COMPLETION` (dollars per million tokens) -> a price table."""
-    table: dict[str, Price] = {}
-    for spec in specs:
-        model, _, rates = spec.partition("=")
-        parts = rates.split(",")
-        try:
-            prompt, completion = (float(part) for part in parts)
-        except ValueError:
-            raise ConfigError(
-                f"--price {spec!r}: expected MODEL=PROMPT,COMPLETION, e.g. gpt-4o-mini=0.15,0.6"
-            ) from None
-        if not model:
-            raise ConfigError(f"--price {spec!r}: the model name is missing")
-        if prompt < 0 or completion < 0:
-            raise ConfigError(f"--price {spec!r}: prices must be >= 0")
-        table[model] = Price(prompt_per_million=prompt, completion_per_million=completion)
-    return table
-
-
 def _run_budget(tokens: int | None, deadline: float | None, cost: float | None) -> Budget | None:
     if tokens is None and deadline is None and cost is None:
         return None
@@ -407,3 +389,5 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
 
 
 app.add_typer(bank_app, name="bank")
+app.command("serve")(serve_command)
+app.add_typer(keys_app, name="keys")

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from budgetflow.budget import Price
 from budgetflow.errors import ConfigError
 from budgetflow.runtime.context import EndpointLimits
 from budgetflow.runtime.endpoints import BackendKind, EndpointSpec
@@ -68,6 +69,7 @@ __all__ = [
     "TopPOpt",
     "VerifierWeightOpt",
     "endpoint_spec",
+    "parse_prices",
     "positive_number",
 ]
 
@@ -457,3 +459,23 @@ def endpoint_spec(
         batching=mode,
         limits=limits or EndpointLimits(),
     )
+
+
+def parse_prices(specs: list[str]) -> dict[str, Price]:
+    """`MODEL=PROMPT,COMPLETION` (dollars per million tokens) -> a price table."""
+    table: dict[str, Price] = {}
+    for spec in specs:
+        model, _, rates = spec.partition("=")
+        parts = rates.split(",")
+        try:
+            prompt, completion = (float(part) for part in parts)
+        except ValueError:
+            raise ConfigError(
+                f"--price {spec!r}: expected MODEL=PROMPT,COMPLETION, e.g. gpt-4o-mini=0.15,0.6"
+            ) from None
+        if not model:
+            raise ConfigError(f"--price {spec!r}: the model name is missing")
+        if prompt < 0 or completion < 0:
+            raise ConfigError(f"--price {spec!r}: prices must be >= 0")
+        table[model] = Price(prompt_per_million=prompt, completion_per_million=completion)
+    return table

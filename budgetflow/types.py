@@ -14,6 +14,7 @@ __all__ = [
     "ContentPart",
     "FinishReason",
     "ImagePart",
+    "JsonFields",
     "Message",
     "Question",
     "Request",
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,12 +62,19 @@ class VideoPart:
 ContentPart = TextPart | ImagePart | AudioPart | VideoPart
 
 
+#: OpenAI fields budgetflow does not model, carried verbatim: (name, JSON text) pairs.
+JsonFields = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message. `content` is plain text or a sequence of content parts."""
+    """One chat message. `content` is plain text or a sequence of content parts. `fields` are
+    the message's other OpenAI fields (`tool_calls`, `tool_call_id`, `name`), carried verbatim to
+    endpoints that take them as (name, JSON text) pairs."""
 
     role: Role
     content: str | tuple[ContentPart, ...]
+    fields: JsonFields = ()
 
     def __post_init__(self) -> None:
         if self.role not in ("system", "user", "assistant", "tool"):
@@ -138,8 +146,10 @@ class Request:
     the stopped samples generated. `prefill` is the start of the assistant's reply, which the
     samples continue (completions hold only the continuation). `thinking` switches a reasoning
     model's thinking on or off where the backend supports it (None: the backend's default).
-    `unit_id` names the unit of work that sent it (for events and journals; backends ignore it,
-    and it is not part of what a cache matches).
+    `passthrough` holds request fields an OpenAI-compatible endpoint takes verbatim (`tools`,
+    `tool_choice`, `response_format`) as (name, JSON text) pairs; backends that cannot honour
+    them refuse the request. `unit_id` names the unit of work that sent it (for events and
+    journals; backends ignore it, and it is not part of what a cache matches).
     """
 
     messages: tuple[Message, ...]
@@ -149,6 +159,7 @@ class Request:
     keep_first: int | None = None
     prefill: str = ""
     thinking: bool | None = None
+    passthrough: JsonFields = ()
     unit_id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +182,7 @@ class Request:
             keep_first=self.keep_first,
             prefill=self.prefill,
             thinking=self.thinking,
+            passthrough=self.passthrough,
             unit_id=unit_id,
         )
 
@@ -241,12 +253,14 @@ class Spend:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Completion:
     """One sampled continuation; `mean_logprob` is the mean log-probability of its tokens under
-    the model's own distribution (before temperature), when the request asked for logprobs."""
+    the model's own distribution (before temperature), when the request asked for logprobs.
+    `fields` are the reply message's other fields (`tool_calls`) as (name, JSON text) pairs."""
 
     text: str
     finish_reason: FinishReason = "stop"
     completion_tokens: int = 0
     mean_logprob: float | None = None
+    fields: JsonFields = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

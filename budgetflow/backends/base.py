@@ -13,7 +13,19 @@ from types import TracebackType
 
 from budgetflow.types import Request, Response, Usage
 
-__all__ = ["Backend", "ScoredContinuations", "count_words"]
+__all__ = ["Backend", "ScoredContinuations", "StreamTail", "count_words"]
+
+
+class StreamTail(str):
+    """The last item a stream may yield: empty text carrying the usage the endpoint reported for
+    the whole stream. Readers that join the deltas lose nothing; budgets settle to `usage`."""
+
+    usage: Usage
+
+    def __new__(cls, usage: Usage) -> StreamTail:
+        tail = super().__new__(cls, "")
+        tail.usage = usage
+        return tail
 
 
 class ScoredContinuations(list[float]):
@@ -40,7 +52,8 @@ class Backend(abc.ABC):
         """
 
     async def stream(self, request: Request) -> AsyncIterator[str]:
-        """Yield text deltas of a single completion as they are generated (optional)."""
+        """Yield text deltas of a single completion as they are generated (optional); a backend
+        that knows what the stream cost yields a `StreamTail` last."""
         raise NotImplementedError(f"{type(self).__name__} does not support streaming")
         yield ""  # pragma: no cover - makes this an async generator for type checkers
 

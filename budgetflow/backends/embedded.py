@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
-from budgetflow.backends.base import Backend
+from budgetflow.backends.base import Backend, StreamTail
 from budgetflow.backends.llama_batcher import BatcherStats, ContinuousBatcher
 from budgetflow.backends.llama_engine import DecodeCancelled, LlamaEngine
 from budgetflow.backends.llama_sample import SequenceResult, TextCallback
@@ -212,6 +212,7 @@ class EmbeddedBackend(Backend):
         """The request's prompt tokens (its chat template applied), on the worker thread."""
         if request.thinking:
             raise ConfigError(f"{self.name} has no thinking mode; use thinking=None or False")
+        _refuse_unsupported(request, self.name)
         return self._rendered_tokens(request)
 
     def _rendered_tokens(self, request: Request) -> list[int]:
@@ -248,7 +249,7 @@ class EmbeddedBackend(Backend):
         try:
             while (delta := await deltas.get()) is not None:
                 yield delta
-            task.result()
+            yield StreamTail(task.result().usage)
         finally:
             if not task.done():  # the reader stopped: stop decoding, and wait until it has
                 task.cancel()
@@ -351,3 +352,18 @@ async def _wait_ignoring_cancellation(future: asyncio.Future[Any]) -> None:
             await asyncio.wait([future])
     with contextlib.suppress(DecodeCancelled, Exception):
         future.result()
+
+
+def _refuse_unsupported(request: Request, name: str) -> None:
+    """The embedded model reads text only and calls no tools: say so instead of dropping them."""
+    if request.passthrough:
+        fields = ", ".join(field for field, _ in request.passthrough)
+        raise ConfigError(f"{name} cannot honour {fields}: use an OpenAI-compatible endpoint that does")
+    for message in request.messages:
+        if message.has_media:
+            raise ConfigError(
+                f"{name} reads text only: a {message.role} message has an image, audio or video part"
+            )
+        if message.fields:
+            fields = ", ".join(field for field, _ in message.fields)
+            raise ConfigError(f"{name} cannot read a {message.role} message's {fields}")

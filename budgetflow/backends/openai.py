@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from budgetflow.backends.base import Backend, ScoredContinuations
+from budgetflow.backends.base import Backend, ScoredContinuations, StreamTail
 from budgetflow.backends.openai_scoring import (
     ChatRendering,
     cannot_score,
@@ -43,6 +43,7 @@ from budgetflow.types import (
     Completion,
     ContentPart,
     ImagePart,
+    JsonFields,
     Message,
     Request,
     Response,
@@ -62,7 +63,14 @@ _TRANSPORT_FAILURES = (
     TimeoutError,
 )
 
-_FINISH_REASONS = {"stop": "stop", "length": "length", "eos": "stop", "stop_sequence": "stop"}
+_FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "eos": "stop",
+    "stop_sequence": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
 
 
 class OpenAICompatibleBackend(Backend):
@@ -150,10 +158,17 @@ class OpenAICompatibleBackend(Backend):
         return Response(completions=tuple(completions), usage=usage, model=request.model or self.model)
 
     async def stream(self, request: Request) -> AsyncIterator[str]:
-        """Text deltas of one completion from the server's server-sent events (`n` must be 1)."""
+        """Text deltas of one completion from the server's server-sent events (`n` must be 1),
+        then a `StreamTail` with the usage the server reported (asked for with
+        `stream_options.include_usage`; servers that ignore it send none, and budgets settle
+        conservatively)."""
         if request.n != 1 or request.keep_first is not None:
             raise ConfigError("streaming returns one completion: use n=1 without keep_first")
-        payload = {**self._payload(request, n=1, seed=_base_seed(request)), "stream": True}
+        payload = {
+            **self._payload(request, n=1, seed=_base_seed(request)),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         url = self._completions_url
         with self._transport_errors(url):
             async with self._client().post(url, data=json.dumps(payload)) as reply:
@@ -163,7 +178,7 @@ class OpenAICompatibleBackend(Backend):
                     delta = _stream_delta(raw.decode("utf-8", errors="replace").strip(), self.name)
                     if delta is None:
                         return
-                    if delta:
+                    if delta or isinstance(delta, StreamTail):
                         yield delta
 
     async def _first_finished(self, request: Request, seed: int) -> Response:
@@ -285,6 +300,7 @@ class OpenAICompatibleBackend(Backend):
             payload["add_generation_prompt"] = False
         if request.thinking is not None:  # Qwen3-style templates on vLLM / SGLang
             payload["chat_template_kwargs"] = {"enable_thinking": request.thinking}
+        payload.update(_fields_json(request.passthrough))
         return payload
 
 
@@ -295,8 +311,15 @@ def _base_seed(request: Request) -> int:
 
 def _message_json(message: Message) -> dict[str, Any]:
     if isinstance(message.content, str):
-        return {"role": message.role, "content": message.content}
-    return {"role": message.role, "content": [_part_json(part) for part in message.content]}
+        body: dict[str, Any] = {"role": message.role, "content": message.content}
+    else:
+        body = {"role": message.role, "content": [_part_json(part) for part in message.content]}
+    body.update(_fields_json(message.fields))
+    return body
+
+
+def _fields_json(fields: JsonFields) -> dict[str, Any]:
+    return {name: json.loads(value) for name, value in fields}
 
 
 def _part_json(part: ContentPart) -> dict[str, Any]:
@@ -349,6 +372,9 @@ def _shown(body: bytes | str) -> str:
 def _parse_choice(choice: Any, backend: str, completion_tokens: int) -> Completion:
     message = choice.get("message") if isinstance(choice, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
+    fields = _reply_fields(message)
+    if content is None and fields:  # a reply that only calls tools
+        content = ""
     if not isinstance(content, str):
         raise MalformedReply(f"{backend}: a choice lacks message.content: {choice!r:.200}", backend=backend)
     reason = _FINISH_REASONS.get(str(choice.get("finish_reason")), "stop")
@@ -358,7 +384,18 @@ def _parse_choice(choice: Any, backend: str, completion_tokens: int) -> Completi
         finish_reason=reason,  # type: ignore[arg-type]
         completion_tokens=completion_tokens,
         mean_logprob=mean_logprob,
+        fields=fields,
     )
+
+
+#: Reply-message fields carried verbatim on a `Completion` (what a client needs back).
+_REPLY_FIELDS = ("tool_calls", "function_call", "refusal", "audio")
+
+
+def _reply_fields(message: object) -> JsonFields:
+    if not isinstance(message, dict):
+        return ()
+    return tuple((name, json.dumps(message[name])) for name in _REPLY_FIELDS if message.get(name) is not None)
 
 
 def _mean_logprob(logprobs: Any, backend: str) -> float | None:
@@ -377,7 +414,8 @@ def _mean_logprob(logprobs: Any, backend: str) -> float | None:
 
 
 def _stream_delta(line: str, backend: str) -> str | None:
-    """The text in one server-sent-events line: "" for lines without text, None at `[DONE]`."""
+    """The text in one server-sent-events line: "" for lines without text, a `StreamTail` for the
+    usage event, None at `[DONE]`."""
     if not line.startswith("data:"):
         return ""
     data = line.removeprefix("data:").strip()
@@ -387,6 +425,9 @@ def _stream_delta(line: str, backend: str) -> str | None:
         event = json.loads(data)
         choice = event["choices"][0] if event.get("choices") else {}
         content = (choice.get("delta") or {}).get("content")
-    except (json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            return StreamTail(Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"])))
+    except (json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
         raise MalformedReply(f"{backend}: malformed stream event {data[:200]!r}", backend=backend) from exc
     return content if isinstance(content, str) else ""

@@ -20,15 +20,16 @@ has) — the run goes on.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Final, TypeVar
 
-from budgetflow.backends.base import Backend
+from budgetflow.backends.base import Backend, StreamTail
 from budgetflow.backends.wrappers import Budgeted, ConcurrencyLimit, Metered, RateLimit, Retry
 from budgetflow.budget import Budget, Ledger, Price
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.events import EventStream, UnitCompleted, UnitRequested, UnitStarted
-from budgetflow.types import Request, Response, Spend, Usage
+from budgetflow.types import Completion, Request, Response, Spend, Usage
 from budgetflow.usage import NO_USAGE
 
 __all__ = ["SEED_STRIDE", "EndpointLimits", "RetryPolicy", "RunContext", "Unit", "seed_for"]
@@ -215,6 +216,26 @@ class Unit:
         self._report(step, scores=tuple(scores))
         return scores
 
+    async def stream(self, request: Request, *, lane: int = 0) -> AsyncIterator[str]:
+        """Stream one completion of `request` (seeded like a draw) through the unit's stack; the
+        last item is a `StreamTail` when the endpoint reported usage. A stream the budget refuses
+        raises `BudgetExceeded` before anything is sent (the unit is marked `refused`)."""
+        seeded = self._seeded(request)
+        step = self._announce(seeded, kind="stream")
+        pieces: list[str] = []
+        usage = NO_USAGE
+        try:
+            async for delta in self.backend(lane).stream(seeded):
+                if isinstance(delta, StreamTail):
+                    usage = delta.usage
+                pieces.append(delta)
+                yield delta
+        except BudgetExceeded:
+            self._report(step, refused=True)
+            self.refused = True
+            raise
+        self._report(step, response=Response(completions=(Completion(text="".join(pieces)),), usage=usage))
+
     def _seeded(self, request: Request) -> Request:
         first = self.rollouts
         self.rollouts += request.n
@@ -235,7 +256,7 @@ class Unit:
                     messages=request.messages,
                     sampling=request.sampling,
                     n=count,
-                    first_rollout=self.rollouts - request.n if kind == "complete" else 0,
+                    first_rollout=self.rollouts - request.n if kind != "score" else 0,
                     seeds=_seeds(seed, count),
                     prefill=request.prefill,
                     keep_first=request.keep_first,

@@ -6,11 +6,11 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator, Sequence
 
-from budgetflow.backends.base import Backend, ScoredContinuations
+from budgetflow.backends.base import Backend, ScoredContinuations, StreamTail
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.budget import Ledger
 from budgetflow.errors import BackendError, BudgetExceeded
-from budgetflow.types import Message, Request, Response, Spend, TextPart, Usage
+from budgetflow.types import JsonFields, Message, Request, Response, Spend, TextPart, Usage
 from budgetflow.usage import NO_USAGE
 
 __all__ = ["Budgeted", "prompt_token_bound", "request_prompt_bound"]
@@ -20,15 +20,22 @@ _PER_MESSAGE_OVERHEAD = 8
 _PER_PROMPT_OVERHEAD = 16
 
 
-def prompt_token_bound(messages: tuple[Message, ...], *, prefill: str = "", media_tokens: int = 4096) -> int:
+def prompt_token_bound(
+    messages: tuple[Message, ...],
+    *,
+    prefill: str = "",
+    media_tokens: int = 4096,
+    passthrough: JsonFields = (),
+) -> int:
     """An upper bound on prompt tokens without a tokenizer: byte-level BPE never emits more
     tokens than the text has UTF-8 bytes; template markers and media parts are added on top.
-    An assistant `prefill` (a trace to continue) is prompt too, with its own message overhead."""
-    total = _PER_PROMPT_OVERHEAD
+    An assistant `prefill` (a trace to continue) is prompt too, with its own message overhead, and
+    so are verbatim fields (tool definitions, tool calls), counted by their JSON bytes."""
+    total = _PER_PROMPT_OVERHEAD + _fields_bytes(passthrough)
     if prefill:
         total += _PER_MESSAGE_OVERHEAD + len(prefill.encode("utf-8"))
     for message in messages:
-        total += _PER_MESSAGE_OVERHEAD
+        total += _PER_MESSAGE_OVERHEAD + _fields_bytes(message.fields)
         if isinstance(message.content, str):
             total += len(message.content.encode("utf-8"))
             continue
@@ -37,9 +44,19 @@ def prompt_token_bound(messages: tuple[Message, ...], *, prefill: str = "", medi
     return total
 
 
+def _fields_bytes(fields: JsonFields) -> int:
+    return sum(len(name) + len(value.encode("utf-8")) for name, value in fields)
+
+
 def request_prompt_bound(request: Request, *, media_tokens: int = 4096) -> int:
-    """`prompt_token_bound` of everything `request` sends as prompt: its messages and its prefill."""
-    return prompt_token_bound(request.messages, prefill=request.prefill, media_tokens=media_tokens)
+    """`prompt_token_bound` of everything `request` sends as prompt: its messages, its prefill
+    and its verbatim fields (tool definitions, a response schema)."""
+    return prompt_token_bound(
+        request.messages,
+        prefill=request.prefill,
+        media_tokens=media_tokens,
+        passthrough=request.passthrough,
+    )
 
 
 #: Stacks known to have no exact prompt count: a unit's `Budgeted` over a run's shared stack then
@@ -140,28 +157,38 @@ class Budgeted(Wrapper):
             return bound
 
     async def stream(self, request: Request) -> AsyncIterator[str]:
-        """Stream through the ledger. A text stream reports no usage, so it settles conservatively:
-        the prompt as reserved, and the streamed text's tokens counted by the backend's tokenizer
-        when it has one, else the whole `max_tokens` reservation."""
+        """Stream through the ledger. It settles to the usage the stream's `StreamTail` reported;
+        a stream without one settles conservatively: the prompt as reserved, and the streamed
+        text's tokens counted by the backend's tokenizer when it has one, else the whole
+        `max_tokens` reservation. A stream stopped after it generated something is charged its
+        worst case (the endpoint may have gone on generating)."""
         model, amount = await self._worst_case(request)
         reservation = self.ledger.reserve(amount)
         pieces: list[str] = []
+        reported: Usage | None = None
         try:
             async for delta in self.inner.stream(request):
+                if isinstance(delta, StreamTail):
+                    reported = delta.usage
                 pieces.append(delta)
                 yield delta
         except BaseException:
-            if pieces:  # it generated something; charge the worst case
+            if reported is not None:
+                self.ledger.settle(reservation, self.ledger.actual(model=model, usage=reported))
+            elif pieces:
                 self.ledger.settle(reservation, amount)
             else:
                 self.ledger.release(reservation)
             raise
+        usage = reported or await self._streamed_usage("".join(pieces), amount)
+        self.ledger.settle(reservation, self.ledger.actual(model=model, usage=usage))
+
+    async def _streamed_usage(self, text: str, amount: Spend) -> Usage:
         try:
-            generated = min(await self.inner.count_tokens("".join(pieces)), amount.completion_tokens)
+            generated = min(await self.inner.count_tokens(text), amount.completion_tokens)
         except NotImplementedError:
             generated = amount.completion_tokens
-        usage = Usage(amount.prompt_tokens, generated)
-        self.ledger.settle(reservation, self.ledger.actual(model=model, usage=usage))
+        return Usage(amount.prompt_tokens, generated)
 
     async def _within_deadline(self, request: Request) -> Response:
         """The inner call, cancelled when the nearest deadline of the ledger chain passes."""

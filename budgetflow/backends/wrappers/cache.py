@@ -44,6 +44,7 @@ def request_key(request: Request, *, model: str) -> str:
             {
                 "role": m.role,
                 "content": m.content if isinstance(m.content, str) else [asdict(p) for p in m.content],
+                **({"fields": m.fields} if m.fields else {}),
             }
             for m in request.messages
         ],
@@ -51,6 +52,7 @@ def request_key(request: Request, *, model: str) -> str:
         "keep_first": request.keep_first,
         "prefill": request.prefill,
         "thinking": request.thinking,
+        **({"passthrough": request.passthrough} if request.passthrough else {}),
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
@@ -90,6 +90,14 @@ class RateLimit(Wrapper):
             await self._admit(0)
         return await self.inner.score_continuations(request, continuations)
 
+    async def stream(self, request: Request) -> AsyncIterator[str]:
+        if self._tokens is not None:
+            await self._admit(request_prompt_bound(request) + request.sampling.max_tokens)
+        elif self._requests is not None:
+            await self._admit(0)
+        async for delta in self.inner.stream(request):
+            yield delta
+
     async def _admit(self, weight: int) -> None:
         """Wait for one request's turn and `weight` worst-case tokens."""
         if self._requests is not None:
@@ -123,6 +131,16 @@ class ConcurrencyLimit(Wrapper):
         self._entered()
         try:
             return await self.inner.score_continuations(request, continuations)
+        finally:
+            self._leave()
+
+    async def stream(self, request: Request) -> AsyncIterator[str]:
+        """A stream holds its slot until it ends or its reader stops."""
+        await self._slots.acquire()
+        self._entered()
+        try:
+            async for delta in self.inner.stream(request):
+                yield delta
         finally:
             self._leave()
 

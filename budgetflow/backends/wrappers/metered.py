@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from budgetflow.backends.base import Backend, ScoredContinuations
+from budgetflow.backends.base import Backend, ScoredContinuations, StreamTail
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.errors import BackendError
 from budgetflow.events import EventStream, RequestFailed, RequestFinished, RequestStarted
@@ -62,6 +62,21 @@ class Metered(Wrapper):
         self.reading.usage = self.reading.usage + usage
         self._finished(request, started, usage, "score")
         return scores
+
+    async def stream(self, request: Request) -> AsyncIterator[str]:
+        """A stream is a request too (kind "stream"), with the usage its `StreamTail` reported."""
+        started = self._begin(request, 1, "stream")
+        usage = NO_USAGE
+        try:
+            async for delta in self.inner.stream(request):
+                if isinstance(delta, StreamTail):
+                    usage = delta.usage
+                yield delta
+        except BackendError as error:
+            self._failed(request, started, error)
+            raise
+        self.reading.usage = self.reading.usage + usage
+        self._finished(request, started, usage, "stream")
 
     def _begin(self, request: Request, n: int, kind: str) -> tuple[int, float]:
         """Count the request, emit `RequestStarted`; its id and start time."""
