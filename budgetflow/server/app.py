@@ -74,8 +74,10 @@ class ApiError(Exception):
         param: str | None = None,
         retry_after: float | None = None,
         upstream_status: int | None = None,
+        details: dict[str, int | None] | None = None,
     ) -> None:
         super().__init__(message)
+        self.details = details
         self.status = status
         self.kind = kind
         self.param = param
@@ -86,6 +88,8 @@ class ApiError(Exception):
         error: dict[str, Any] = {"message": str(self), "type": self.kind, "param": self.param, "code": None}
         if self.upstream_status is not None:
             error["upstream_status"] = self.upstream_status
+        if self.details:
+            error["budget"] = self.details
         headers = {} if self.retry_after is None else {"Retry-After": str(max(1, round(self.retry_after)))}
         return web.json_response({"error": error}, status=self.status, headers=headers)
 
@@ -350,7 +354,13 @@ class BudgetflowServer:
             )
         )
         if isinstance(outcome, Refusal):
-            raise ApiError(429, outcome.message, kind="insufficient_quota", retry_after=outcome.retry_after)
+            raise ApiError(
+                429,
+                outcome.message,
+                kind="insufficient_quota",
+                retry_after=outcome.retry_after,
+                details=outcome.details,
+            )
         return outcome
 
     async def _settle(self, grant: Grant | None, spent: list[Spend]) -> None:

@@ -23,7 +23,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -104,6 +104,7 @@ class Refusal:
 
     message: str
     retry_after: float | None
+    details: dict[str, int | None] = field(default_factory=dict)
 
 
 def parse_period(text: str) -> int:
@@ -251,9 +252,11 @@ class KeyStore:
             granted_tokens = _grant(budget_tokens, spent_tokens + reserved_tokens, tokens, minimum_tokens)
             granted_pico = _grant(budget_pico, spent_pico + reserved_pico, pico, minimum_pico)
             if granted_tokens is False or granted_pico is False:
-                return self._refusal(
+                refusal = self._refusal(
                     budget_tokens, budget_pico, spent_tokens, reserved_tokens, period, period_seconds
                 )
+                refusal.details.update(needed_tokens=minimum_tokens, needed_pico=minimum_pico)
+                return refusal
             grant = Grant(id=uuid.uuid4().hex, tokens=granted_tokens, pico=granted_pico)
             held_tokens, held_pico = granted_tokens or 0, granted_pico or 0
             self._db.execute(
@@ -314,6 +317,12 @@ class KeyStore:
         return Refusal(
             message=f"this key's budget cannot fit the request ({'; '.join(limits)}){when}",
             retry_after=None if renews is None else max(1.0, renews),
+            details={
+                "budget_tokens": budget_tokens,
+                "spent_tokens": spent,
+                "reserved_tokens": reserved,
+                "budget_pico": budget_pico,
+            },
         )
 
     def _period_start(self, period_seconds: int) -> int:

@@ -25,6 +25,8 @@ from aiohttp import web
 __all__ = ["Fault", "StubOpenAIServer"]
 
 ReplyFunction = Callable[[dict[str, Any], int], str]
+#: Extra fields of a reply message (`tool_calls`, say) for a payload and choice index.
+MessageFields = Callable[[dict[str, Any], int], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,8 +55,13 @@ class StubOpenAIServer:
         max_choices: int | None = None,
         delay: float = 0.0,
         keep_payloads: bool = True,
+        message_fields: MessageFields | None = None,
+        stream_gate: asyncio.Event | None = None,
     ) -> None:
         self._reply = reply
+        self._message_fields = message_fields
+        #: When set, a stream sends its first word and waits for the gate before the rest.
+        self.stream_gate = stream_gate
         self._keep_payloads = keep_payloads
         self._max_choices = max_choices
         self._delay = delay
@@ -62,6 +69,8 @@ class StubOpenAIServer:
         self._runner: web.AppRunner | None = None
         self.payloads: list[dict[str, Any]] = []
         self.served_requests = 0
+        #: Requests whose client hung up while they were being served.
+        self.cancelled_requests = 0
         #: Usage of every complete (not truncated) reply sent: what a client should have been charged.
         self.served_prompt_tokens = 0
         self.served_completion_tokens = 0
@@ -79,7 +88,7 @@ class StubOpenAIServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -108,7 +117,11 @@ class StubOpenAIServer:
         fault = self._faults.popleft() if self._faults else None
         delay = fault.delay if fault is not None else self._delay
         if delay:
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:  # the client closed the connection
+                self.cancelled_requests += 1
+                raise
         if fault is not None and fault.drop_connection:
             assert request.transport is not None
             request.transport.close()
@@ -118,7 +131,10 @@ class StubOpenAIServer:
             return web.Response(status=fault.status, text=fault.body or "{}", headers=headers)
         completion = self._completion(payload)
         if payload.get("stream"):
-            return await self._stream(request, completion["choices"][0]["message"]["content"])
+            usage = (
+                completion["usage"] if (payload.get("stream_options") or {}).get("include_usage") else None
+            )
+            return await self._stream(request, completion["choices"][0]["message"]["content"], usage)
         body = json.dumps(completion)
         if fault is not None and fault.truncate:
             body = body[: len(body) // 2]
@@ -127,8 +143,11 @@ class StubOpenAIServer:
             self.served_completion_tokens += completion["usage"]["completion_tokens"]
         return web.Response(status=200, text=body, content_type="application/json")
 
-    async def _stream(self, request: web.Request, text: str) -> web.StreamResponse:
-        """Server-sent events, one word (with its leading space) per event, then [DONE]."""
+    async def _stream(
+        self, request: web.Request, text: str, usage: dict[str, int] | None
+    ) -> web.StreamResponse:
+        """Server-sent events, one word (with its leading space) per event, the usage when asked
+        for (`stream_options.include_usage`), then [DONE]."""
         reply = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await reply.prepare(request)
         words = text.split(" ")
@@ -136,9 +155,18 @@ class StubOpenAIServer:
             delta = word if index == 0 else " " + word
             event = {"choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]}
             await reply.write(f"data: {json.dumps(event)}\n\n".encode())
+            if index == 0 and self.stream_gate is not None:
+                await self.stream_gate.wait()
+        if usage is not None:
+            self.served_prompt_tokens += usage["prompt_tokens"]
+            self.served_completion_tokens += usage["completion_tokens"]
+            await reply.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
         await reply.write(b"data: [DONE]\n\n")
         await reply.write_eof()
         return reply
+
+    def _fields(self, payload: dict[str, Any], index: int) -> dict[str, Any]:
+        return {} if self._message_fields is None else self._message_fields(payload, index)
 
     def _completion(self, payload: dict[str, Any]) -> dict[str, Any]:
         n = int(payload.get("n", 1))
@@ -152,7 +180,8 @@ class StubOpenAIServer:
             "object": "chat.completion",
             "model": payload.get("model", "stub"),
             "choices": [
-                _choice(i, t, with_logprobs=bool(payload.get("logprobs"))) for i, t in enumerate(texts)
+                _choice(i, t, with_logprobs=bool(payload.get("logprobs")), fields=self._fields(payload, i))
+                for i, t in enumerate(texts)
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
@@ -162,12 +191,12 @@ class StubOpenAIServer:
         }
 
 
-def _choice(index: int, text: str, *, with_logprobs: bool) -> dict[str, Any]:
+def _choice(index: int, text: str, *, with_logprobs: bool, fields: dict[str, Any]) -> dict[str, Any]:
     """One choice; with logprobs, each word is a token of log-probability -len(word) / 10."""
     choice: dict[str, Any] = {
         "index": index,
-        "message": {"role": "assistant", "content": text},
-        "finish_reason": "stop",
+        "message": {"role": "assistant", "content": text, **fields},
+        "finish_reason": "tool_calls" if "tool_calls" in fields else "stop",
     }
     if with_logprobs:
         tokens = [{"token": word, "logprob": -len(word) / 10} for word in text.split()]
