@@ -1,0 +1,5 @@
+"""`python -m budgetflow …` is the `budgetflow` command."""
+
+from budgetflow.cli import app
+
+app()
