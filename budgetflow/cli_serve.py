@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -68,8 +70,8 @@ def serve_command(
             prices=parse_prices(price or []),
         )
         store = _open_store(keys)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(spec, settings, store, host, port))
+        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(spec, settings, store, host, port))
     except BudgetflowError as exc:
         raise exit_for(exc) from exc
 
@@ -85,11 +87,27 @@ async def _serve(
     await web.TCPSite(runner, host, port).start()
     bound = runner.addresses[0][1]
     auth = "API keys required" if store is not None else "no key store: requests are not authenticated"
-    console.print(f"budgetflow serving {settings.upstream_model} on http://{host}:{bound}/v1 ({auth})")
+    url = f"http://{host}:{bound}/v1"
+    console.print(f"budgetflow serving {settings.upstream_model} on {url} ({auth})", soft_wrap=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still raises KeyboardInterrupt
+            loop.add_signal_handler(signal_number, stopping.set)
     try:
-        await asyncio.Event().wait()
+        await stopping.wait()
+        console.print("budgetflow serve: stopping (requests in flight are cancelled and settled)")
     finally:
         await runner.cleanup()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (not on Windows), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _upstream_spec(

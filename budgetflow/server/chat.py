@@ -18,7 +18,6 @@ from typing import Any, Final
 from budgetflow.answers.extract import extract_answer
 from budgetflow.answers.voting import answer_key
 from budgetflow.backends.base import Backend, StreamTail
-from budgetflow.backends.wrappers.budgeted import prompt_token_bound
 from budgetflow.budget import Budget, Price
 from budgetflow.events import Event, EventStream, RequestFinished, UnitCompleted
 from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
@@ -63,14 +62,11 @@ class ChatRunner:
         self.prices = prices or {}
         self.request_budget_cap = request_budget_cap
 
-    def prompt_bound(self, chat: ChatRequest) -> int:
-        return prompt_token_bound(chat.messages, passthrough=chat.passthrough)
-
     def worst_case(self, chat: ChatRequest) -> int:
         """The most this request may spend: `single` its prompt (as often as the upstream reads
         it) and `n` x max_tokens; a strategy its explicit budget, else its sample count x (prompt
         + max_tokens) x its cost factor, within the server's per-request cap."""
-        prompt = self.prompt_bound(chat)
+        prompt = chat.prompt_bound
         if chat.served.single:
             copies = self.upstream.prompt_copies(self._request(chat))
             return prompt * copies + chat.sampling.max_tokens * chat.n
@@ -88,8 +84,11 @@ class ChatRunner:
         return min(estimate, self.request_budget_cap)
 
     def minimum(self, chat: ChatRequest) -> int:
-        """The least a request can be run with: its prompt and one generated token."""
-        return self.prompt_bound(chat) + 1
+        """The least a request can be run with: `single` its prompt and one generated token (its
+        max_tokens is cut to fit); a strategy one whole sample."""
+        if chat.served.single:
+            return chat.prompt_bound + 1
+        return chat.prompt_bound + chat.sampling.max_tokens
 
     def check(self, chat: ChatRequest) -> None:
         """Refuse what a strategy cannot honour, before anything is reserved or sent."""
@@ -112,12 +111,15 @@ class ChatRunner:
         budget: Budget,
         on_event: Callable[[Event], None] | None = None,
     ) -> ChatResult:
-        context, calls = self._context(chat, budget, on_event)
+        quiet = chat.served.single and on_event is None  # one call: its usage is the unit's
+        context, calls = self._context(chat, budget, on_event, quiet=quiet)
         unit = context.unit(request_id, index=0, kind="server")
         if chat.served.single:
             request = self._request(chat, fitting=budget.total_tokens)
             response = await unit.draw(request, shrink=False)
             choices = response.completions if response is not None else ()
+            if quiet and response is not None:
+                calls.record("complete", response.usage)
             extension = _extension(chat, context, calls, samples=len(choices), reason="single sample")
             return ChatResult(choices=choices, usage=unit.usage, spent=unit.spent, extension=extension)
         outcome = await self._strategy(chat, unit)
@@ -134,7 +136,7 @@ class ChatRunner:
     ) -> AsyncIterator[str]:
         """The upstream's deltas of one `single` completion as they arrive; what the unit's
         ledger settled is appended to `spent_out` when the stream ends (or is stopped)."""
-        context, _ = self._context(chat, budget, None)
+        context, _ = self._context(chat, budget, None, quiet=True)
         unit = context.unit(request_id, index=0, kind="server")
         try:
             async for delta in unit.stream(self._request(chat, fitting=budget.total_tokens)):
@@ -144,12 +146,19 @@ class ChatRunner:
             spent_out.append(unit.spent)
 
     def _context(
-        self, chat: ChatRequest, budget: Budget, on_event: Callable[[Event], None] | None
+        self,
+        chat: ChatRequest,
+        budget: Budget,
+        on_event: Callable[[Event], None] | None,
+        *,
+        quiet: bool = False,
     ) -> tuple[RunContext, _CallLog]:
+        """A run for one request; its event stream has subscribers (the call log, a streaming
+        client's progress) unless `quiet`, when emitting costs nothing."""
         events = EventStream()
         if on_event is not None:
             events.subscribe(on_event)
-        calls = _CallLog(events)
+        calls = _CallLog(None if quiet else events)
         context = RunContext(
             self.upstream,
             budget=budget,
@@ -174,7 +183,7 @@ class ChatRunner:
         if fitting is None:
             return request
         copies = self.upstream.prompt_copies(request)
-        room = (fitting - self.prompt_bound(chat) * copies) // chat.n
+        room = (fitting - chat.prompt_bound * copies) // chat.n
         if room < sampling.max_tokens:
             request = replace(request, sampling=replace(sampling, max_tokens=max(1, room)))
         return request
@@ -194,20 +203,24 @@ class ChatRunner:
 class _CallLog:
     """Every upstream call of one request (kind, usage, seconds), from the run's event stream."""
 
-    def __init__(self, events: EventStream) -> None:
+    def __init__(self, events: EventStream | None) -> None:
         self.calls: list[dict[str, Any]] = []
-        events.subscribe(self._record)
+        if events is not None:
+            events.subscribe(self._on_event)
 
-    def _record(self, event: Event) -> None:
+    def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestFinished):
-            self.calls.append(
-                {
-                    "kind": event.kind,
-                    "prompt_tokens": event.usage.prompt_tokens,
-                    "completion_tokens": event.usage.completion_tokens,
-                    "seconds": round(event.seconds, 4),
-                }
-            )
+            self.record(event.kind, event.usage, event.seconds)
+
+    def record(self, kind: str, usage: Usage, seconds: float | None = None) -> None:
+        call: dict[str, Any] = {
+            "kind": kind,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+        }
+        if seconds is not None:
+            call["seconds"] = round(seconds, 4)
+        self.calls.append(call)
 
 
 def _extension(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from budgetflow.backends.wrappers.budgeted import prompt_token_bound
 from budgetflow.errors import ConfigError
 from budgetflow.server.routing import ServedStrategy, route
 from budgetflow.types import (
@@ -90,6 +91,8 @@ class ChatRequest:
     include_usage: bool
     passthrough: JsonFields
     model: str
+    #: An upper bound on the prompt's tokens (messages and verbatim fields), without a tokenizer.
+    prompt_bound: int
 
     @property
     def uses_tools(self) -> bool:
@@ -112,6 +115,9 @@ def parse_chat_request(body: object, *, default_max_tokens: int, max_tokens_cap:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("stream_options must be an object", param="stream_options")
+    passthrough = tuple(
+        (name, json.dumps(body[name])) for name in PASSTHROUGH_FIELDS if body.get(name) is not None
+    )
     return ChatRequest(
         served=served,
         messages=messages,
@@ -119,10 +125,9 @@ def parse_chat_request(body: object, *, default_max_tokens: int, max_tokens_cap:
         n=_integer(body, "n", 1, low=1, high=128),
         stream=stream,
         include_usage=bool(options and options.get("include_usage")),
-        passthrough=tuple(
-            (name, json.dumps(body[name])) for name in PASSTHROUGH_FIELDS if body.get(name) is not None
-        ),
+        passthrough=passthrough,
         model=str(body["model"]),
+        prompt_bound=prompt_token_bound(messages, passthrough=passthrough),
     )
 
 

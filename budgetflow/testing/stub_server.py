@@ -204,15 +204,17 @@ def _choice(index: int, text: str, *, with_logprobs: bool, fields: dict[str, Any
     return choice
 
 
-async def _serve_forever() -> None:
+async def _serve_forever(delay: float) -> None:
     # A benchmark target: it keeps no payloads, so it does not slow down as a long run goes on.
     server = StubOpenAIServer(
-        reply=lambda payload, index: "The answer is 42. Answer: 42", keep_payloads=False
+        reply=lambda payload, index: "The answer is 42. Answer: 42", keep_payloads=False, delay=delay
     )
     await server.start()
     print(server.port, flush=True)
     await asyncio.Event().wait()
 
 
-if __name__ == "__main__":  # python -m budgetflow.testing.stub_server: print the port, serve until killed
-    asyncio.run(_serve_forever())
+if __name__ == "__main__":  # python -m budgetflow.testing.stub_server [SECONDS]: print the port, serve
+    import sys
+
+    asyncio.run(_serve_forever(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0))
