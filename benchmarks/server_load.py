@@ -10,15 +10,16 @@ environment is there (`bash benchmarks/optillm_env.sh` builds it), OptiLLM's pro
   requests: it is two orders of magnitude slower);
 * latency at concurrency 1: p50 per request direct and through budgetflow (p50 added), and time
   to the first content byte of a streamed `single` request through budgetflow;
-* vote-8 through budgetflow vs OptiLLM's `self_consistency` (8 samples) against a stub that takes
-  50 ms a request: wall time per request (budgetflow sends the samples at once);
+* vote-8 and vote-5 through budgetflow vs OptiLLM's `self_consistency` (5 samples, fixed in its
+  code) against a stub that takes 50 ms a request: wall time per request (budgetflow sends the
+  samples at once, OptiLLM one after another);
 * a mixed load: --mixed-requests requests over three keys (one ample, two tight budgets) and four
   strategies, checked for overspend, lost or duplicated responses and phantom refusals.
 
     python benchmarks/server_load.py [--requests 4000] [--rounds 3] [--mixed-requests 3000]
 
 Last stdout line: {"budgetflow_rps": …, "direct_rps": …, "optillm_rps": …, "p50_added_ms": …,
-"ttfb_ms": …, "vote8_ms": …, "optillm_sc8_ms": …, "mixed": {…}}
+"ttfb_ms": …, "vote8_ms": …, "vote5_ms": …, "optillm_sc5_ms": …, "mixed": {…}}
 """
 
 from __future__ import annotations
@@ -99,7 +100,18 @@ def optillm_server(python: str | None, upstream: str, approach: str) -> Iterator
         yield None
         return
     port = _free_port()
-    command = [python, "-m", "optillm", "--base-url", upstream, "--port", str(port), "--approach", approach]
+    script = str(Path(python).with_name("optillm"))
+    command = [
+        script,
+        "--base-url",
+        upstream,
+        "--port",
+        str(port),
+        "--approach",
+        approach,
+        "--host",
+        "127.0.0.1",
+    ]
     child = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -213,16 +225,16 @@ async def throughput(args: argparse.Namespace, targets: dict[str, str | None]) -
 
 
 async def voting(budgetflow_url: str, optillm_url: str | None, requests: int) -> dict[str, float | None]:
-    """Mean wall time per request of 8-sample voting against the 50 ms stub."""
-    out: dict[str, float | None] = {"vote8_ms": None, "optillm_sc8_ms": None}
+    """Mean wall time per request of voting against the 50 ms stub: budgetflow's vote-8 and
+    vote-5, and OptiLLM's self_consistency (its sample count is fixed at 5)."""
+    out: dict[str, float | None] = {"vote8_ms": None, "vote5_ms": None, "optillm_sc5_ms": None}
     async with aiohttp.ClientSession() as session:
-        ours = chat(session, budgetflow_url, "vote-8/stub")
-        _, ours_times = await run_load(ours, requests, 1)
-        out["vote8_ms"] = statistics.mean(ours_times) * 1000
+        for samples in (8, 5):
+            _, ours = await run_load(chat(session, budgetflow_url, f"vote-{samples}/stub"), requests, 1)
+            out[f"vote{samples}_ms"] = statistics.mean(ours) * 1000
         if optillm_url is not None:
-            theirs = chat(session, optillm_url, "self_consistency-stub", n=1)
-            _, their_times = await run_load(theirs, requests, 1)
-            out["optillm_sc8_ms"] = statistics.mean(their_times) * 1000
+            _, theirs = await run_load(chat(session, optillm_url, "self_consistency-stub"), requests, 1)
+            out["optillm_sc5_ms"] = statistics.mean(theirs) * 1000
     return out
 
 
@@ -308,8 +320,8 @@ def main(args: argparse.Namespace) -> None:
         f"time to first byte (streamed single) {measured['ttfb_ms']:.2f} ms"
     )
     print(
-        "vote-8 vs self_consistency against a 50 ms stub: "
-        f"{voted['vote8_ms']:.0f} ms vs {voted['optillm_sc8_ms'] or 0:.0f} ms"
+        f"against a 50 ms stub: vote-8 {voted['vote8_ms']:.0f} ms, vote-5 {voted['vote5_ms']:.0f} ms, "
+        f"OptiLLM self_consistency (5 samples) {voted['optillm_sc5_ms'] or 0:.0f} ms per request"
     )
     print(f"mixed load: {json.dumps(load)}")
     print(
@@ -321,9 +333,10 @@ def main(args: argparse.Namespace) -> None:
                 "p50_added_ms": round(p50["budgetflow"] - p50["direct"], 3),
                 "ttfb_ms": round(measured["ttfb_ms"], 3),
                 "vote8_ms": round(voted["vote8_ms"] or 0, 1),
-                "optillm_sc8_ms": None
-                if voted["optillm_sc8_ms"] is None
-                else round(voted["optillm_sc8_ms"], 1),
+                "vote5_ms": round(voted["vote5_ms"] or 0, 1),
+                "optillm_sc5_ms": None
+                if voted["optillm_sc5_ms"] is None
+                else round(voted["optillm_sc5_ms"], 1),
                 "mixed": load,
             }
         )
