@@ -470,7 +470,11 @@ async def _errors(
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return ApiError(error.status, error.reason or "error", kind="invalid_request_error").response()
+        reply = ApiError(error.status, error.reason or "error", kind="invalid_request_error").response()
+        for name in ("Allow",):  # a 405 says which methods the path takes (RFC 9110)
+            if name in error.headers:
+                reply.headers[name] = error.headers[name]
+        return reply
     except Exception as error:  # every failure becomes a JSON error reply, never a traceback page
         return _api_error(error).response()
 
