@@ -328,3 +328,84 @@ def test_models_health_and_openapi_are_served() -> None:
 
 async def _collect(stream: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in stream]
+
+
+def test_a_key_s_request_rate_is_enforced_with_retry_after(tmp_path: Path) -> None:
+    store, secret = _keyed(tmp_path, budget_tokens=100_000, requests_per_minute=3)
+
+    async def body(client: AsyncOpenAI, stub: StubOpenAIServer, base_url: str) -> None:
+        for _ in range(3):
+            await client.chat.completions.create(model="stub", messages=QUESTION, max_tokens=4)
+        with pytest.raises(openai.RateLimitError, match="3 requests a minute") as raised:
+            await client.chat.completions.create(model="stub", messages=QUESTION, max_tokens=4)
+        assert 1 <= int(raised.value.response.headers["Retry-After"]) <= 60
+        assert stub.served_requests == 3
+
+    run_served(body, store=store, api_key=secret)
+
+
+def test_a_dollar_budget_is_kept_with_the_server_s_prices(tmp_path: Path) -> None:
+    from budgetflow.budget import Price
+
+    store, secret = _keyed(tmp_path, budget_dollars=0.0005, period_seconds=0)
+    prices = {"stub": Price(prompt_per_million=1.0, completion_per_million=2.0)}  # $0.000002 a token at most
+
+    async def body(client: AsyncOpenAI, stub: StubOpenAIServer, base_url: str) -> None:
+        replies = 0
+        with pytest.raises(openai.RateLimitError, match="dollar budget"):
+            for _ in range(100):
+                await client.chat.completions.create(model="stub", messages=QUESTION, max_tokens=16)
+                replies += 1
+        key = store.authenticate(secret)
+        assert key is not None and replies >= 1
+        assert 0 < key.spent_pico <= 500_000_000  # $0.0005 in picodollars
+        charged = prices["stub"].cost_pico(stub.served_prompt_tokens, stub.served_completion_tokens)
+        assert key.spent_pico == charged
+
+    run_served(
+        body, store=store, api_key=secret, settings=ServerSettings(upstream_model="stub", prices=prices)
+    )
+
+
+def test_a_dollar_budget_without_a_price_fails_closed(tmp_path: Path) -> None:
+    store, secret = _keyed(tmp_path, budget_dollars=1.0)
+
+    async def body(client: AsyncOpenAI, stub: StubOpenAIServer, base_url: str) -> None:
+        with pytest.raises(openai.InternalServerError, match="no price for 'stub'"):
+            await client.chat.completions.create(model="stub", messages=QUESTION)
+        assert stub.served_requests == 0
+
+    run_served(body, store=store, api_key=secret)
+
+
+def test_an_unavailable_key_store_refuses_with_503(tmp_path: Path) -> None:
+    store, secret = _keyed(tmp_path, budget_tokens=1000)
+
+    async def body(client: AsyncOpenAI, stub: StubOpenAIServer, base_url: str) -> None:
+        store._db.close()  # the store's connection is gone: nothing can be checked or charged
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {secret}"}
+            payload = {"model": "stub", "messages": QUESTION}
+            async with session.post(f"{base_url}/chat/completions", json=payload, headers=headers) as reply:
+                assert reply.status == 503 and "unavailable" in (await reply.json())["error"]["message"]
+            async with session.get(base_url.removesuffix("/v1") + "/health") as reply:
+                assert reply.status == 503
+        assert stub.served_requests == 0
+
+    run_served(body, store=store, api_key=secret)
+
+
+def test_oversized_bodies_and_bad_json_are_refused() -> None:
+    async def body(client: AsyncOpenAI, stub: StubOpenAIServer, base_url: str) -> None:
+        url = f"{base_url}/chat/completions"
+        async with aiohttp.ClientSession() as session:
+            huge = {"model": "stub", "messages": [{"role": "user", "content": "x" * 2_000_000}]}
+            async with session.post(url, json=huge) as reply:
+                assert reply.status == 413 and (await reply.json())["error"]["message"]
+            async with session.post(
+                url, data=b"{not json", headers={"Content-Type": "application/json"}
+            ) as reply:
+                assert reply.status == 400 and "not JSON" in (await reply.json())["error"]["message"]
+        assert stub.served_requests == 0
+
+    run_served(body, settings=ServerSettings(upstream_model="stub", body_limit_bytes=1_000_000))
