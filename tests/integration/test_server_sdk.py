@@ -166,6 +166,15 @@ def test_in_front_of_a_real_llama_cpp_server(llama_server: LlamaServer) -> None:
             assert text.strip() and usage and 0 < usage[0].completion_tokens <= 16
             voted = await client.chat.completions.create(model="vote-3/smollm2", messages=QUESTION, seed=3)  # type: ignore[arg-type]
             assert (voted.model_extra or {})["budgetflow"]["samples"] == 3
+            tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+            with_tools = await client.chat.completions.create(
+                model="smollm2",
+                messages=QUESTION,
+                tools=tools,
+                tool_choice="none",
+                max_tokens=8,  # type: ignore[arg-type]
+            )
+            assert with_tools.choices[0].message.content is not None  # llama.cpp took the tools and answered
             await client.close()
 
     asyncio.run(body())

@@ -409,3 +409,21 @@ def test_oversized_bodies_and_bad_json_are_refused() -> None:
         assert stub.served_requests == 0
 
     run_served(body, settings=ServerSettings(upstream_model="stub", body_limit_bytes=1_000_000))
+
+
+def test_an_upstream_that_times_out_is_504() -> None:
+    async def main() -> None:
+        async with StubOpenAIServer(reply=_voting_reply, delay=5) as upstream:
+            backend = OpenAICompatibleBackend(
+                base_url=upstream.base_url, model="stub", api_key="x", timeout=0.2
+            )
+            async with (
+                serving(backend, ServerSettings(upstream_model="stub")) as base_url,
+                aiohttp.ClientSession() as session,
+            ):
+                payload = {"model": "stub", "messages": QUESTION}
+                async with session.post(f"{base_url}/chat/completions", json=payload) as reply:
+                    assert reply.status == 504
+                    assert "did not answer in time" in (await reply.json())["error"]["message"]
+
+    asyncio.run(main())
