@@ -29,8 +29,13 @@ from budgetflow.types import Completion, Request, Spend, Usage
 
 __all__ = ["ChatResult", "ChatRunner", "Progress"]
 
-#: Strategies whose judges, verifiers or extra rounds cost about this many times their samples.
-_COST_FACTORS: Final = {"best_of_n": 3, "beam": 4, "prune": 2, "refine": 3, "synthesize": 2, "outline": 2}
+#: Strategies whose extra rounds cost about this many times their samples.
+_COST_FACTORS: Final = {"prune": 2, "refine": 3, "synthesize": 2, "outline": 2}
+#: Judged strategies: rounds of (samples + a judgement of each); a judgement is the judge's
+#: samples, each reading its template, the question and a solution (bytes: up to ~4 a token).
+_JUDGED_ROUNDS: Final = {"best_of_n": 1, "beam": 4}
+_JUDGE_SAMPLES: Final = 3
+_JUDGE_TEMPLATE_BYTES: Final = 160
 _NO_REQUEST_LIMIT: Final = EndpointLimits(concurrency=1 << 30)
 
 
@@ -80,8 +85,7 @@ class ChatRunner:
             return chat.served.budget_tokens
         name, _, count = chat.served.spec.partition("@")
         samples = int(count) if count else 8
-        estimate = samples * (prompt + chat.sampling.max_tokens) * _COST_FACTORS.get(name, 1)
-        return min(estimate, self.request_budget_cap)
+        return min(_estimate(name, samples, prompt, chat.sampling.max_tokens), self.request_budget_cap)
 
     def minimum(self, chat: ChatRequest) -> int:
         """The least a request can be run with: `single` its prompt and one generated token (its
@@ -221,6 +225,15 @@ class _CallLog:
         if seconds is not None:
             call["seconds"] = round(seconds, 4)
         self.calls.append(call)
+
+
+def _estimate(name: str, samples: int, prompt: int, max_tokens: int) -> int:
+    """The most strategy `name` with `samples` samples is expected to spend."""
+    sample = prompt + max_tokens
+    if name in _JUDGED_ROUNDS:
+        judgement = _JUDGE_SAMPLES * (_JUDGE_TEMPLATE_BYTES + prompt + 4 * max_tokens + 4)
+        return _JUDGED_ROUNDS[name] * samples * (sample + judgement)
+    return samples * sample * _COST_FACTORS.get(name, 1)
 
 
 def _extension(

@@ -57,11 +57,18 @@ class StubOpenAIServer:
         keep_payloads: bool = True,
         message_fields: MessageFields | None = None,
         stream_gate: asyncio.Event | None = None,
+        stream_usage: bool = True,
+        cancel_on_disconnect: bool = False,
     ) -> None:
         self._reply = reply
         self._message_fields = message_fields
         #: When set, a stream sends its first word and waits for the gate before the rest.
         self.stream_gate = stream_gate
+        #: Whether a stream reports its usage when asked (`stream_options.include_usage`).
+        self._stream_usage = stream_usage
+        #: Whether a request stops when its client hangs up (as vLLM's do), or is served to the end
+        #: and counted as served (as a server that never notices does).
+        self._cancel_on_disconnect = cancel_on_disconnect
         self._keep_payloads = keep_payloads
         self._max_choices = max_choices
         self._delay = delay
@@ -88,7 +95,7 @@ class StubOpenAIServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=self._cancel_on_disconnect)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -131,9 +138,8 @@ class StubOpenAIServer:
             return web.Response(status=fault.status, text=fault.body or "{}", headers=headers)
         completion = self._completion(payload)
         if payload.get("stream"):
-            usage = (
-                completion["usage"] if (payload.get("stream_options") or {}).get("include_usage") else None
-            )
+            asked = (payload.get("stream_options") or {}).get("include_usage")
+            usage = completion["usage"] if asked and self._stream_usage else None
             return await self._stream(request, completion["choices"][0]["message"]["content"], usage)
         body = json.dumps(completion)
         if fault is not None and fault.truncate:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from budgetflow.backends.base import StreamTail
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.errors import (
     AuthenticationFailed,
@@ -21,7 +22,7 @@ from budgetflow.errors import (
     ServerError,
 )
 from budgetflow.testing import Fault, StubOpenAIServer
-from budgetflow.types import ImagePart, Message, Request, SamplingParams, TextPart
+from budgetflow.types import ImagePart, Message, Request, SamplingParams, TextPart, Usage
 
 T = TypeVar("T")
 
@@ -161,7 +162,10 @@ def test_cancelling_closes_the_in_flight_request() -> None:
 def test_streaming_yields_server_sent_deltas() -> None:
     async def check(server: StubOpenAIServer, backend: OpenAICompatibleBackend) -> None:
         deltas = [d async for d in backend.stream(Request.from_prompt("q"))]
-        assert deltas == ["the", " answer", " is", " 7"] and server.payloads[-1]["stream"] is True
+        assert deltas[:-1] == ["the", " answer", " is", " 7"] and server.payloads[-1]["stream"] is True
+        tail = deltas[-1]  # the usage the server reported, asked for with stream_options
+        assert isinstance(tail, StreamTail) and tail == "" and tail.usage == Usage(1, 4)
+        assert server.payloads[-1]["stream_options"] == {"include_usage": True}
         server.inject(Fault(status=429, retry_after="1"))
         with pytest.raises(RateLimited):
             _ = [d async for d in backend.stream(Request.from_prompt("q"))]
@@ -171,7 +175,10 @@ def test_streaming_yields_server_sent_deltas() -> None:
     with_server(check, reply=lambda payload, index: "the answer is 7")
 
 
-def test_budgeted_streams_settle_conservatively() -> None:
+@pytest.mark.parametrize(("reports_usage", "charged"), [(True, 4), (False, 20)])
+def test_budgeted_streams_settle_to_reported_usage_else_conservatively(
+    reports_usage: bool, charged: int
+) -> None:
     from budgetflow.backends.wrappers import Budgeted
     from budgetflow.budget import Budget, Ledger
 
@@ -181,10 +188,11 @@ def test_budgeted_streams_settle_conservatively() -> None:
         request = Request.from_prompt("q", sampling=SamplingParams(max_tokens=20))
         text = "".join([d async for d in budgeted.stream(request)])
         assert text == "the answer is 7"
-        # no usage in a text stream and no tokenizer here: the whole reservation is charged
-        assert ledger.reserved.total_tokens == 0 and ledger.spent.completion_tokens == 20
+        # the server's reported usage when it sends it; else, with no tokenizer here, the whole
+        # reservation is charged
+        assert ledger.reserved.total_tokens == 0 and ledger.spent.completion_tokens == charged
 
-    with_server(check, reply=lambda payload, index: "the answer is 7")
+    with_server(check, reply=lambda payload, index: "the answer is 7", stream_usage=reports_usage)
 
 
 def test_budget_reserves_the_prompt_per_sample_when_the_server_may_fan_out() -> None:

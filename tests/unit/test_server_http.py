@@ -292,7 +292,8 @@ def test_a_client_that_disconnects_cancels_the_work_and_releases_its_reservation
         assert info is not None and info.reserved_tokens == 0 and info.spent_tokens == 0
         assert stub.cancelled_requests == 1  # the upstream request was stopped too
 
-    run_served(body, store=store, api_key=secret, stub=StubOpenAIServer(reply=_voting_reply, delay=60))
+    stub = StubOpenAIServer(reply=_voting_reply, delay=60, cancel_on_disconnect=True)
+    run_served(body, store=store, api_key=secret, stub=stub)
 
 
 def test_upstream_failures_are_502_with_the_upstream_status() -> None:
@@ -427,3 +428,18 @@ def test_an_upstream_that_times_out_is_504() -> None:
                     assert "did not answer in time" in (await reply.json())["error"]["message"]
 
     asyncio.run(main())
+
+
+def test_best_of_n_usage_includes_the_judge_calls() -> None:
+    async def body(client: AsyncOpenAI, stub: StubOpenAIServer, base_url: str) -> None:
+        reply = await client.chat.completions.create(
+            model="best_of_n-2/stub", messages=QUESTION, max_tokens=12, seed=1
+        )
+        assert reply.usage is not None
+        assert stub.served_requests > 2  # two samples that disagree (seeds 3, 4), then the judge's calls
+        assert reply.usage.prompt_tokens == stub.served_prompt_tokens
+        assert reply.usage.completion_tokens == stub.served_completion_tokens
+        calls = (reply.model_extra or {})["budgetflow"]["calls"]
+        assert sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls) == reply.usage.total_tokens
+
+    run_served(body)
