@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from budgetflow.backends.llama_engine import PROMPT_CHUNK, DecodeCancelled, LlamaEngine, common_prefix
-from budgetflow.backends.llama_sample import Sample, SequenceResult, TextCallback, stop_hold
+from budgetflow.backends.llama_sample import Sample, SequenceResult, TextCallback, finishing_order, stop_hold
 from budgetflow.backends.token_sampling import sequence_generator, token_logprob
 from budgetflow.errors import BackendError, ConfigError
 from budgetflow.types import SamplingParams
@@ -389,7 +389,7 @@ class ContinuousBatcher:
             if sample.finish_reason is None:
                 sample.finish("cancelled", job.on_text)
         if job.finish_after is not None:
-            samples.sort(key=lambda s: s.finished_at if s.finished_at >= 0 else len(samples) + s.index)
+            samples = finishing_order(samples)
         self._release(job)
         job.future.set_result([sample.result() for sample in samples])
 

@@ -17,7 +17,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from budgetflow.backends.llama_sample import Sample, SequenceResult, TextCallback, stop_hold
+from budgetflow.backends.llama_sample import Sample, SequenceResult, TextCallback, finishing_order, stop_hold
 from budgetflow.backends.token_sampling import sequence_generator, token_logprob
 from budgetflow.errors import BackendError, ConfigError, ModelFileError
 from budgetflow.types import Message, SamplingParams
@@ -232,7 +232,7 @@ class LlamaEngine:
             if s.finish_reason is None:
                 self._finish(s, "cancelled")
         if finish_after is not None:
-            sequences.sort(key=lambda s: s.finished_at if s.finished_at >= 0 else len(sequences) + s.index)
+            sequences = finishing_order(sequences)
         return [s.result() for s in sequences]
 
     def score(self, prompt_tokens: list[int], continuations: list[list[int]]) -> list[float]:

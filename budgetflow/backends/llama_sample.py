@@ -15,7 +15,7 @@ import numpy as np
 from budgetflow.backends.token_sampling import FloatArray, sample_next_token, token_logprob
 from budgetflow.types import SamplingParams
 
-__all__ = ["Sample", "SequenceResult", "TextCallback"]
+__all__ = ["Sample", "SequenceResult", "TextCallback", "finishing_order"]
 
 #: `on_text(sample_index, delta)`: text as it is generated.
 TextCallback = Callable[[int, str], None]
@@ -102,3 +102,13 @@ class Sample:
 def stop_hold(sampling: SamplingParams) -> int:
     """Characters to hold back while streaming: one less than the longest stop string."""
     return max((len(s) for s in sampling.stop), default=1) - 1
+
+
+def finishing_order(samples: list[Sample]) -> list[Sample]:
+    """The samples that finished, in the order they did, then the stopped ones by index.
+
+    (A key that read `len(samples)` inside `list.sort` would see 0: CPython empties a list while
+    sorting it, and stopped samples with low indices then came before finished ones.)"""
+    return sorted(
+        samples, key=lambda s: (s.finished_at < 0, s.finished_at if s.finished_at >= 0 else s.index)
+    )

@@ -48,7 +48,16 @@ def test_n_samples_are_seeded_diverse_and_counted_per_sample(
     assert len(first.completions) == 4
     assert first.texts == again.texts  # seeded: reproducible
     assert len(set(first.texts)) >= 2  # but the samples differ from each other
-    assert single.texts[0] == first.texts[0]  # sample i depends on (seed, i) only, not on batch size
+    assert (
+        single.texts
+        == loop.run_until_complete(
+            backend.complete(Request.from_prompt("Name an animal.", sampling=sampling))
+        ).texts
+    )
+    # Not asserted: single.texts[0] == first.texts[0]. Sample 0 of n=4 starts from the same seed,
+    # but decoding 4 sequences in one batch moves llama.cpp's logits slightly (how much depends
+    # on the CPU's kernels: on an AVX2-only EPYC the texts part after a few tokens), so seeds make
+    # a request reproducible, not independent of its own batch size.
     assert first.usage.prompt_tokens == single.usage.prompt_tokens  # the prompt is paid once
     assert first.usage.completion_tokens == sum(c.completion_tokens for c in first.completions)
 
@@ -171,10 +180,14 @@ def test_keep_first_stops_the_slow_samples_mid_generation(
         backend.complete(Request.from_prompt("Name a fruit.", sampling=sampling, n=6, keep_first=2))
     )
     assert len(first.completions) == 2
-    shortest = sorted(c.completion_tokens for c in full.completions)[:2]
-    assert sorted(c.completion_tokens for c in first.completions) == shortest
     assert all(c.finish_reason != "cancelled" for c in first.completions)
     assert first.usage.completion_tokens < full.usage.completion_tokens
+    # The 4 others were stopped at the step the second one finished: each had generated as many
+    # tokens as it (one more when it ended on the end-of-text token, which is not counted), and
+    # those count in usage. (Which two finish first is not compared with the full run: batch
+    # composition moves the logits, so the runs part after a few tokens.)
+    kept = [c.completion_tokens for c in first.completions]
+    assert sum(kept) + 4 * max(kept) <= first.usage.completion_tokens <= sum(kept) + 4 * (max(kept) + 1)
 
 
 def test_prefix_reuse_does_not_change_outputs(

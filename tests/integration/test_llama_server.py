@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from budgetflow.backends.base import StreamTail
 from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.errors import BadRequest, EndpointUnreachable
 from budgetflow.testing.llama_server import LlamaServer, start_llama_server, stop_llama_server
@@ -93,17 +94,25 @@ def test_server_killed_mid_request(model_path: Path, tmp_path: Path) -> None:
 
 
 def test_streaming_from_a_real_server(llama_server: LlamaServer) -> None:
-    async def body() -> tuple[list[str], str]:
+    async def body() -> tuple[list[str], Response]:
         async with _backend(llama_server) as backend:
             request = Request.from_prompt(
                 "Name three colours.", sampling=SamplingParams(temperature=0, max_tokens=24)
             )
             deltas = [d async for d in backend.stream(request)]
-            whole = (await backend.complete(request)).texts[0]
+            whole = await backend.complete(request)
         return deltas, whole
 
     deltas, whole = asyncio.run(body())
-    assert len(deltas) > 3 and "".join(deltas) == whole
+    text = "".join(deltas)
+    assert len(deltas) > 3 and text.strip()
+    # llama-cpp-python 0.3.36's server ignores stream_options.include_usage: no StreamTail, so a
+    # budget settles such a stream conservatively (the whole max_tokens)
+    assert not any(isinstance(delta, StreamTail) for delta in deltas)
+    assert whole.usage.prompt_tokens > 5
+    # Not asserted: text == whole.texts[0]. The second request finds its prompt in the server's
+    # cache and decodes only the rest, and llama.cpp's batched kernels round differently from its
+    # one-token ones on some CPUs (AVX2-only EPYC): greedy decoding can part after a few tokens.
 
 
 def test_log_probabilities_from_a_real_server(llama_server: LlamaServer) -> None:

@@ -120,3 +120,14 @@ def test_a_request_cancelled_while_waiting_never_runs() -> None:
         assert [r.tokens for r in running.result(timeout=30)] == [400, 400]
     finally:
         batcher.close()
+
+
+def test_keep_first_returns_the_finishers_before_every_stopped_sample() -> None:
+    """Sample 0 was stopped, samples 2 and 1 finished in that order: the finishers come first
+    (a sort key reading the list's length inside list.sort once put sample 0 first)."""
+    from budgetflow.backends.llama_sample import Sample, finishing_order
+    from budgetflow.backends.token_sampling import sequence_generator
+
+    samples = [Sample(i, sequence_generator(1, i)) for i in range(6)]
+    samples[2].finished_at, samples[1].finished_at = 0, 1
+    assert [s.index for s in finishing_order(samples)] == [2, 1, 0, 3, 4, 5]
