@@ -210,6 +210,17 @@ class Ledger:
                 )
             )
 
+    def charge(self, actual: Spend) -> None:
+        """Count spend that was reserved and paid before this ledger existed (a call replayed
+        from a journal on resume): it is not checked against the limits again, and it is on the
+        event stream as a settlement of reservation 0."""
+        for ledger in self._chain():
+            ledger._spent.add(actual)
+        if self.events is not None and self.events.active:
+            self.events.emit(
+                BudgetSettled(ledger=self.name, reservation_id=0, reserved=actual, actual=actual)
+            )
+
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation that spent nothing."""
         self._close(reservation)

@@ -15,6 +15,14 @@ from budgetflow.allocate import Allocator, make_allocator
 from budgetflow.allocate.policy import PolicyTable
 from budgetflow.budget import Budget
 from budgetflow.cli_bank import bank_app
+from budgetflow.cli_journal import (
+    JOURNAL_DEFAULT,
+    JournalOpt,
+    SessionOpt,
+    interrupted,
+    open_journaling,
+    resume_arguments,
+)
 from budgetflow.cli_options import (
     CONFIDENCE_WEIGHT_DEFAULT,
     GREEDY_EVIDENCE_DEFAULT,
@@ -79,7 +87,7 @@ from budgetflow.evaluate.datasets import (
 )
 from budgetflow.evaluate.report import plot_reports, write_markdown
 from budgetflow.evaluate.runner import StrategyReport
-from budgetflow.evaluate.session import DatasetSpec, EvalConfig, run_eval, write_results
+from budgetflow.evaluate.session import DatasetSpec, EvalConfig, Journaling, run_eval, write_results
 from budgetflow.events import BudgetSettled, Event, QuestionFinished
 from budgetflow.runtime.context import EndpointLimits, RetryPolicy
 from budgetflow.runtime.endpoints import EndpointSpec
@@ -174,6 +182,8 @@ def eval_command(
     system: SystemOpt = None,
     output: OutputOpt = Path("results/eval.json"),
     plots: PlotsOpt = True,
+    journal: JournalOpt = JOURNAL_DEFAULT,
+    session: SessionOpt = None,
 ) -> None:
     """Answer a dataset with one or more strategies and compare accuracy, tokens and time.
 
@@ -221,10 +231,27 @@ def eval_command(
             policy=_policy(policy, temperature),
         )
         data = config.dataset.load()
-        reports = asyncio.run(_run_with_progress(config, data, output))
+        journaling = open_journaling(journal, session, config)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
+    reports = _journaled_run(config, data, output, journaling)
     _render(reports, backend, output, plots)
+
+
+def _journaled_run(
+    config: EvalConfig, data: Dataset, output: Path, journaling: Journaling
+) -> list[StrategyReport]:
+    """The runs, journaled; Ctrl-C says what was kept and how to resume."""
+    try:
+        reports = asyncio.run(_run_with_progress(config, data, output, journaling))
+        journaling.journal.finish_session(journaling.session)
+        return reports
+    except KeyboardInterrupt:
+        raise interrupted(journaling) from None
+    except BudgetflowError as exc:
+        raise exit_for(exc) from None
+    finally:
+        journaling.journal.close()
 
 
 def _check_output(output: Path) -> None:
@@ -312,7 +339,9 @@ def _field_map(question: str | None, answer: str | None, identifier: str | None)
     )
 
 
-async def _run_with_progress(config: EvalConfig, data: Dataset, output: Path) -> list[StrategyReport]:
+async def _run_with_progress(
+    config: EvalConfig, data: Dataset, output: Path, journaling: Journaling | None = None
+) -> list[StrategyReport]:
     """Run `config` with a progress bar per run, writing the results after every run."""
     with _progress() as progress:
 
@@ -322,11 +351,18 @@ async def _run_with_progress(config: EvalConfig, data: Dataset, output: Path) ->
         def save(reports: list[StrategyReport]) -> None:
             write_results(output, data, reports, config.sampling)
 
-        return await run_eval(config, data, watch=watch, on_report=save)
+        return await run_eval(config, data, watch=watch, on_report=save, journaling=journaling)
 
 
 def _render(reports: list[StrategyReport], backend: str, output: Path, plots: bool) -> None:
     stdout.print(_summary_table(reports, chosen_name=backend))
+    for report in reports:
+        if report.replayed_calls or report.ambiguous_calls:
+            console.print(
+                f"{report.strategy}: resumed — {report.replayed_calls} calls answered from the journal "
+                f"(not sent again), {report.ambiguous_calls} in flight when it stopped and sent again "
+                "(ambiguous: the endpoint may have billed them twice)"
+            )
     written = [output, output.with_suffix(".md")]
     write_markdown(reports, written[1])
     if plots and reports:
@@ -390,4 +426,17 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
 
 app.add_typer(bank_app, name="bank")
 app.command("serve")(serve_command)
+
+
+@app.command("resume")
+def resume_command(
+    session: Annotated[str, typer.Argument(help="The session to resume (printed when it stopped).")],
+    journal: JournalOpt = JOURNAL_DEFAULT,
+) -> None:
+    """Resume a `budgetflow eval` session that was killed or interrupted: calls that had
+    finished are answered from the journal (not sent, not paid again); calls in flight when it
+    stopped are sent again."""
+    app(resume_arguments(session, journal), standalone_mode=False)
+
+
 app.add_typer(keys_app, name="keys")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from budgetflow.allocate import Allocator
@@ -27,6 +27,7 @@ from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport, announce_finished
 from budgetflow.events import EventStream
+from budgetflow.journal import RecordedStep
 from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
 from budgetflow.strategies.verifiers import likelihood_scores
 from budgetflow.types import Completion, Message, Request, SamplingParams
@@ -93,6 +94,7 @@ async def run_allocated(
     events: EventStream | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
     ensemble: bool = False,
+    recorded: Mapping[tuple[str, int], RecordedStep] | None = None,
 ) -> StrategyReport:
     """Answer `dataset` with at most `budget_samples` samples in all, spent where `allocator` says.
 
@@ -110,6 +112,7 @@ async def run_allocated(
         prices=prices,
         events=events,
         seed=sampling.seed,
+        recorded=recorded,
     )
     run = AllocationRun(
         dataset=dataset,
@@ -292,6 +295,7 @@ async def build_report(
             on_result(result)
     report.spent = context.ledger.spent
     report.reserved_at_end = context.ledger.reserved
+    report.replayed_calls, report.ambiguous_calls = context.replayed_calls, context.ambiguous_calls
     return report
 
 

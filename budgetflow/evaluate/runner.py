@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget, Price
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.events import EventStream, QuestionFinished, UnitFinished
+from budgetflow.journal import RecordedStep
 from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
 from budgetflow.runtime.scheduler import check_fits, run_units
 from budgetflow.runtime.strategy_runner import run_strategy
@@ -47,6 +48,10 @@ class StrategyReport:
     spent: Spend = field(default_factory=Spend)
     reserved_at_end: Spend = field(default_factory=Spend)
     budget: Budget | None = None
+    #: On a resumed run: calls answered from the journal (not sent again), and calls that were
+    #: in flight when the run stopped and were sent again (the endpoint may have billed both).
+    replayed_calls: int = 0
+    ambiguous_calls: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -77,6 +82,8 @@ class StrategyReport:
             "budget_total_tokens": self.budget.total_tokens if self.budget else None,
             "spent_total_tokens": self.spent.total_tokens,
             "budget_exhausted_questions": sum(r.budget_exhausted for r in self.results),
+            "replayed_calls": self.replayed_calls,
+            "ambiguous_calls": self.ambiguous_calls,
         }
 
 
@@ -93,6 +100,7 @@ async def evaluate(
     limits: EndpointLimits | None = None,
     prices: dict[str, Price] | None = None,
     on_result: Callable[[QuestionResult], None] | None = None,
+    recorded: Mapping[tuple[str, int], RecordedStep] | None = None,
 ) -> StrategyReport:
     """Answer every question of `dataset` with `strategy`, `concurrency` questions at a time.
 
@@ -104,7 +112,8 @@ async def evaluate(
     Every token figure comes from the questions' ledgers (judges and verifiers included).
     Results are reported through `on_result` as each question finishes and returned in dataset
     order. A backend failure that retries cannot fix cancels the questions still running and
-    propagates.
+    propagates. `recorded` (a journaled run's steps) resumes that run: its finished calls are
+    answered from the journal, not sent again.
     """
     context = RunContext(
         backend,
@@ -114,6 +123,7 @@ async def evaluate(
         limits=limits,
         prices=prices,
         seed=sampling.seed,
+        recorded=recorded,
     )
     sampling = replace(sampling, stop=sampling.stop or dataset.stop)
     await check_fits(context, [Request(messages=q.messages, sampling=sampling) for q in dataset.questions])
@@ -133,6 +143,7 @@ async def evaluate(
     report.wall_seconds = time.perf_counter() - started
     report.spent = context.ledger.spent
     report.reserved_at_end = context.ledger.reserved
+    report.replayed_calls, report.ambiguous_calls = context.replayed_calls, context.ambiguous_calls
     return report
 
 

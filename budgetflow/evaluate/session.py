@@ -25,11 +25,12 @@ from budgetflow.evaluate.allocated_lanes import run_planned
 from budgetflow.evaluate.datasets import Dataset, FieldMap, PromptSpec, load_dataset
 from budgetflow.evaluate.runner import StrategyReport, evaluate
 from budgetflow.events import EventStream, Subscriber
+from budgetflow.journal import Journal, RecordedStep
 from budgetflow.runtime.endpoints import EndpointSpec, open_backend
 from budgetflow.strategies.base import Strategy
 from budgetflow.types import SamplingParams
 
-__all__ = ["DatasetSpec", "EvalConfig", "RunWatcher", "run_eval", "write_results"]
+__all__ = ["DatasetSpec", "EvalConfig", "Journaling", "RunWatcher", "run_eval", "write_results"]
 
 #: Called as each run starts with its name and its number of questions; what it returns (if
 #: anything) subscribes to that run's events (the CLI's progress bars).
@@ -99,50 +100,78 @@ class EvalConfig:
         return self.budget.deadline_seconds if self.budget else None
 
 
+@dataclass(frozen=True, slots=True)
+class Journaling:
+    """Where a session's runs are journaled: each run's id is `session/NAME`, and a run found in
+    the journal under that id is resumed (its finished calls answered from it)."""
+
+    journal: Journal
+    session: str
+
+    def run_id(self, name: str) -> str:
+        return f"{self.session}/{name}"
+
+
 async def run_eval(
     config: EvalConfig,
     data: Dataset,
     *,
     watch: RunWatcher | None = None,
     on_report: Callable[[list[StrategyReport]], None] | None = None,
+    journaling: Journaling | None = None,
 ) -> list[StrategyReport]:
-    """Every run of `config` on `data`, in order; `on_report` sees the reports so far after each."""
+    """Every run of `config` on `data`, in order; `on_report` sees the reports so far after each.
+    With `journaling`, every event goes to the journal and a run already journaled resumes."""
     reports: list[StrategyReport] = []
     backends = [open_backend(spec) for spec in (config.endpoint, *config.lanes)]
     async with contextlib.AsyncExitStack() as stack:
         for backend in backends:
             await stack.enter_async_context(backend)
         for strategy in config.strategies:
-            events = _events(watch, strategy.name, len(data))
-            reports.append(await _run_strategy(config, data, strategy, backends[0], events))
+            events = _events(watch, strategy.name, len(data), journaling)
+            recorded = journaling.journal.recorded(events.run_id) if journaling else None
+            reports.append(await _run_strategy(config, data, strategy, backends[0], events, recorded))
             if on_report is not None:
                 on_report(reports)
         for allocator in config.allocators:
             for total in config.budget_samples:
-                reports.append(await _run_allocator(config, data, allocator, total, backends, watch))
+                reports.append(
+                    await _run_allocator(config, data, allocator, total, backends, watch, journaling)
+                )
                 if on_report is not None:
                     on_report(reports)
         for total in config.budget_samples if config.policy is not None else ():
-            reports.append(await _run_policy(config, data, total, backends, watch))
+            reports.append(await _run_policy(config, data, total, backends, watch, journaling))
             if on_report is not None:
                 on_report(reports)
     return reports
 
 
 async def _run_policy(
-    config: EvalConfig, data: Dataset, total: int, backends: list[Backend], watch: RunWatcher | None
+    config: EvalConfig,
+    data: Dataset,
+    total: int,
+    backends: list[Backend],
+    watch: RunWatcher | None,
+    journaling: Journaling | None,
 ) -> StrategyReport:
     """The policy's plan for `total` samples over `data`, as an allocation run."""
     assert config.policy is not None
     plan = config.policy.for_budget(total / len(data))
     planned = config if plan.temperature is None else replace(config, temperature=plan.temperature)
-    report = await _run_allocator(planned, data, plan.build(), total, backends, watch)
+    report = await _run_allocator(
+        planned, data, plan.build(), total, backends, watch, journaling, f"policy@{total}"
+    )
     report.strategy = f"policy:{plan.label}@{total}"
     return report
 
 
-def _events(watch: RunWatcher | None, name: str, questions: int) -> EventStream:
-    events = EventStream()
+def _events(
+    watch: RunWatcher | None, name: str, questions: int, journaling: Journaling | None
+) -> EventStream:
+    events = EventStream(journaling.run_id(name) if journaling else None)
+    if journaling is not None:
+        journaling.journal.attach(events)
     subscriber = watch(name, questions) if watch is not None else None
     if subscriber is not None:
         events.subscribe(subscriber)
@@ -150,7 +179,12 @@ def _events(watch: RunWatcher | None, name: str, questions: int) -> EventStream:
 
 
 async def _run_strategy(
-    config: EvalConfig, data: Dataset, strategy: Strategy, backend: Backend, events: EventStream
+    config: EvalConfig,
+    data: Dataset,
+    strategy: Strategy,
+    backend: Backend,
+    events: EventStream,
+    recorded: Mapping[tuple[str, int], RecordedStep] | None,
 ) -> StrategyReport:
     return await evaluate(
         data,
@@ -163,6 +197,7 @@ async def _run_strategy(
         limits=config.endpoint.limits,
         prices=dict(config.prices),
         events=events,
+        recorded=recorded,
     )
 
 
@@ -173,12 +208,15 @@ async def _run_allocator(
     total: int,
     backends: list[Backend],
     watch: RunWatcher | None,
+    journaling: Journaling | None,
+    run_name: str | None = None,
 ) -> StrategyReport:
     planned = allocator.name == "deadline" and config.deadline is not None
     name = f"alloc:{allocator.name}@{total}"
     if planned and len(backends) > 1:
         name = f"alloc:deadline[{len(backends)} backends]@{total}"
-    events = _events(watch, name, len(data))
+    events = _events(watch, run_name or name, len(data), journaling)
+    recorded = journaling.journal.recorded(events.run_id) if journaling else None
     if planned:
         assert config.deadline is not None
         report = await run_planned(
@@ -211,6 +249,7 @@ async def _run_allocator(
             prices=dict(config.prices),
             ensemble=config.ensemble,
             events=events,
+            recorded=recorded,
         )
     report.strategy = name
     return report

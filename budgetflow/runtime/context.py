@@ -20,7 +20,7 @@ has) — the run goes on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, TypeVar
 
@@ -29,6 +29,7 @@ from budgetflow.backends.wrappers import Budgeted, ConcurrencyLimit, Metered, Ra
 from budgetflow.budget import Budget, Ledger, Price
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.events import EventStream, UnitCompleted, UnitRequested, UnitStarted
+from budgetflow.journal import RecordedStep, request_hash
 from budgetflow.types import Completion, Request, Response, Spend, Usage
 from budgetflow.usage import NO_USAGE
 
@@ -86,8 +87,14 @@ class RunContext:
         limits: EndpointLimits | None = None,
         events: EventStream | None = None,
         seed: int | None = None,
+        recorded: Mapping[tuple[str, int], RecordedStep] | None = None,
     ) -> None:
         self.events = events or EventStream()
+        #: A journaled run's steps by (unit id, step), when this run resumes it: finished steps are
+        #: answered from it (nothing sent, their spend charged as it was), unfinished ones re-sent.
+        self.recorded = recorded or {}
+        self.replayed_calls = 0
+        self.ambiguous_calls = 0
         self.ledger = Ledger(budget, prices=prices, events=self.events, name="run")
         self.unit_budget = unit_budget
         self.limits = limits or EndpointLimits()
@@ -190,6 +197,9 @@ class Unit:
         while True:
             seeded = self._seeded(request)
             step = self._announce(seeded)
+            recorded = self._recorded(step, seeded, "complete")
+            if recorded is not None:
+                return self._replay(step, request, recorded)
             try:
                 response = await self.backend(lane).complete(seeded)
             except BudgetExceeded:
@@ -207,6 +217,11 @@ class Unit:
         limits; None when the budget refuses it (the unit is starved, `refused` is set)."""
         request = replace(request, unit_id=self.id)
         step = self._announce(request, kind="score", n=len(texts))
+        recorded = self._recorded(step, request, "score", n=len(texts))
+        if recorded is not None and recorded.response is not None:
+            self._charge(request, recorded.response)
+            self._report(step, scores=recorded.scores)
+            return list(recorded.scores)
         try:
             scores = await self.backend(lane).score_continuations(request, texts)
         except BudgetExceeded:
@@ -235,6 +250,39 @@ class Unit:
             self.refused = True
             raise
         self._report(step, response=Response(completions=(Completion(text="".join(pieces)),), usage=usage))
+
+    def _recorded(self, step: int, request: Request, kind: str, n: int | None = None) -> RecordedStep | None:
+        """The journaled reply of this step when the resumed run had finished it (None: send it).
+        A step that asks something else than the journal recorded is a mismatch, not a re-run."""
+        if not self.context.recorded:
+            return None
+        found = self.context.recorded.get((self.id, step))
+        if found is None:
+            return None
+        count = request.n if n is None else n
+        digest = request_hash(request.messages, request.sampling, count, request.prefill, kind)
+        if digest != found.request_hash:
+            raise ConfigError(
+                f"journal mismatch in run {self.context.run_id!r}, unit {self.id!r}, step {step}: it "
+                "asks for something else than the journal recorded (a changed strategy, dataset, "
+                "prompt or sampling); start a new run instead of resuming this one"
+            )
+        if not found.finished or found.refused:
+            self.context.ambiguous_calls += not found.finished  # in flight at the crash: sent again
+            return None
+        return found
+
+    def _replay(self, step: int, request: Request, recorded: RecordedStep) -> Response:
+        assert recorded.response is not None
+        self._charge(request, recorded.response)
+        self._report(step, response=recorded.response)
+        return recorded.response
+
+    def _charge(self, request: Request, response: Response) -> None:
+        usage = response.usage if response.unreported is NO_USAGE else response.usage + response.unreported
+        model = request.model or self.context.meters[0].model_name
+        self.ledger.charge(self.ledger.actual(model=model, usage=usage))
+        self.context.replayed_calls += 1
 
     def _seeded(self, request: Request) -> Request:
         first = self.rollouts

@@ -1,0 +1,102 @@
+"""The journal on the command line: `eval --journal`, the Ctrl-C message, `budgetflow resume`."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from budgetflow.cli_output import console, exit_for
+from budgetflow.errors import BudgetflowError, ConfigError
+from budgetflow.evaluate.session import Journaling
+from budgetflow.journal import Journal
+
+__all__ = [
+    "JOURNAL_DEFAULT",
+    "JournalOpt",
+    "SessionOpt",
+    "interrupted",
+    "open_journaling",
+    "resume_arguments",
+]
+
+JOURNAL_DEFAULT = Path(".budgetflow/journal.sqlite")
+OUTPUT = "Output"
+JournalOpt = Annotated[
+    Path,
+    typer.Option(
+        rich_help_panel=OUTPUT,
+        help="SQLite journal every request and result is appended to (a killed run resumes from it).",
+    ),
+]
+SessionOpt = Annotated[
+    str | None,
+    typer.Option(
+        rich_help_panel=OUTPUT, help="Resume this session of the journal (budgetflow resume sets it)."
+    ),
+]
+_OWN_OPTIONS = ("--journal", "--session")
+
+
+def open_journaling(path: Path, session: str | None, config: object) -> Journaling:
+    """The journal at `path` with this invocation recorded as a session (a new one unless
+    `session` names one to resume)."""
+    from budgetflow import __version__
+
+    journal = Journal(path)
+    if session is not None and journal.session(session) is None:
+        journal.close()
+        raise ConfigError(f"--session {session!r}: no such session in the journal {path}")
+    chosen = session or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    journal.start_session(chosen, command=_own_free(sys.argv[1:]), config=repr(config), version=__version__)
+    return Journaling(journal=journal, session=chosen)
+
+
+def interrupted(journaling: Journaling) -> typer.Exit:
+    """What Ctrl-C prints: how much was kept, where, and how to go on."""
+    journaling.journal.flush()
+    path = journaling.journal.path
+    console.print(
+        f"interrupted: {journaling.journal.committed} finished calls are saved in {path}; "
+        f"resume with: budgetflow resume {journaling.session} --journal {path}",
+        soft_wrap=True,
+    )
+    return typer.Exit(130)
+
+
+def resume_arguments(session: str, journal: Path) -> list[str]:
+    """The `budgetflow` arguments that resume `session`: its own command line, pointed at the
+    journal and the session."""
+    try:
+        recorded = Journal(journal)
+        found = recorded.session(session)
+        recorded.close()
+        if found is None:
+            raise ConfigError(f"no session {session!r} in the journal {journal}")
+    except BudgetflowError as exc:
+        raise exit_for(exc) from None
+    command = [*found["command"], "--journal", str(journal), "--session", session]
+    console.print(f"resuming {session}: budgetflow {' '.join(command)}", soft_wrap=True, highlight=False)
+    return command
+
+
+def _own_free(arguments: Sequence[str]) -> list[str]:
+    """The command line without --journal/--session (resume adds its own)."""
+    kept: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+            continue
+        if argument in _OWN_OPTIONS:
+            skip = True
+            continue
+        if argument.startswith(tuple(f"{name}=" for name in _OWN_OPTIONS)):
+            continue
+        kept.append(argument)
+    return kept

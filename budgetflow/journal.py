@@ -1,0 +1,331 @@
+"""The run journal: every event of a run, appended to SQLite, and what a resume needs back.
+
+One file holds many runs. A *session* is one `budgetflow eval` invocation (its command line,
+configuration hash and budgetflow version are recorded); each of its runs (a strategy, an
+allocator at a budget) has a stable run id, `SESSION/NAME`, so a resumed session finds its runs
+again. Records:
+
+* `steps`: one row per unit step — what was asked (messages, sampling, seeds, prefill, a hash
+  of the request) and, once it came back, what did (texts, finish reasons, usage, logprobs,
+  scores). A completion is written and committed *inside* the emit of its `UnitCompleted`, so it
+  is durable before the strategy acts on it, and its spend (the usage) is in the same row.
+* `events`: every other event (ledger movements, decisions, retries, errors) as JSON, buffered
+  and committed with the next completion, or when the journal is flushed or closed.
+* `texts`: every message, prefill and completion text stored once, under its SHA-256, so the
+  journal grows with the samples, not with how often a prompt is repeated.
+
+Secrets never reach the file: the stored command line and configuration have API-key-shaped
+values and `Authorization` headers replaced by `[redacted]`.
+
+SQLite runs in WAL mode with a busy timeout; one `Journal` is one writer (its subscriber is
+called on the event loop's thread, in order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from budgetflow.errors import ConfigError
+from budgetflow.events import Event, EventStream, UnitCompleted, UnitRequested
+from budgetflow.types import Completion, Message, Response, Usage
+
+__all__ = ["Journal", "RecordedStep", "redact", "request_hash"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    config TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS texts (sha256 TEXT PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL,
+    unit_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    request TEXT NOT NULL,
+    completion TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    unreported_prompt_tokens INTEGER,
+    unreported_completion_tokens INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (run_id, unit_id, step)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    unit_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+"""
+_SECRET: Final = re.compile(r"(?i)(bearer\s+)\S+|\b(sk|bf|pk|rk)-[A-Za-z0-9_\-]{8,}")
+
+
+def redact(text: str) -> str:
+    """`text` with API-key-shaped values (`sk-…`, `bf-…`) and bearer tokens replaced."""
+    return _SECRET.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+
+
+def request_hash(messages: Sequence[Message], sampling: Any, n: int, prefill: str, kind: str) -> str:
+    """What a step asked for, hashed: a resumed run's step must ask the same to reuse its reply."""
+    shape = {
+        "messages": [[m.role, _content(m), m.fields] for m in messages],
+        "sampling": dataclasses.asdict(sampling),
+        "n": n,
+        "prefill": prefill,
+        "kind": kind,
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _content(message: Message) -> Any:
+    if isinstance(message.content, str):
+        return message.content
+    return [dataclasses.asdict(part) for part in message.content]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordedStep:
+    """A step of a journaled run: its request hash and, when it had come back, its reply."""
+
+    request_hash: str
+    response: Response | None
+    scores: tuple[float, ...] = ()
+    refused: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.response is not None
+
+
+class Journal:
+    """Append a session's events to the SQLite file at `path`; read back what a resume needs."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as error:
+            raise ConfigError(f"cannot open the journal {self.path}: {error}") from error
+        self._pending: list[tuple[str, str, str, float, str]] = []
+        self._requests: dict[tuple[str, str, int], tuple[str, str, str]] = {}
+        #: Completions committed by this writer (how much a Ctrl-C keeps).
+        self.committed = 0
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+    # ---- sessions ------------------------------------------------------------------------------
+
+    def start_session(self, session_id: str, *, command: Sequence[str], config: str, version: str) -> None:
+        """Record a session (again, on resume: its first record is kept)."""
+        clean = redact(config)
+        self._db.execute(
+            "INSERT OR IGNORE INTO sessions VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            (
+                session_id,
+                json.dumps([redact(part) for part in command]),
+                clean,
+                hashlib.sha256(clean.encode()).hexdigest(),
+                version,
+                time.time(),
+            ),
+        )
+
+    def finish_session(self, session_id: str) -> None:
+        self.flush()
+        self._db.execute("UPDATE sessions SET finished = ? WHERE id = ?", (time.time(), session_id))
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT command, config_hash, version, started, finished FROM sessions WHERE id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"command": json.loads(row[0]), "config_hash": row[1], "version": row[2], "finished": row[4]}
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def attach(self, events: EventStream) -> None:
+        """Journal every event of `events` (a run's stream; its run id names the run)."""
+        events.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, UnitRequested):
+            self._requested(event)
+        elif isinstance(event, UnitCompleted):
+            self._completed(event)
+        else:
+            payload = json.dumps(_plain(event), default=str)
+            self._pending.append((event.run_id, event.unit_id, type(event).__name__, event.at, payload))
+
+    def _requested(self, event: UnitRequested) -> None:
+        digest = request_hash(event.messages, event.sampling, event.n, event.prefill, event.kind)
+        shape = {
+            "messages": [[m.role, self._text(_flat(m))] for m in event.messages],
+            "sampling": dataclasses.asdict(event.sampling),
+            "n": event.n,
+            "first_rollout": event.first_rollout,
+            "seeds": list(event.seeds),
+            "prefill": self._text(event.prefill),
+            "keep_first": event.keep_first,
+        }
+        key = (event.run_id, event.unit_id, event.step)
+        self._requests[key] = (event.kind, digest, json.dumps(shape))
+        # committed at once: a step sent but never completed is what a resume calls "ambiguous"
+        with self._transaction():
+            self._write_step_request(key)
+
+    def _completed(self, event: UnitCompleted) -> None:
+        key = (event.run_id, event.unit_id, event.step)
+        completion = {
+            "texts": [self._text(text) for text in event.texts],
+            "finish_reasons": list(event.finish_reasons),
+            "logprobs": list(event.logprobs),
+            "scores": list(event.scores),
+            "refused": event.refused,
+        }
+        with self._transaction():
+            self._write_step_request(key)
+            self._db.execute(
+                "UPDATE steps SET completion = ?, prompt_tokens = ?, completion_tokens = ?, "
+                "unreported_prompt_tokens = ?, unreported_completion_tokens = ? "
+                "WHERE run_id = ? AND unit_id = ? AND step = ? AND completion IS NULL",
+                (
+                    json.dumps(completion),
+                    event.usage.prompt_tokens,
+                    event.usage.completion_tokens,
+                    event.unreported.prompt_tokens,
+                    event.unreported.completion_tokens,
+                    *key,
+                ),
+            )
+            self._write_pending()
+        self.committed += 1
+
+    def _write_step_request(self, key: tuple[str, str, int]) -> None:
+        request = self._requests.pop(key, None)
+        if request is None:
+            return
+        kind, digest, shape = request
+        self._db.execute(
+            "INSERT INTO steps (run_id, unit_id, step, kind, request_hash, request) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id, unit_id, step) DO UPDATE SET attempts = attempts + (completion IS NULL)",
+            (*key, kind, digest, shape),
+        )
+
+    def flush(self) -> None:
+        """Commit the buffered events."""
+        if self._pending:
+            with self._transaction():
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            self._db.executemany(
+                "INSERT INTO events (run_id, unit_id, kind, at, payload) VALUES (?, ?, ?, ?, ?)",
+                self._pending,
+            )
+            self._pending = []
+
+    def _text(self, text: str) -> str:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        self._db.execute("INSERT OR IGNORE INTO texts VALUES (?, ?)", (digest, text))
+        return digest
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def recorded(self, run_id: str) -> dict[tuple[str, int], RecordedStep]:
+        """Every step of run `run_id` by (unit id, step): replies where they came back."""
+        rows = self._db.execute(
+            "SELECT unit_id, step, request_hash, completion, prompt_tokens, completion_tokens, "
+            "unreported_prompt_tokens, unreported_completion_tokens FROM steps WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+        return {(row[0], row[1]): self._recorded(row) for row in rows}
+
+    def _recorded(self, row: tuple[Any, ...]) -> RecordedStep:
+        _, _, digest, completion, prompt, generated, unreported_prompt, unreported_generated = row
+        if completion is None:
+            return RecordedStep(digest, None)
+        body = json.loads(completion)
+        texts = [self._read_text(sha) for sha in body["texts"]]
+        completions = tuple(
+            Completion(text=text, finish_reason=reason, mean_logprob=logprob)
+            for text, reason, logprob in zip(
+                texts, body["finish_reasons"], body["logprobs"] or [None] * len(texts), strict=True
+            )
+        )
+        response = Response(
+            completions=completions,
+            usage=Usage(prompt, generated),
+            unreported=Usage(unreported_prompt or 0, unreported_generated or 0),
+        )
+        return RecordedStep(digest, response, tuple(body["scores"]), bool(body["refused"]))
+
+    def _read_text(self, sha: str) -> str:
+        row = self._db.execute("SELECT text FROM texts WHERE sha256 = ?", (sha,)).fetchone()
+        if row is None:
+            raise ConfigError(f"the journal {self.path} is missing text {sha[:12]}")
+        return str(row[0])
+
+    def counts(self) -> dict[str, int]:
+        return {
+            table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            for table in ("sessions", "steps", "events", "texts")
+        }
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._db.execute("COMMIT" if exc is None else "ROLLBACK")
+
+
+def _flat(message: Message) -> str:
+    return json.dumps(_content(message)) if not isinstance(message.content, str) else message.content
+
+
+def _plain(event: Event) -> dict[str, Any]:
+    """An event's fields as JSON-ready values (dataclasses as dicts, tuples as lists)."""
+    return {field.name: _value(getattr(event, field.name)) for field in dataclasses.fields(event)}
+
+
+def _value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _value(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_value(item) for item in value]
+    return value

@@ -1,0 +1,204 @@
+"""The run journal: a run stopped mid-way resumes without sending (or paying for) a finished call
+again and ends with the answers and spend of an uninterrupted run; a changed run is refused;
+secrets never reach the file; the file grows with the samples, not the prompts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budgetflow.backends.openai import OpenAICompatibleBackend
+from budgetflow.errors import ConfigError
+from budgetflow.evaluate import load_jsonl
+from budgetflow.evaluate.datasets import Dataset
+from budgetflow.evaluate.runner import QuestionResult, StrategyReport, evaluate
+from budgetflow.events import EventStream
+from budgetflow.journal import Journal, redact
+from budgetflow.strategies import Vote
+from budgetflow.testing import StubOpenAIServer
+from budgetflow.types import SamplingParams
+
+SAMPLING = SamplingParams(max_tokens=16, seed=7)
+
+
+def _answer(payload: dict[str, Any], index: int) -> str:
+    """A reply fixed by the question and the sample's seed, right two times in three."""
+    question = payload["messages"][-1]["content"].split("Problem:")[-1].strip()
+    left, right = (int(part) for part in question.split("+"))
+    seed = int(payload["seed"])
+    wrong = zlib.crc32(f"{question}/{seed}".encode()) % 3 == 0
+    return f"Answer: {left + right + (1 if wrong else 0)}"
+
+
+def _dataset(tmp_path: Path, count: int = 12) -> Dataset:
+    data = tmp_path / "sums.jsonl"
+    data.write_text(
+        "".join(f'{{"question": "{i} + {i + 2}", "answer": {2 * i + 2}}}\n' for i in range(count))
+    )
+    return load_jsonl(data)
+
+
+async def _run(
+    dataset: Dataset,
+    server: StubOpenAIServer,
+    journal: Journal | None,
+    *,
+    run_id: str = "s1/vote@3",
+    stop_after: int | None = None,
+    strategy: Vote | None = None,
+) -> StrategyReport | None:
+    """One journaled run; with `stop_after`, cancelled once that many questions finished (a
+    crash: nothing is cleaned up but what asyncio cancellation does)."""
+    events = EventStream(run_id)
+    recorded = None
+    if journal is not None:
+        journal.attach(events)
+        recorded = journal.recorded(run_id)
+    finished: list[QuestionResult] = []
+    enough = asyncio.Event()
+
+    def on_result(result: QuestionResult) -> None:
+        finished.append(result)
+        if stop_after is not None and len(finished) >= stop_after:
+            enough.set()
+
+    backend = OpenAICompatibleBackend(base_url=server.base_url, model="stub", api_key="k")
+    async with backend:
+        task = asyncio.ensure_future(
+            evaluate(
+                dataset,
+                strategy or Vote(n=3),
+                backend,
+                sampling=SAMPLING,
+                concurrency=3,
+                events=events,
+                on_result=on_result,
+                recorded=recorded,
+            )
+        )
+        if stop_after is None:
+            return await task
+        await enough.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    return None
+
+
+def test_a_stopped_run_resumes_without_resending_finished_calls(tmp_path: Path) -> None:
+    dataset = _dataset(tmp_path)
+
+    async def main() -> tuple[StrategyReport, StrategyReport, set[int], int]:
+        async with StubOpenAIServer(reply=_answer, max_choices=1, delay=0.01) as reference_server:
+            reference = await _run(dataset, reference_server, None)
+        journal = Journal(tmp_path / "journal.sqlite")
+        async with StubOpenAIServer(reply=_answer, max_choices=1, delay=0.01) as first:
+            await _run(dataset, first, journal, stop_after=5)
+        finished_seeds = _finished_seeds(journal)
+        finished_steps = sum(step.finished for step in journal.recorded("s1/vote@3").values())
+        async with StubOpenAIServer(reply=_answer, max_choices=1) as second:
+            resumed = await _run(dataset, second, journal)
+        second_seeds = {int(p["seed"]) for p in second.payloads}
+        journal.close()
+        assert reference is not None and resumed is not None
+        return reference, resumed, finished_seeds & second_seeds, finished_steps
+
+    reference, resumed, resent, finished = asyncio.run(main())
+    assert finished >= 5  # the five finished questions' calls, at least
+    assert resent == set()  # no finished call was sent again
+    assert [r.answer for r in resumed.results] == [r.answer for r in reference.results]
+    assert resumed.spent.total_tokens == reference.spent.total_tokens  # replayed spend counted once
+    assert resumed.replayed_calls == finished
+    assert resumed.ambiguous_calls >= 0
+
+
+def _finished_seeds(journal: Journal) -> set[int]:
+    """The seeds of every finished journaled sample (each sample's seed is base + j)."""
+    import json
+
+    seeds: set[int] = set()
+    for (request,) in journal._db.execute("SELECT request FROM steps WHERE completion IS NOT NULL"):
+        seeds.update(int(seed) for seed in json.loads(request)["seeds"])
+    return seeds
+
+
+def test_resuming_with_a_changed_strategy_is_refused(tmp_path: Path) -> None:
+    dataset = _dataset(tmp_path, count=4)
+
+    async def main() -> None:
+        journal = Journal(tmp_path / "journal.sqlite")
+        async with StubOpenAIServer(reply=_answer) as server:
+            await _run(dataset, server, journal)
+            with pytest.raises(ConfigError, match="journal mismatch.*step 1"):
+                await _run(dataset, server, journal, strategy=Vote(n=4))
+        journal.close()
+
+    asyncio.run(main())
+
+
+def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
+    secret = "sk-live-9f8e7d6c5b4a39281706"
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    journal.start_session(
+        "s",
+        command=["eval", "--api-key", secret],
+        config=f"headers={{'Authorization': 'Bearer {secret}'}}",
+        version="x",
+    )
+    journal.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert secret.encode() not in raw and b"[redacted]" in raw
+    assert redact("key bf-abc123def456-XYZ and Bearer tok.en") == "key [redacted] and Bearer [redacted]"
+
+
+def test_the_journal_grows_with_samples_not_with_repeated_prompts(tmp_path: Path) -> None:
+    """10,000 samples (1,000 questions x vote@10) sharing a few-shot prompt prefix."""
+    dataset = _dataset(tmp_path, count=1000)
+
+    async def main() -> None:
+        journal = Journal(tmp_path / "journal.sqlite")
+        async with StubOpenAIServer(reply=_answer, keep_payloads=False) as server:
+            events = EventStream("big/vote@10")
+            journal.attach(events)
+            backend = OpenAICompatibleBackend(base_url=server.base_url, model="stub", api_key="k")
+            async with backend:
+                report = await evaluate(
+                    dataset, Vote(n=10), backend, sampling=SAMPLING, concurrency=16, events=events
+                )
+        counts = journal.counts()
+        journal.close()
+        assert sum(r.samples for r in report.results) == 10_000
+        assert counts["steps"] == 1000
+
+    asyncio.run(main())
+    size = sum(p.stat().st_size for p in tmp_path.glob("journal.sqlite*"))
+    print(f"journal: {size:,} bytes for 10,000 samples")
+    assert size < 6 * 1024 * 1024, f"{size:,} bytes for 10,000 samples"
+
+
+def test_two_writers_on_one_file_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            journal = Journal(path)
+            for index in range(200):
+                journal.start_session(f"{name}-{index}", command=[name], config="{}", version="x")
+            journal.close()
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert Journal(path).counts()["sessions"] == 400
