@@ -1,0 +1,120 @@
+"""The crash test: `budgetflow eval` as a process against a local stub endpoint, SIGKILLed once
+some of its calls have finished, then `budgetflow resume`: no finished call reaches the endpoint
+twice, and the resumed session answers every question as an uninterrupted one does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budgetflow.testing import StubOpenAIServer
+
+QUESTIONS = 16
+
+
+def _answer(payload: dict[str, Any], index: int) -> str:
+    question = payload["messages"][-1]["content"].split("Problem:")[-1].strip()
+    left, right = (int(part) for part in question.split("+"))
+    wrong = zlib.crc32(f"{question}/{payload['seed']}".encode()) % 3 == 0
+    return f"Answer: {left + right + (1 if wrong else 0)}"
+
+
+@pytest.fixture
+def stub() -> Iterator[StubOpenAIServer]:
+    """A stub endpoint (10 ms a request) on its own loop in a background thread."""
+    server = StubOpenAIServer(reply=_answer, max_choices=1, delay=0.01)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(server.stop())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(30)
+    yield server
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(30)
+
+
+def _eval(stub: StubOpenAIServer, data: Path, journal: Path, output: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "budgetflow", "eval", "--backend", "openai", "--base-url", stub.base_url,
+        "--model", "stub", "--dataset", str(data), "-s", "vote@3", "--concurrency", "2",
+        "--max-tokens", "16", "--seed", "5", "--journal", str(journal), "--output", str(output), "--no-plots",
+    ]  # fmt: skip
+
+
+def _finished_steps(journal: Path) -> int:
+    try:
+        with sqlite3.connect(journal, timeout=5) as db:
+            return int(db.execute("SELECT COUNT(*) FROM steps WHERE completion IS NOT NULL").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _answers(output: Path) -> list[str | None]:
+    document = json.loads(output.read_text())
+    return [result["answer"] for result in document["reports"][0]["results"]]
+
+
+def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer, tmp_path: Path) -> None:
+    data = tmp_path / "sums.jsonl"
+    data.write_text(
+        "".join(f'{{"question": "{i} + {i + 2}", "answer": {2 * i + 2}}}\n' for i in range(QUESTIONS))
+    )
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key-000000"}
+    reference = tmp_path / "reference.json"
+    subprocess.run(
+        _eval(stub, data, tmp_path / "reference.sqlite", reference), check=True, env=env, capture_output=True
+    )
+    served_reference = stub.served_requests
+
+    journal, output = tmp_path / "journal.sqlite", tmp_path / "out.json"
+    process = subprocess.Popen(
+        _eval(stub, data, journal, output), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while _finished_steps(journal) < 6 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    assert 6 <= _finished_steps(journal) < QUESTIONS  # killed mid-run, with calls finished
+    before_resume = stub.served_requests
+    sent_before = {int(p["seed"]) for p in stub.payloads[served_reference:before_resume]}
+    with sqlite3.connect(journal) as db:
+        (session,) = db.execute("SELECT id FROM sessions").fetchone()
+        finished = {
+            int(seed)
+            for (request,) in db.execute("SELECT request FROM steps WHERE completion IS NOT NULL")
+            for seed in json.loads(request)["seeds"]
+        }
+    resumed = subprocess.run(
+        [sys.executable, "-m", "budgetflow", "resume", session, "--journal", str(journal)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resent = {int(p["seed"]) for p in stub.payloads[before_resume:]}
+    assert finished <= sent_before and not (finished & resent)  # no finished call sent again
+    assert _answers(output) == _answers(reference)
+    assert "answered from the journal" in resumed.stderr
+    assert b"sk-test-not-a-real-key" not in journal.read_bytes()
