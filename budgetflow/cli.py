@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -349,9 +351,26 @@ async def _run_with_progress(
             return _ProgressView(progress, name, questions, config.budget)
 
         def save(reports: list[StrategyReport]) -> None:
-            write_results(output, data, reports, config.sampling)
+            write_results(output, data, reports, config.sampling, audit=_audit(config, journaling))
 
         return await run_eval(config, data, watch=watch, on_report=save, journaling=journaling)
+
+
+def _audit(config: EvalConfig, journaling: Journaling | None) -> dict[str, object]:
+    """What an auditor needs beside the results: who ran what, where, when, with which version."""
+    from budgetflow import __version__
+    from budgetflow.journal import redact
+
+    endpoint = config.endpoint
+    return {
+        "command": [redact(part) for part in sys.argv],
+        "budgetflow_version": __version__,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "backend": {"kind": endpoint.kind, "base_url": endpoint.base_url, "model": endpoint.model},
+        "journal": None
+        if journaling is None
+        else {"path": str(journaling.journal.path), "session": journaling.session},
+    }
 
 
 def _render(reports: list[StrategyReport], backend: str, output: Path, plots: bool) -> None:

@@ -315,4 +315,5 @@ async def _result(run: AllocationRun, books: Books, index: int) -> QuestionResul
         reason=f"{run.allocator.name} allocation",
         sample_answers=tuple(evidence.answers),
         budget_exhausted=not evidence.answers and not evidence.used_greedy,
+        question=question.text,
     )

@@ -35,6 +35,10 @@ class QuestionResult:
     reason: str
     sample_answers: tuple[str | None, ...] = ()
     budget_exhausted: bool = False
+    #: The question as asked, and every sample's raw text (for an auditor; empty where a run
+    #: keeps only answers).
+    question: str = ""
+    completions: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -52,6 +56,8 @@ class StrategyReport:
     #: in flight when the run stopped and were sent again (the endpoint may have billed both).
     replayed_calls: int = 0
     ambiguous_calls: int = 0
+    #: The sampling temperature the run's samples were drawn at (None: the strategy's mix).
+    temperature: float | None = None
 
     @property
     def accuracy(self) -> float:
@@ -84,6 +90,7 @@ class StrategyReport:
             "budget_exhausted_questions": sum(r.budget_exhausted for r in self.results),
             "replayed_calls": self.replayed_calls,
             "ambiguous_calls": self.ambiguous_calls,
+            "temperature": self.temperature,
         }
 
 
@@ -192,4 +199,6 @@ async def _answer_one(
         reason=outcome.reason,
         sample_answers=tuple(s.answer for s in outcome.samples),
         budget_exhausted=outcome.budget_exhausted,
+        question=question.text,
+        completions=tuple(s.trace for s in outcome.samples),
     )

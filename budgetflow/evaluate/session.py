@@ -130,7 +130,9 @@ async def run_eval(
         for strategy in config.strategies:
             events = _events(watch, strategy.name, len(data), journaling)
             recorded = journaling.journal.recorded(events.run_id) if journaling else None
-            reports.append(await _run_strategy(config, data, strategy, backends[0], events, recorded))
+            report = await _run_strategy(config, data, strategy, backends[0], events, recorded)
+            report.temperature = getattr(strategy, "temperature", None)
+            reports.append(report)
             if on_report is not None:
                 on_report(reports)
         for allocator in config.allocators:
@@ -252,17 +254,29 @@ async def _run_allocator(
             recorded=recorded,
         )
     report.strategy = name
+    report.temperature = config.temperature
     return report
 
 
-def write_results(path: Path, data: Dataset, reports: list[StrategyReport], sampling: SamplingParams) -> None:
+def write_results(
+    path: Path,
+    data: Dataset,
+    reports: list[StrategyReport],
+    sampling: SamplingParams,
+    *,
+    audit: Mapping[str, object] | None = None,
+) -> None:
     """Every report with every question's result as JSON, replaced atomically (a crash mid-write
-    leaves the previous file)."""
+    leaves the previous file). `sampling` is what every run shares; each report says the
+    temperature its samples were drawn at. `audit` (the command line, version, time, backend,
+    journal session) is written as it is."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    shared = {name: value for name, value in asdict(sampling).items() if name != "temperature"}
     document = {
+        **(audit or {}),
         "dataset": data.name,
         "questions": len(data),
-        "sampling": asdict(sampling),
+        "sampling": shared,
         "reports": [{**r.summary(), "results": [asdict(q) for q in r.results]} for r in reports],
     }
     temporary = path.with_suffix(path.suffix + ".tmp")

@@ -118,3 +118,10 @@ def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer
     assert _answers(output) == _answers(reference)
     assert "answered from the journal" in resumed.stderr
     assert b"sk-test-not-a-real-key" not in journal.read_bytes()
+    document = json.loads(output.read_text())  # what an auditor needs is in the results
+    assert document["command"][1:3] == ["resume", session] and document["budgetflow_version"]
+    assert document["journal"]["session"] == session and "temperature" not in document["sampling"]
+    report = document["reports"][0]
+    assert report["temperature"] is not None and report["replayed_calls"] >= 6
+    first = report["results"][0]
+    assert first["question"] == "0 + 2" and len(first["completions"]) == first["samples"] == 3
