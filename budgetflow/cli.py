@@ -20,6 +20,7 @@ from budgetflow.cli_bank import bank_app
 from budgetflow.cli_journal import (
     JOURNAL_DEFAULT,
     JournalOpt,
+    ReplayOpt,
     SessionOpt,
     interrupted,
     open_journaling,
@@ -186,6 +187,7 @@ def eval_command(
     plots: PlotsOpt = True,
     journal: JournalOpt = JOURNAL_DEFAULT,
     session: SessionOpt = None,
+    replay: ReplayOpt = False,
 ) -> None:
     """Answer a dataset with one or more strategies and compare accuracy, tokens and time.
 
@@ -233,7 +235,7 @@ def eval_command(
             policy=_policy(policy, temperature),
         )
         data = config.dataset.load()
-        journaling = open_journaling(journal, session, config)
+        journaling = open_journaling(journal, session, config, replay=replay)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
     reports = _journaled_run(config, data, output, journaling)
@@ -377,10 +379,15 @@ def _render(reports: list[StrategyReport], backend: str, output: Path, plots: bo
     stdout.print(_summary_table(reports, chosen_name=backend))
     for report in reports:
         if report.replayed_calls or report.ambiguous_calls:
+            ambiguous = (
+                f", {report.ambiguous_calls} in flight when it stopped sent again (ambiguous: the "
+                "endpoint may have billed them twice)"
+                if report.ambiguous_calls
+                else ""
+            )
             console.print(
-                f"{report.strategy}: resumed — {report.replayed_calls} calls answered from the journal "
-                f"(not sent again), {report.ambiguous_calls} in flight when it stopped and sent again "
-                "(ambiguous: the endpoint may have billed them twice)"
+                f"{report.strategy}: {report.replayed_calls} calls answered from the journal "
+                f"(not sent again){ambiguous}"
             )
     written = [output, output.with_suffix(".md")]
     write_markdown(reports, written[1])
@@ -455,7 +462,25 @@ def resume_command(
     """Resume a `budgetflow eval` session that was killed or interrupted: calls that had
     finished are answered from the journal (not sent, not paid again); calls in flight when it
     stopped are sent again."""
-    app(resume_arguments(session, journal), standalone_mode=False)
+    _run_again(resume_arguments(session, journal))
+
+
+@app.command("replay")
+def replay_command(
+    session: Annotated[str, typer.Argument(help="A finished session of the journal.")],
+    journal: JournalOpt = JOURNAL_DEFAULT,
+) -> None:
+    """Re-execute a finished `budgetflow eval` session from the journal with no backend: every
+    call is answered from it, so its decisions and answers come out again exactly. A call the
+    journal does not hold, or one that asks for something else, is an error naming it."""
+    _run_again(resume_arguments(session, journal, replay=True))
+
+
+def _run_again(arguments: list[str]) -> None:
+    """Run a recorded command in this process, ending with its exit status."""
+    code = app(arguments, standalone_mode=False)
+    if isinstance(code, int) and code:
+        raise typer.Exit(code)
 
 
 app.add_typer(keys_app, name="keys")

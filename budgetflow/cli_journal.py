@@ -41,11 +41,12 @@ SessionOpt = Annotated[
     ),
 ]
 _OWN_OPTIONS = ("--journal", "--session")
+_OWN_FLAGS = ("--replay",)
 
 
-def open_journaling(path: Path, session: str | None, config: object) -> Journaling:
+def open_journaling(path: Path, session: str | None, config: object, *, replay: bool = False) -> Journaling:
     """The journal at `path` with this invocation recorded as a session (a new one unless
-    `session` names one to resume)."""
+    `session` names one to resume or, with `replay`, to replay without a backend)."""
     from budgetflow import __version__
 
     journal = Journal(path)
@@ -53,8 +54,11 @@ def open_journaling(path: Path, session: str | None, config: object) -> Journali
         journal.close()
         raise ConfigError(f"--session {session!r}: no such session in the journal {path}")
     chosen = session or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    if replay and session is None:
+        journal.close()
+        raise ConfigError("--replay needs --session (budgetflow replay SESSION sets both)")
     journal.start_session(chosen, command=_own_free(sys.argv[1:]), config=repr(config), version=__version__)
-    return Journaling(journal=journal, session=chosen)
+    return Journaling(journal=journal, session=chosen, replay=replay)
 
 
 def interrupted(journaling: Journaling) -> typer.Exit:
@@ -69,9 +73,17 @@ def interrupted(journaling: Journaling) -> typer.Exit:
     return typer.Exit(130)
 
 
-def resume_arguments(session: str, journal: Path) -> list[str]:
-    """The `budgetflow` arguments that resume `session`: its own command line, pointed at the
-    journal and the session."""
+ReplayOpt = Annotated[
+    bool,
+    typer.Option(
+        rich_help_panel=OUTPUT, help="With --session: answer every call from the journal, send none."
+    ),
+]
+
+
+def resume_arguments(session: str, journal: Path, *, replay: bool = False) -> list[str]:
+    """The `budgetflow` arguments that resume (or, with `replay`, replay) `session`: its own
+    command line, pointed at the journal and the session."""
     try:
         recorded = Journal(journal)
         found = recorded.session(session)
@@ -81,7 +93,10 @@ def resume_arguments(session: str, journal: Path) -> list[str]:
     except BudgetflowError as exc:
         raise exit_for(exc) from None
     command = [*found["command"], "--journal", str(journal), "--session", session]
-    console.print(f"resuming {session}: budgetflow {' '.join(command)}", soft_wrap=True, highlight=False)
+    if replay:
+        command.append("--replay")
+    verb = "replaying" if replay else "resuming"
+    console.print(f"{verb} {session}: budgetflow {' '.join(command)}", soft_wrap=True, highlight=False)
     return command
 
 
@@ -95,6 +110,8 @@ def _own_free(arguments: Sequence[str]) -> list[str]:
             continue
         if argument in _OWN_OPTIONS:
             skip = True
+            continue
+        if argument in _OWN_FLAGS:
             continue
         if argument.startswith(tuple(f"{name}=" for name in _OWN_OPTIONS)):
             continue

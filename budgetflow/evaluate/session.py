@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from budgetflow.events import EventStream, Subscriber
 from budgetflow.journal import Journal, RecordedStep
 from budgetflow.runtime.endpoints import EndpointSpec, open_backend
 from budgetflow.strategies.base import Strategy
-from budgetflow.types import SamplingParams
+from budgetflow.types import Request, Response, SamplingParams
 
 __all__ = ["DatasetSpec", "EvalConfig", "Journaling", "RunWatcher", "run_eval", "write_results"]
 
@@ -107,9 +107,37 @@ class Journaling:
 
     journal: Journal
     session: str
+    #: Replay: every call must be answered from the journal; none is sent (there is no backend).
+    replay: bool = False
 
     def run_id(self, name: str) -> str:
         return f"{self.session}/{name}"
+
+    def backends(self, specs: tuple[EndpointSpec, ...]) -> list[Backend]:
+        if self.replay:
+            return [JournalOnly(spec.model or spec.kind) for spec in specs]
+        return [open_backend(spec) for spec in specs]
+
+
+class JournalOnly(Backend):
+    """The endpoint of a replay: a call the journal cannot answer is an error, never a request."""
+
+    def __init__(self, model: str) -> None:
+        self.name = f"replay:{model}"
+        self._model = model
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    async def complete(self, request: Request) -> Response:
+        raise ConfigError(
+            f"replay: unit {request.unit_id!r} makes a call the journal does not hold (the session "
+            "did not finish, or the replayed configuration asks for more); use budgetflow resume"
+        )
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        return await self.complete(request)  # type: ignore[return-value]  # always raises
 
 
 async def run_eval(
@@ -123,7 +151,8 @@ async def run_eval(
     """Every run of `config` on `data`, in order; `on_report` sees the reports so far after each.
     With `journaling`, every event goes to the journal and a run already journaled resumes."""
     reports: list[StrategyReport] = []
-    backends = [open_backend(spec) for spec in (config.endpoint, *config.lanes)]
+    specs = (config.endpoint, *config.lanes)
+    backends = journaling.backends(specs) if journaling else [open_backend(spec) for spec in specs]
     async with contextlib.AsyncExitStack() as stack:
         for backend in backends:
             await stack.enter_async_context(backend)
@@ -172,7 +201,7 @@ def _events(
     watch: RunWatcher | None, name: str, questions: int, journaling: Journaling | None
 ) -> EventStream:
     events = EventStream(journaling.run_id(name) if journaling else None)
-    if journaling is not None:
+    if journaling is not None and not journaling.replay:  # a replay reads the journal, writes nothing
         journaling.journal.attach(events)
     subscriber = watch(name, questions) if watch is not None else None
     if subscriber is not None:

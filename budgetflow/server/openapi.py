@@ -79,11 +79,11 @@ def _chat_request() -> dict[str, Any]:
             "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
             "user": {"type": "string"},
             "tools": {"type": "array", "items": {"type": "object"}},
-            "tool_choice": {},
+            "tool_choice": {"anyOf": [{"type": "string"}, {"type": "object"}, {"type": "null"}]},
             "parallel_tool_calls": {"type": "boolean"},
             "response_format": {"type": "object"},
-            "presence_penalty": {"type": "number"},
-            "frequency_penalty": {"type": "number"},
+            "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+            "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
             "logit_bias": {"type": "object"},
             "budgetflow": {
                 "type": "object",
@@ -146,7 +146,9 @@ def openapi_schema() -> dict[str, Any]:
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/ChatCompletion"}
                                 },
-                                "text/event-stream": {"schema": {"type": "string"}},
+                                # server-sent events: chat.completion.chunk objects, `: budgetflow
+                                # progress` comments, then [DONE] (see docs/server.md)
+                                "text/event-stream": {"schema": {}},
                             },
                         },
                         **_errors(400, 401, 404, 413, 429, 502, 503, 504),

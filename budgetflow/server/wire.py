@@ -113,8 +113,13 @@ def parse_chat_request(body: object, *, default_max_tokens: int, max_tokens_cap:
     messages = _messages(body.get("messages"))
     stream = _flag(body, "stream")
     options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise InvalidRequest("stream_options must be an object", param="stream_options")
+    if options is not None and not (
+        isinstance(options, dict) and isinstance(options.get("include_usage", False), bool)
+    ):
+        raise InvalidRequest(
+            "stream_options must be an object; include_usage true or false", param="stream_options"
+        )
+    _check_passthrough(body)
     passthrough = tuple(
         (name, json.dumps(body[name])) for name in PASSTHROUGH_FIELDS if body.get(name) is not None
     )
@@ -129,6 +134,25 @@ def parse_chat_request(body: object, *, default_max_tokens: int, max_tokens_cap:
         model=str(body["model"]),
         prompt_bound=prompt_token_bound(messages, passthrough=passthrough),
     )
+
+
+def _check_passthrough(body: dict[str, Any]) -> None:
+    """The verbatim fields are passed on untouched, but only when they have their OpenAI types."""
+    checks: dict[str, tuple[type | tuple[type, ...], str]] = {
+        "tools": (list, "a list of tool objects"),
+        "tool_choice": ((str, dict), "'none', 'auto', 'required' or an object"),
+        "parallel_tool_calls": (bool, "true or false"),
+        "response_format": (dict, "an object"),
+        "logit_bias": (dict, "an object"),
+    }
+    for name, (kinds, shape) in checks.items():
+        value = body.get(name)
+        if value is not None and not isinstance(value, kinds):
+            raise InvalidRequest(f"{name} must be {shape}", param=name)
+    if any(not isinstance(tool, dict) for tool in body.get("tools") or []):
+        raise InvalidRequest("tools must be a list of tool objects", param="tools")
+    for name in ("presence_penalty", "frequency_penalty"):
+        _number(body, name, 0.0, low=-2.0, high=2.0)
 
 
 def _sampling(body: dict[str, Any], default_max_tokens: int, cap: int) -> SamplingParams:
@@ -193,6 +217,7 @@ def _message(item: object, where: str) -> Message:
     unknown = sorted(set(item) - {"role", "content", *_MESSAGE_FIELDS})
     if unknown:
         raise InvalidRequest(f"{where} has an unknown field {unknown[0]!r}", param=f"{where}.{unknown[0]}")
+    _check_message_fields(item, where)
     fields = tuple((name, json.dumps(item[name])) for name in _MESSAGE_FIELDS if item.get(name) is not None)
     content = item.get("content")
     if content is None:
@@ -205,6 +230,15 @@ def _message(item: object, where: str) -> Message:
         raise InvalidRequest(f"{where}.content must be a string or a list of parts", param=f"{where}.content")
     parts = tuple(_part(part, f"{where}.content[{i}]") for i, part in enumerate(content))
     return Message(role, parts, fields)  # type: ignore[arg-type]
+
+
+def _check_message_fields(item: dict[str, Any], where: str) -> None:
+    for name in ("name", "tool_call_id"):
+        if item.get(name) is not None and not isinstance(item[name], str):
+            raise InvalidRequest(f"{where}.{name} must be a string", param=f"{where}.{name}")
+    calls = item.get("tool_calls")
+    if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+        raise InvalidRequest(f"{where}.tool_calls must be a list of objects", param=f"{where}.tool_calls")
 
 
 def _part(part: object, where: str) -> ContentPart:

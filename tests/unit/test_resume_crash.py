@@ -106,6 +106,14 @@ def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer
             for (request,) in db.execute("SELECT request FROM steps WHERE completion IS NOT NULL")
             for seed in json.loads(request)["seeds"]
         }
+    refused = subprocess.run(  # a replay needs every call in the journal: this session has not
+        [sys.executable, "-m", "budgetflow", "replay", session, "--journal", str(journal)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "does not hold" in refused.stderr, refused.stderr[-2000:]
+    assert stub.served_requests == before_resume  # and it sent nothing
     resumed = subprocess.run(
         [sys.executable, "-m", "budgetflow", "resume", session, "--journal", str(journal)],
         env=env,
@@ -125,3 +133,12 @@ def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer
     assert report["temperature"] is not None and report["replayed_calls"] >= 6
     first = report["results"][0]
     assert first["question"] == "0 + 2" and len(first["completions"]) == first["samples"] == 3
+    replayed = subprocess.run(  # the finished session again, with no endpoint: the same answers
+        [sys.executable, "-m", "budgetflow", "replay", session, "--journal", str(journal)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert stub.served_requests == before_resume + len(resent)
+    assert _answers(output) == _answers(reference)
