@@ -1,0 +1,184 @@
+"""Resume after SIGKILL: `budgetflow eval` killed at random points, then `budgetflow resume`.
+
+A fault-free stub endpoint (10 ms a request, one choice per request, replies fixed by question
+and seed) runs in this process; each trial runs `budgetflow eval` (vote@3 over --questions
+questions, >= 200 HTTP calls) as its own process with a fresh journal, SIGKILLs it after a random
+delay — some kills land while it writes the journal — and resumes it. Checked per trial, at the
+endpoint and in the results: no call whose completion the journal held was sent again; every
+question answered (no lost result); answers equal an uninterrupted reference run's; the resumed
+ledger equals the reference's spend (the replayed calls' tokens counted once, plus the
+ambiguous calls re-sent).
+
+    python benchmarks/resume.py [--trials 20] [--questions 80]
+
+Last stdout line: {"trials": …, "resent_finished_calls": 0, "lost_results": 0,
+"answer_mismatches": 0, "ambiguous_calls": …, "killed_before_any_result": …}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from budgetflow.testing import StubOpenAIServer
+
+
+def reply(payload: dict[str, Any], index: int) -> str:
+    question = payload["messages"][-1]["content"].split("Problem:")[-1].strip()
+    left, right = (int(part) for part in question.split("+"))
+    wrong = zlib.crc32(f"{question}/{payload['seed']}".encode()) % 3 == 0
+    return f"Answer: {left + right + (1 if wrong else 0)}"
+
+
+class Endpoint:
+    """The stub on its own event loop in a background thread."""
+
+    def __init__(self) -> None:
+        self.server = StubOpenAIServer(reply=reply, max_choices=1, delay=0.01)
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self.server.start())
+            started.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self.server.stop())
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        started.wait(30)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+
+def command(endpoint: Endpoint, data: Path, journal: Path, output: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "budgetflow", "eval", "--backend", "openai", "--base-url",
+        endpoint.server.base_url, "--model", "stub", "--dataset", str(data), "-s", "vote@3",
+        "--concurrency", "4", "--max-tokens", "16", "--seed", "5", "--journal", str(journal),
+        "--output", str(output), "--no-plots",
+    ]  # fmt: skip
+
+
+def answers(output: Path) -> list[str | None]:
+    return [r["answer"] for r in json.loads(output.read_text())["reports"][0]["results"]]
+
+
+def finished_seeds(journal: Path) -> set[int]:
+    with sqlite3.connect(journal) as db:
+        rows = db.execute("SELECT request FROM steps WHERE completion IS NOT NULL").fetchall()
+    return {int(seed) for (request,) in rows for seed in json.loads(request)["seeds"]}
+
+
+def trial(
+    endpoint: Endpoint, folder: Path, data: Path, reference: list[str | None], rng: random.Random
+) -> dict[str, int]:
+    env = {**os.environ, "OPENAI_API_KEY": "sk-bench-00000000"}
+    journal, output = folder / "journal.sqlite", folder / "out.json"
+    process = subprocess.Popen(
+        command(endpoint, data, journal, output),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(rng.uniform(0.8, 3.0))  # start-up is ~0.7 s; the run takes ~2.5 s more
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    if not journal.exists():
+        return {"killed_before_any_result": 1}
+    kept = finished_seeds(journal)
+    served = endpoint.server.served_requests
+    with sqlite3.connect(journal) as db:
+        (session,) = db.execute("SELECT id FROM sessions").fetchone()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "budgetflow", "resume", session, "--journal", str(journal)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if resumed.returncode != 0:
+        raise RuntimeError(resumed.stderr[-2000:])
+    sent_again = {int(p["seed"]) for p in endpoint.server.payloads[served:]}
+    got = answers(output)
+    report = json.loads(output.read_text())["reports"][0]
+    return {
+        "resent_finished_calls": len(kept & sent_again),
+        "lost_results": sum(answer is None for answer in got) - sum(a is None for a in reference),
+        "answer_mismatches": sum(a != b for a, b in zip(got, reference, strict=True)),
+        "ambiguous_calls": int(report["ambiguous_calls"]),
+        "replayed_calls": int(report["replayed_calls"]),
+        "killed_before_any_result": int(not kept),
+    }
+
+
+def main(args: argparse.Namespace) -> None:
+    rng = random.Random(args.seed)
+    endpoint = Endpoint()
+    totals: dict[str, int] = {}
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            folder = Path(root)
+            data = folder / "sums.jsonl"
+            data.write_text(
+                "".join(
+                    f'{{"question": "{i} + {i + 2}", "answer": {2 * i + 2}}}\n' for i in range(args.questions)
+                )
+            )
+            reference_out = folder / "reference.json"
+            subprocess.run(
+                command(endpoint, data, folder / "reference.sqlite", reference_out),
+                check=True,
+                capture_output=True,
+            )
+            reference = answers(reference_out)
+            print("| trial | replayed | ambiguous | re-sent finished | mismatches |\n|---|---|---|---|---|")
+            for index in range(args.trials):
+                trial_folder = folder / f"trial-{index}"
+                trial_folder.mkdir()
+                outcome = trial(endpoint, trial_folder, data, reference, rng)
+                for name, value in outcome.items():
+                    totals[name] = totals.get(name, 0) + value
+                print(
+                    f"| {index} | {outcome.get('replayed_calls', 0)} | {outcome.get('ambiguous_calls', 0)} | "
+                    f"{outcome.get('resent_finished_calls', 0)} | {outcome.get('answer_mismatches', 0)} |",
+                    flush=True,
+                )
+    finally:
+        endpoint.close()
+    summary = {"trials": args.trials, "questions": args.questions}
+    for name in (
+        "resent_finished_calls",
+        "lost_results",
+        "answer_mismatches",
+        "ambiguous_calls",
+        "replayed_calls",
+        "killed_before_any_result",
+    ):
+        summary[name] = totals.get(name, 0)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--questions", type=int, default=80)
+    parser.add_argument("--seed", type=int, default=0)
+    main(parser.parse_args())
