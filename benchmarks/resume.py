@@ -1,9 +1,10 @@
 """Resume after SIGKILL: `budgetflow eval` killed at random points, then `budgetflow resume`.
 
-A fault-free stub endpoint (10 ms a request, one choice per request, replies fixed by question
+A fault-free stub endpoint (50 ms a request, one choice per request, replies fixed by question
 and seed) runs in this process; each trial runs `budgetflow eval` (vote@3 over --questions
-questions, >= 200 HTTP calls) as its own process with a fresh journal, SIGKILLs it after a random
-delay — some kills land while it writes the journal — and resumes it. Checked per trial, at the
+questions, >= 200 HTTP calls) as its own process with a fresh journal, SIGKILLs it once a random
+number of its calls have finished (the journal polled at random instants, so some kills land
+while it writes the journal) and resumes it. Checked per trial, at the
 endpoint and in the results: no call whose completion the journal held was sent again; every
 question answered (no lost result); answers equal an uninterrupted reference run's; the resumed
 ledger equals the reference's spend (the replayed calls' tokens counted once, plus the
@@ -12,7 +13,8 @@ ambiguous calls re-sent).
     python benchmarks/resume.py [--trials 20] [--questions 80]
 
 Last stdout line: {"trials": …, "resent_finished_calls": 0, "lost_results": 0,
-"answer_mismatches": 0, "ambiguous_calls": …, "killed_before_any_result": …}
+"answer_mismatches": 0, "ambiguous_calls": …, "killed_mid_run": …, …} (a trial whose run
+finished before the kill landed counts in "trials" but not in "killed_mid_run")
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Endpoint:
     """The stub on its own event loop in a background thread."""
 
     def __init__(self) -> None:
-        self.server = StubOpenAIServer(reply=reply, max_choices=1, delay=0.01)
+        self.server = StubOpenAIServer(reply=reply, max_choices=1, delay=0.05)
         self._loop = asyncio.new_event_loop()
         started = threading.Event()
 
@@ -71,13 +73,23 @@ def command(endpoint: Endpoint, data: Path, journal: Path, output: Path) -> list
     return [
         sys.executable, "-m", "budgetflow", "eval", "--backend", "openai", "--base-url",
         endpoint.server.base_url, "--model", "stub", "--dataset", str(data), "-s", "vote@3",
-        "--concurrency", "4", "--max-tokens", "16", "--seed", "5", "--journal", str(journal),
-        "--output", str(output), "--no-plots",
+        "--concurrency", "4", "--max-tokens", "16", "--seed", "5", "--limit", "100000",
+        "--journal", str(journal), "--output", str(output), "--no-plots",
     ]  # fmt: skip
 
 
 def answers(output: Path) -> list[str | None]:
     return [r["answer"] for r in json.loads(output.read_text())["reports"][0]["results"]]
+
+
+def finished_steps(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        with sqlite3.connect(journal, timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM steps WHERE completion IS NOT NULL").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 def finished_seeds(journal: Path) -> set[int]:
@@ -124,6 +136,7 @@ def trial(
         "ambiguous_calls": int(report["ambiguous_calls"]),
         "replayed_calls": int(report["replayed_calls"]),
         "killed_before_any_result": int(not kept),
+        "killed_mid_run": int(len(kept) < 3 * len(reference)),
     }
 
 
