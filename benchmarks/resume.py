@@ -176,6 +176,7 @@ def main(args: argparse.Namespace) -> None:
         endpoint.close()
     summary = {"trials": args.trials, "questions": args.questions}
     for name in (
+        "killed_mid_run",
         "resent_finished_calls",
         "lost_results",
         "answer_mismatches",
