@@ -79,6 +79,7 @@ from budgetflow.cli_options import (
 )
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.cli_serve import keys_app, serve_command
+from budgetflow.cli_trace import OtelOpt, Tracing
 from budgetflow.errors import BudgetflowError, ConfigError
 from budgetflow.evaluate.datasets import (
     BUILTIN_DATASETS,
@@ -91,7 +92,7 @@ from budgetflow.evaluate.datasets import (
 from budgetflow.evaluate.report import plot_reports, write_markdown
 from budgetflow.evaluate.runner import StrategyReport
 from budgetflow.evaluate.session import DatasetSpec, EvalConfig, Journaling, run_eval, write_results
-from budgetflow.events import BudgetSettled, Event, QuestionFinished
+from budgetflow.events import BudgetSettled, Event, QuestionFinished, Subscriber
 from budgetflow.runtime.context import EndpointLimits, RetryPolicy
 from budgetflow.runtime.endpoints import EndpointSpec
 from budgetflow.strategies.base import Strategy
@@ -188,6 +189,7 @@ def eval_command(
     journal: JournalOpt = JOURNAL_DEFAULT,
     session: SessionOpt = None,
     replay: ReplayOpt = False,
+    otel_endpoint: OtelOpt = None,
 ) -> None:
     """Answer a dataset with one or more strategies and compare accuracy, tokens and time.
 
@@ -238,16 +240,16 @@ def eval_command(
         journaling = open_journaling(journal, session, config, replay=replay)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
-    reports = _journaled_run(config, data, output, journaling)
+    reports = _journaled_run(config, data, output, journaling, Tracing(otel_endpoint))
     _render(reports, backend, output, plots)
 
 
 def _journaled_run(
-    config: EvalConfig, data: Dataset, output: Path, journaling: Journaling
+    config: EvalConfig, data: Dataset, output: Path, journaling: Journaling, tracing: Tracing
 ) -> list[StrategyReport]:
-    """The runs, journaled; Ctrl-C says what was kept and how to resume."""
+    """The runs, journaled (and traced when asked); Ctrl-C says what was kept and how to resume."""
     try:
-        reports = asyncio.run(_run_with_progress(config, data, output, journaling))
+        reports = asyncio.run(_run_with_progress(config, data, output, journaling, tracing))
         journaling.journal.finish_session(journaling.session)
         return reports
     except KeyboardInterrupt:
@@ -256,6 +258,7 @@ def _journaled_run(
         raise exit_for(exc) from None
     finally:
         journaling.journal.close()
+        tracing.close()
 
 
 def _check_output(output: Path) -> None:
@@ -344,13 +347,19 @@ def _field_map(question: str | None, answer: str | None, identifier: str | None)
 
 
 async def _run_with_progress(
-    config: EvalConfig, data: Dataset, output: Path, journaling: Journaling | None = None
+    config: EvalConfig,
+    data: Dataset,
+    output: Path,
+    journaling: Journaling | None = None,
+    tracing: Tracing | None = None,
 ) -> list[StrategyReport]:
     """Run `config` with a progress bar per run, writing the results after every run."""
     with _progress() as progress:
 
-        def watch(name: str, questions: int) -> _ProgressView:
+        def progress_view(name: str, questions: int) -> Subscriber:
             return _ProgressView(progress, name, questions, config.budget)
+
+        watch = tracing.watching(progress_view) if tracing is not None else progress_view
 
         def save(reports: list[StrategyReport]) -> None:
             write_results(output, data, reports, config.sampling, audit=_audit(config, journaling))

@@ -68,6 +68,7 @@ class RequestStarted(Event):
     n: int
     attempt: int = 1
     kind: str = "complete"
+    model: str = ""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -86,7 +86,12 @@ class Metered(Wrapper):
             request_id = self._events.next_request_id()
             self._events.emit(
                 RequestStarted(
-                    request_id=request_id, backend=self.name, n=n, kind=kind, unit_id=request.unit_id
+                    request_id=request_id,
+                    backend=self.name,
+                    n=n,
+                    kind=kind,
+                    unit_id=request.unit_id,
+                    model=request.model or self.inner.model_name,
                 )
             )
         return request_id, time.perf_counter()
