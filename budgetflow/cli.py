@@ -25,6 +25,7 @@ from budgetflow.cli_journal import (
     interrupted,
     open_journaling,
     resume_arguments,
+    trace_tree,
 )
 from budgetflow.cli_options import (
     CONFIDENCE_WEIGHT_DEFAULT,
@@ -483,6 +484,19 @@ def replay_command(
     call is answered from it, so its decisions and answers come out again exactly. A call the
     journal does not hold, or one that asks for something else, is an error naming it."""
     _run_again(resume_arguments(session, journal, replay=True))
+
+
+@app.command("trace")
+def trace_command(
+    session: Annotated[str, typer.Argument(help="A session of the journal.")],
+    journal: JournalOpt = JOURNAL_DEFAULT,
+) -> None:
+    """Show a session as a tree: its runs, their units (questions), each one's answer, whether
+    it was right, why its strategy stopped, and what it spent."""
+    try:
+        stdout.print(trace_tree(session, journal))
+    except BudgetflowError as exc:
+        raise exit_for(exc) from None
 
 
 def _run_again(arguments: list[str]) -> None:

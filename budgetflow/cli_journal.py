@@ -7,9 +7,11 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.tree import Tree
 
 from budgetflow.cli_output import console, exit_for
 from budgetflow.errors import BudgetflowError, ConfigError
@@ -117,3 +119,40 @@ def _own_free(arguments: Sequence[str]) -> list[str]:
             continue
         kept.append(argument)
     return kept
+
+
+def trace_tree(session: str, journal: Path) -> Tree:
+    """A session as a tree: its runs, their units, each unit's answer, spend and why it stopped."""
+    recorded = Journal(journal)
+    try:
+        found = recorded.session(session)
+        if found is None:
+            raise ConfigError(f"no session {session!r} in the journal {journal}")
+        runs = recorded.units(session)
+    finally:
+        recorded.close()
+    state = "finished" if found["finished"] else "not finished (budgetflow resume continues it)"
+    tree = Tree(escape(f"{session}: budgetflow {' '.join(found['command'])} — {state}"))
+    for run_id, units in sorted(runs.items()):
+        scored = [u["score"] for u in units.values() if "score" in u]
+        accuracy = f", accuracy {sum(scored) / len(scored):.1%}" if scored else ""
+        tokens = sum(u["tokens"] for u in units.values())
+        branch = tree.add(
+            escape(f"{run_id.removeprefix(session + '/')}: {len(units)} units, {tokens:,} tokens{accuracy}")
+        )
+        for unit_id, unit in units.items():
+            branch.add(escape(_unit_line(unit_id, unit)))
+    return tree
+
+
+def _unit_line(unit_id: str, unit: dict[str, Any]) -> str:
+    if "reason" not in unit:
+        waiting = f", {unit.get('unfinished_steps', 0)} in flight" if unit.get("unfinished_steps") else ""
+        return f"{unit_id}: unfinished ({unit['steps']} steps{waiting}, {unit['tokens']:,} tokens)"
+    mark = {1.0: "right", 0.0: "wrong"}.get(unit.get("score", -1.0), "")
+    verdict = f" [{mark}]" if mark else ""
+    starved = " (starved)" if unit.get("starved") else ""
+    return (
+        f"{unit_id}: {unit['answer']!r}{verdict} — {unit['reason']}{starved}; "
+        f"{unit['steps']} steps, {unit['tokens']:,} tokens"
+    )

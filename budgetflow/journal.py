@@ -296,6 +296,34 @@ class Journal:
             raise ConfigError(f"the journal {self.path} is missing text {sha[:12]}")
         return str(row[0])
 
+    def units(self, session_id: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every unit of every run of a session: its steps, the tokens they spent, and (once it
+        finished) its answer, why it stopped and its score — what `budgetflow trace` shows."""
+        prefix = f"{session_id}/%"
+        runs: dict[str, dict[str, dict[str, Any]]] = {}
+        for run_id, unit_id, steps, prompt, generated, open_steps in self._db.execute(
+            "SELECT run_id, unit_id, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), "
+            "SUM(completion IS NULL) FROM steps WHERE run_id LIKE ? GROUP BY run_id, unit_id",
+            (prefix,),
+        ):
+            runs.setdefault(run_id, {})[unit_id] = {
+                "steps": steps,
+                "tokens": (prompt or 0) + (generated or 0),
+                "unfinished_steps": open_steps,
+            }
+        for run_id, kind, payload in self._db.execute(
+            "SELECT run_id, kind, payload FROM events WHERE run_id LIKE ? AND kind IN "
+            "('UnitFinished', 'QuestionFinished') ORDER BY seq",
+            (prefix,),
+        ):
+            event = json.loads(payload)
+            unit = runs.setdefault(run_id, {}).setdefault(event["unit_id"], {"steps": 0, "tokens": 0})
+            if kind == "UnitFinished":
+                unit.update(answer=event["answer"], reason=event["reason"], starved=event["starved"])
+            else:
+                unit["score"] = event["score"]
+        return runs
+
     def counts(self) -> dict[str, int]:
         return {
             table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

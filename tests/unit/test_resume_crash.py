@@ -142,3 +142,12 @@ def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     assert stub.served_requests == before_resume + len(resent)
     assert _answers(output) == _answers(reference)
+    traced = subprocess.run(
+        [sys.executable, "-m", "budgetflow", "trace", session, "--journal", str(journal)],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+    )
+    right = sum(a == str(2 * i + 2) for i, a in enumerate(_answers(reference)))
+    assert traced.returncode == 0 and f"vote@3: {QUESTIONS} units" in traced.stdout
+    assert f"accuracy {right / QUESTIONS:.1%}" in traced.stdout and "sums-1: '2' [right]" in traced.stdout
