@@ -34,8 +34,8 @@ def _answer(payload: dict[str, Any], index: int) -> str:
 
 @pytest.fixture
 def stub() -> Iterator[StubOpenAIServer]:
-    """A stub endpoint (10 ms a request) on its own loop in a background thread."""
-    server = StubOpenAIServer(reply=_answer, max_choices=1, delay=0.01)
+    """A stub endpoint (50 ms a request: the kill lands mid-run) on its own loop in a background thread."""
+    server = StubOpenAIServer(reply=_answer, max_choices=1, delay=0.05)
     loop = asyncio.new_event_loop()
     started = threading.Event()
 
