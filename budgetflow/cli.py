@@ -80,7 +80,7 @@ from budgetflow.cli_options import (
 )
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.cli_serve import keys_app, serve_command
-from budgetflow.cli_trace import OtelOpt, Tracing
+from budgetflow.cli_trace import OtelOpt, Tracing, partial_results
 from budgetflow.errors import BudgetflowError, ConfigError
 from budgetflow.evaluate.datasets import (
     BUILTIN_DATASETS,
@@ -360,7 +360,11 @@ async def _run_with_progress(
         def progress_view(name: str, questions: int) -> Subscriber:
             return _ProgressView(progress, name, questions, config.budget)
 
-        watch = tracing.watching(progress_view) if tracing is not None else progress_view
+        partial = output.with_suffix(".partial.jsonl")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("", encoding="utf-8")
+        watch = partial_results(partial, progress_view)
+        watch = tracing.watching(watch) if tracing is not None else watch
 
         def save(reports: list[StrategyReport]) -> None:
             write_results(output, data, reports, config.sampling, audit=_audit(config, journaling))

@@ -1,15 +1,18 @@
-"""`eval --otel-endpoint URL`: the runs as OpenTelemetry traces, exported over OTLP/HTTP."""
+"""What `budgetflow eval` writes as it goes: OpenTelemetry traces (`--otel-endpoint URL`, over
+OTLP/HTTP) and each finished question, at once, to `<output>.partial.jsonl`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from budgetflow.evaluate.session import RunWatcher
-from budgetflow.events import Event, Subscriber
+from budgetflow.events import Event, QuestionFinished, Subscriber
 
-__all__ = ["OtelOpt", "Tracing"]
+__all__ = ["OtelOpt", "Tracing", "partial_results"]
 
 OtelOpt = Annotated[
     str | None,
@@ -60,3 +63,31 @@ class Tracing:
             recorder.close()  # type: ignore[attr-defined]
         if self._provider is not None:
             self._provider.shutdown()
+
+
+def partial_results(path: Path, inner: RunWatcher) -> RunWatcher:
+    """`inner`'s subscriber for each run, and beside it one that appends each finished question
+    to `path` (JSON lines, flushed at once): a run stopped half-way has its finished questions
+    there, not only in the journal."""
+
+    def watch(name: str, questions: int) -> Subscriber | None:
+        shown = inner(name, questions)
+
+        def both(event: Event) -> None:
+            if isinstance(event, QuestionFinished):
+                line = {
+                    "run": name,
+                    "question_id": event.question_id,
+                    "answer": event.answer,
+                    "score": event.score,
+                    "prompt_tokens": event.usage.prompt_tokens,
+                    "completion_tokens": event.usage.completion_tokens,
+                }
+                with path.open("a", encoding="utf-8") as sink:
+                    sink.write(json.dumps(line) + "\n")
+            if shown is not None:
+                shown(event)
+
+        return both
+
+    return watch

@@ -97,6 +97,9 @@ def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     assert 6 <= _finished_steps(journal) < QUESTIONS  # killed mid-run, with calls finished
+    partial = output.with_suffix(".partial.jsonl")  # finished questions were written at once
+    kept_lines = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert kept_lines and all(line["run"] == "vote@3" and line["answer"] for line in kept_lines)
     before_resume = stub.served_requests
     sent_before = {int(p["seed"]) for p in stub.payloads[served_reference:before_resume]}
     with sqlite3.connect(journal) as db:
@@ -125,6 +128,7 @@ def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer
     assert finished <= sent_before and not (finished & resent)  # no finished call sent again
     assert _answers(output) == _answers(reference)
     assert "answered from the journal" in resumed.stderr
+    assert len(partial.read_text().splitlines()) == QUESTIONS
     assert b"sk-test-not-a-real-key" not in journal.read_bytes()
     document = json.loads(output.read_text())  # what an auditor needs is in the results
     assert document["command"][1:3] == ["resume", session] and document["budgetflow_version"]
