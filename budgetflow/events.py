@@ -206,16 +206,20 @@ class EventStream:
         self._subscribers: list[Subscriber] = []
         self._request_ids = itertools.count(1)
         self.run_id = run_id or uuid.uuid4().hex[:12]
-
-    @property
-    def active(self) -> bool:
-        """Whether anyone listens; callers may skip building events when nobody does."""
-        return bool(self._subscribers)
+        #: Whether anyone listens; callers may skip building events when nobody does (a plain
+        #: attribute, not a property: it is read several times per request).
+        self.active = False
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Add a subscriber; returns a function that removes it."""
         self._subscribers.append(subscriber)
-        return lambda: self._subscribers.remove(subscriber)
+        self.active = True
+
+        def unsubscribe() -> None:
+            self._subscribers.remove(subscriber)
+            self.active = bool(self._subscribers)
+
+        return unsubscribe
 
     def emit(self, event: Event) -> None:
         if not self._subscribers:

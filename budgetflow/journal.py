@@ -121,11 +121,7 @@ class Journal:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(_SCHEMA)
+            self._db = _open(self.path)
         except (sqlite3.Error, OSError) as error:
             raise ConfigError(f"cannot open the journal {self.path}: {error}") from error
         self._pending: list[tuple[str, str, str, float, str]] = []
@@ -329,6 +325,26 @@ class Journal:
             table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
             for table in ("sessions", "steps", "events", "texts")
         }
+
+
+def _open(path: Path, attempts: int = 100) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema in place. Switching a new file to WAL takes a
+    lock that SQLite's busy handler does not wait for, so a writer opening the file while another
+    does so retries, briefly."""
+    for attempt in range(attempts):
+        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            return db
+        except sqlite3.OperationalError as error:
+            db.close()
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _Transaction:

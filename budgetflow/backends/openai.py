@@ -393,7 +393,7 @@ _REPLY_FIELDS = ("tool_calls", "function_call", "refusal", "audio")
 
 
 def _reply_fields(message: object) -> JsonFields:
-    if not isinstance(message, dict):
+    if not isinstance(message, dict) or len(message) <= 2:  # role and content only: the usual reply
         return ()
     return tuple((name, json.dumps(message[name])) for name in _REPLY_FIELDS if message.get(name) is not None)
 
