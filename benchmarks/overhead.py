@@ -30,7 +30,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -39,6 +38,7 @@ from budgetflow.backends.openai import OpenAICompatibleBackend
 from budgetflow.budget import Budget
 from budgetflow.events import EventLog
 from budgetflow.runtime.context import EndpointLimits, RunContext
+from budgetflow.testing.load import run_load
 from budgetflow.types import Request, SamplingParams
 
 PROMPT = "What is 6 x 7? Answer with a number."
@@ -54,24 +54,6 @@ def start_stub() -> tuple[subprocess.Popen[bytes], str]:
     assert process.stdout is not None
     port = int(process.stdout.readline())
     return process, f"http://127.0.0.1:{port}/v1"
-
-
-async def run_load(call: Call, total: int, concurrency: int) -> tuple[float, list[float]]:
-    """Requests per second over `total` calls with `concurrency` workers, and each call's latency."""
-    latencies: list[float] = []
-    remaining = iter(range(total))
-
-    async def worker() -> None:
-        for _ in remaining:
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(worker())
-    return total / (time.perf_counter() - started), latencies
 
 
 def engine_call(

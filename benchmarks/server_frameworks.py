@@ -24,12 +24,13 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
+
+from budgetflow.testing.load import free_port, run_load
 
 SERVERS = ("aiohttp", "uvicorn", "granian")
 BODY = json.dumps(
@@ -134,14 +135,6 @@ def started(command: list[str], env: dict[str, str] | None = None) -> Iterator[s
         child.wait(timeout=30)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def wait_up(url: str) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
@@ -160,21 +153,11 @@ async def wait_up(url: str) -> None:
 async def load(
     session: aiohttp.ClientSession, url: str, total: int, concurrency: int
 ) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    remaining = iter(range(total))
+    async def call() -> None:
+        async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as reply:
+            json.loads(await reply.read())
 
-    async def worker() -> None:
-        for _ in remaining:
-            started_at = time.perf_counter()
-            async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as reply:
-                json.loads(await reply.read())
-            latencies.append(time.perf_counter() - started_at)
-
-    started_at = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(worker())
-    return total / (time.perf_counter() - started_at), latencies
+    return await run_load(call, total, concurrency)
 
 
 async def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 
 from budgetflow.server.keys import KeyStore
+from budgetflow.testing.load import free_port, run_load
 
 ROOT = Path(__file__).resolve().parent
 QUESTION = [{"role": "user", "content": "What is 6 x 7? Answer with a number."}]
@@ -99,7 +100,7 @@ def optillm_server(python: str | None, upstream: str, approach: str) -> Iterator
     if python is None:
         yield None
         return
-    port = _free_port()
+    port = free_port()
     script = str(Path(python).with_name("optillm"))
     command = [
         script,
@@ -125,14 +126,6 @@ def optillm_server(python: str | None, upstream: str, approach: str) -> Iterator
     finally:
         child.terminate()
         child.wait(timeout=30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _wait_until_up(url: str, child: subprocess.Popen[bytes]) -> None:
@@ -165,23 +158,6 @@ def chat(session: aiohttp.ClientSession, base_url: str, model: str, **extra: Any
             json.loads(payload)
 
     return call
-
-
-async def run_load(call: Call, total: int, concurrency: int) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    remaining = iter(range(total))
-
-    async def worker() -> None:
-        for _ in remaining:
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(worker())
-    return total / (time.perf_counter() - started), latencies
 
 
 async def time_to_first_byte(session: aiohttp.ClientSession, base_url: str, samples: int) -> float:

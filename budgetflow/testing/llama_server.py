@@ -6,13 +6,14 @@ the embedded backend. Requires the `server` extra (`llama-cpp-python[server]`).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from budgetflow.testing.load import free_port
 
 __all__ = ["LlamaServer", "start_llama_server", "stop_llama_server"]
 
@@ -27,12 +28,6 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_llama_server(
     model: Path, log: Path, *, threads: int = 1, context_tokens: int = 2048, logits_all: bool = True
 ) -> LlamaServer:
@@ -41,7 +36,7 @@ def start_llama_server(
     `logits_all` (the server's default) keeps every position's logits, which it needs to return
     any log-probabilities: of samples, and of the prompt (`/v1/completions` with `echo`: scoring
     text). Without it both are an HTTP 500."""
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
         "--port", str(port), "--n_ctx", str(context_tokens), "--n_threads", str(threads),
