@@ -20,7 +20,6 @@ finished before the kill landed counts in "trials" but not in "killed_mid_run")
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -29,13 +28,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 from budgetflow.testing import StubOpenAIServer
+from budgetflow.testing.serving import stub_in_thread
 
 
 def reply(payload: dict[str, Any], index: int) -> str:
@@ -45,34 +44,10 @@ def reply(payload: dict[str, Any], index: int) -> str:
     return f"Answer: {left + right + (1 if wrong else 0)}"
 
 
-class Endpoint:
-    """The stub on its own event loop in a background thread."""
-
-    def __init__(self) -> None:
-        self.server = StubOpenAIServer(reply=reply, max_choices=1, delay=0.05)
-        self._loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self.server.start())
-            started.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self.server.stop())
-
-        self._thread = threading.Thread(target=serve, daemon=True)
-        self._thread.start()
-        started.wait(30)
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(30)
-
-
-def command(endpoint: Endpoint, data: Path, journal: Path, output: Path) -> list[str]:
+def command(endpoint: StubOpenAIServer, data: Path, journal: Path, output: Path) -> list[str]:
     return [
         sys.executable, "-m", "budgetflow", "eval", "--backend", "openai", "--base-url",
-        endpoint.server.base_url, "--model", "stub", "--dataset", str(data), "-s", "vote@3",
+        endpoint.base_url, "--model", "stub", "--dataset", str(data), "-s", "vote@3",
         "--concurrency", "4", "--max-tokens", "16", "--seed", "5", "--limit", "100000",
         "--journal", str(journal), "--output", str(output), "--no-plots",
     ]  # fmt: skip
@@ -99,7 +74,7 @@ def finished_seeds(journal: Path) -> set[int]:
 
 
 def trial(
-    endpoint: Endpoint, folder: Path, data: Path, reference: list[str | None], rng: random.Random
+    endpoint: StubOpenAIServer, folder: Path, data: Path, reference: list[str | None], rng: random.Random
 ) -> dict[str, int]:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench-00000000"}
     journal, output = folder / "journal.sqlite", folder / "out.json"
@@ -115,7 +90,7 @@ def trial(
     if not journal.exists():
         return {"killed_before_any_result": 1}
     kept = finished_seeds(journal)
-    served = endpoint.server.served_requests
+    served = endpoint.served_requests
     with sqlite3.connect(journal) as db:
         (session,) = db.execute("SELECT id FROM sessions").fetchone()
     resumed = subprocess.run(
@@ -126,7 +101,7 @@ def trial(
     )
     if resumed.returncode != 0:
         raise RuntimeError(resumed.stderr[-2000:])
-    sent_again = {int(p["seed"]) for p in endpoint.server.payloads[served:]}
+    sent_again = {int(p["seed"]) for p in endpoint.payloads[served:]}
     got = answers(output)
     report = json.loads(output.read_text())["reports"][0]
     return {
@@ -142,38 +117,35 @@ def trial(
 
 def main(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
-    endpoint = Endpoint()
     totals: dict[str, int] = {}
-    try:
-        with tempfile.TemporaryDirectory() as root:
-            folder = Path(root)
-            data = folder / "sums.jsonl"
-            data.write_text(
-                "".join(
-                    f'{{"question": "{i} + {i + 2}", "answer": {2 * i + 2}}}\n' for i in range(args.questions)
-                )
+    stub = StubOpenAIServer(reply=reply, max_choices=1, delay=0.05)
+    with stub_in_thread(stub) as endpoint, tempfile.TemporaryDirectory() as root:
+        folder = Path(root)
+        data = folder / "sums.jsonl"
+        data.write_text(
+            "".join(
+                f'{{"question": "{i} + {i + 2}", "answer": {2 * i + 2}}}\n' for i in range(args.questions)
             )
-            reference_out = folder / "reference.json"
-            subprocess.run(
-                command(endpoint, data, folder / "reference.sqlite", reference_out),
-                check=True,
-                capture_output=True,
+        )
+        reference_out = folder / "reference.json"
+        subprocess.run(
+            command(endpoint, data, folder / "reference.sqlite", reference_out),
+            check=True,
+            capture_output=True,
+        )
+        reference = answers(reference_out)
+        print("| trial | replayed | ambiguous | re-sent finished | mismatches |\n|---|---|---|---|---|")
+        for index in range(args.trials):
+            trial_folder = folder / f"trial-{index}"
+            trial_folder.mkdir()
+            outcome = trial(endpoint, trial_folder, data, reference, rng)
+            for name, value in outcome.items():
+                totals[name] = totals.get(name, 0) + value
+            print(
+                f"| {index} | {outcome.get('replayed_calls', 0)} | {outcome.get('ambiguous_calls', 0)} | "
+                f"{outcome.get('resent_finished_calls', 0)} | {outcome.get('answer_mismatches', 0)} |",
+                flush=True,
             )
-            reference = answers(reference_out)
-            print("| trial | replayed | ambiguous | re-sent finished | mismatches |\n|---|---|---|---|---|")
-            for index in range(args.trials):
-                trial_folder = folder / f"trial-{index}"
-                trial_folder.mkdir()
-                outcome = trial(endpoint, trial_folder, data, reference, rng)
-                for name, value in outcome.items():
-                    totals[name] = totals.get(name, 0) + value
-                print(
-                    f"| {index} | {outcome.get('replayed_calls', 0)} | {outcome.get('ambiguous_calls', 0)} | "
-                    f"{outcome.get('resent_finished_calls', 0)} | {outcome.get('answer_mismatches', 0)} |",
-                    flush=True,
-                )
-    finally:
-        endpoint.close()
     summary = {"trials": args.trials, "questions": args.questions}
     for name in (
         "killed_mid_run",

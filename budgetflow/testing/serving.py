@@ -6,16 +6,19 @@ async with serving(backend, ServerSettings(upstream_model="stub")) as base_url:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
 
 from budgetflow.backends.base import Backend
 from budgetflow.server.app import ServerSettings, create_app
 from budgetflow.server.keys import KeyStore
+from budgetflow.testing.stub_server import StubOpenAIServer
 
-__all__ = ["serving"]
+__all__ = ["serving", "stub_in_thread"]
 
 
 @contextlib.asynccontextmanager
@@ -31,3 +34,28 @@ async def serving(
         yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
     finally:
         await runner.cleanup()
+
+
+@contextlib.contextmanager
+def stub_in_thread(server: StubOpenAIServer) -> Iterator[StubOpenAIServer]:
+    """`server` serving from its own event loop in a background thread while the context is open:
+    for a test or benchmark whose client is another process (a `budgetflow` command)."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(server.stop())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    if not started.wait(30):
+        raise RuntimeError("the stub server did not start within 30 s")
+    try:
+        yield server
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)

@@ -4,14 +4,12 @@ twice, and the resumed session answers every question as an uninterrupted one do
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from budgetflow.testing import StubOpenAIServer
+from budgetflow.testing.serving import stub_in_thread
 
 QUESTIONS = 16
 
@@ -35,23 +34,8 @@ def _answer(payload: dict[str, Any], index: int) -> str:
 @pytest.fixture
 def stub() -> Iterator[StubOpenAIServer]:
     """A stub endpoint (50 ms a request: the kill lands mid-run) on its own loop in a background thread."""
-    server = StubOpenAIServer(reply=_answer, max_choices=1, delay=0.05)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.start())
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(server.stop())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(30)
-    yield server
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(30)
+    with stub_in_thread(StubOpenAIServer(reply=_answer, max_choices=1, delay=0.05)) as server:
+        yield server
 
 
 def _eval(stub: StubOpenAIServer, data: Path, journal: Path, output: Path) -> list[str]:
