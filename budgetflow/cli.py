@@ -385,7 +385,7 @@ def _audit(config: EvalConfig, journaling: Journaling | None) -> dict[str, objec
         "backend": {"kind": endpoint.kind, "base_url": endpoint.base_url, "model": endpoint.model},
         "journal": None
         if journaling is None
-        else {"path": str(journaling.journal.path), "session": journaling.session},
+        else {"path": journaling.journal.location, "session": journaling.session},
     }
 
 

@@ -6,7 +6,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,13 +26,14 @@ __all__ = [
     "resume_arguments",
 ]
 
-JOURNAL_DEFAULT = Path(".budgetflow/journal.sqlite")
+JOURNAL_DEFAULT = ".budgetflow/journal.sqlite"
 OUTPUT = "Output"
 JournalOpt = Annotated[
-    Path,
+    str,
     typer.Option(
         rich_help_panel=OUTPUT,
-        help="SQLite journal every request and result is appended to (a killed run resumes from it).",
+        help="Journal every request and result is appended to (a killed run resumes from it): a "
+        "SQLite file, or a PostgreSQL database as postgresql://USER:PASSWORD@HOST:PORT/DB.",
     ),
 ]
 SessionOpt = Annotated[
@@ -46,7 +46,7 @@ _OWN_OPTIONS = ("--journal", "--session")
 _OWN_FLAGS = ("--replay",)
 
 
-def open_journaling(path: Path, session: str | None, config: object, *, replay: bool = False) -> Journaling:
+def open_journaling(path: str, session: str | None, config: object, *, replay: bool = False) -> Journaling:
     """The journal at `path` with this invocation recorded as a session (a new one unless
     `session` names one to resume or, with `replay`, to replay without a backend)."""
     from budgetflow import __version__
@@ -54,7 +54,7 @@ def open_journaling(path: Path, session: str | None, config: object, *, replay: 
     journal = Journal(path)
     if session is not None and journal.session(session) is None:
         journal.close()
-        raise ConfigError(f"--session {session!r}: no such session in the journal {path}")
+        raise ConfigError(f"--session {session!r}: no such session in the journal {journal.location}")
     chosen = session or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if replay and session is None:
         journal.close()
@@ -66,7 +66,7 @@ def open_journaling(path: Path, session: str | None, config: object, *, replay: 
 def interrupted(journaling: Journaling) -> typer.Exit:
     """What Ctrl-C prints: how much was kept, where, and how to go on."""
     journaling.journal.flush()
-    path = journaling.journal.path
+    path = journaling.journal.location
     console.print(
         f"interrupted: {journaling.journal.committed} finished calls are saved in {path}; "
         f"resume with: budgetflow resume {journaling.session} --journal {path}",
@@ -83,7 +83,7 @@ ReplayOpt = Annotated[
 ]
 
 
-def resume_arguments(session: str, journal: Path, *, replay: bool = False) -> list[str]:
+def resume_arguments(session: str, journal: str, *, replay: bool = False) -> list[str]:
     """The `budgetflow` arguments that resume (or, with `replay`, replay) `session`: its own
     command line, pointed at the journal and the session."""
     try:
@@ -91,10 +91,10 @@ def resume_arguments(session: str, journal: Path, *, replay: bool = False) -> li
         found = recorded.session(session)
         recorded.close()
         if found is None:
-            raise ConfigError(f"no session {session!r} in the journal {journal}")
+            raise ConfigError(f"no session {session!r} in the journal {recorded.location}")
     except BudgetflowError as exc:
         raise exit_for(exc) from None
-    command = [*found["command"], "--journal", str(journal), "--session", session]
+    command = [*found["command"], "--journal", journal, "--session", session]
     if replay:
         command.append("--replay")
     verb = "replaying" if replay else "resuming"
@@ -121,13 +121,13 @@ def _own_free(arguments: Sequence[str]) -> list[str]:
     return kept
 
 
-def trace_tree(session: str, journal: Path) -> Tree:
+def trace_tree(session: str, journal: str) -> Tree:
     """A session as a tree: its runs, their units, each unit's answer, spend and why it stopped."""
     recorded = Journal(journal)
     try:
         found = recorded.session(session)
         if found is None:
-            raise ConfigError(f"no session {session!r} in the journal {journal}")
+            raise ConfigError(f"no session {session!r} in the journal {recorded.location}")
         runs = recorded.units(session)
     finally:
         recorded.close()

@@ -26,6 +26,14 @@ from budgetflow.types import SamplingParams
 SAMPLING = SamplingParams(max_tokens=16, seed=7)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the journal lives: a SQLite file, or a database on a real PostgreSQL server."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path / "journal.sqlite")
+
+
 def _answer(payload: dict[str, Any], index: int) -> str:
     """A reply fixed by the question and the sample's seed, right two times in three."""
     question = payload["messages"][-1]["content"].split("Problem:")[-1].strip()
@@ -90,13 +98,13 @@ async def _run(
     return None
 
 
-def test_a_stopped_run_resumes_without_resending_finished_calls(tmp_path: Path) -> None:
+def test_a_stopped_run_resumes_without_resending_finished_calls(tmp_path: Path, where: str) -> None:
     dataset = _dataset(tmp_path)
 
     async def main() -> tuple[StrategyReport, StrategyReport, set[int], int]:
         async with StubOpenAIServer(reply=_answer, max_choices=1, delay=0.01) as reference_server:
             reference = await _run(dataset, reference_server, None)
-        journal = Journal(tmp_path / "journal.sqlite")
+        journal = Journal(where)
         async with StubOpenAIServer(reply=_answer, max_choices=1, delay=0.01) as first:
             await _run(dataset, first, journal, stop_after=5)
         finished_seeds = _finished_seeds(journal)
@@ -127,11 +135,11 @@ def _finished_seeds(journal: Journal) -> set[int]:
     return seeds
 
 
-def test_resuming_with_a_changed_strategy_is_refused(tmp_path: Path) -> None:
+def test_resuming_with_a_changed_strategy_is_refused(tmp_path: Path, where: str) -> None:
     dataset = _dataset(tmp_path, count=4)
 
     async def main() -> None:
-        journal = Journal(tmp_path / "journal.sqlite")
+        journal = Journal(where)
         async with StubOpenAIServer(reply=_answer) as server:
             await _run(dataset, server, journal)
             with pytest.raises(ConfigError, match="journal mismatch.*step 1"):
@@ -155,14 +163,24 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert secret.encode() not in raw and b"[redacted]" in raw
     assert redact("key bf-abc123def456-XYZ and Bearer tok.en") == "key [redacted] and Bearer [redacted]"
+    assert redact("postgresql://me:hunter22@db:5432/j") == "postgresql://me:[redacted]@db:5432/j"
 
 
-def test_the_journal_grows_with_samples_not_with_repeated_prompts(tmp_path: Path) -> None:
+def test_secrets_never_reach_a_postgres_journal(postgres_url: str) -> None:
+    secret = "sk-live-9f8e7d6c5b4a39281706"
+    journal = Journal(postgres_url)
+    journal.start_session("s", command=["eval", "--api-key", secret], config=secret, version="x")
+    stored = journal._db.execute("SELECT command || config FROM sessions").fetchone()[0]
+    journal.close()
+    assert secret not in stored and "[redacted]" in stored
+
+
+def test_the_journal_grows_with_samples_not_with_repeated_prompts(tmp_path: Path, where: str) -> None:
     """10,000 samples (1,000 questions x vote@10) sharing a few-shot prompt prefix."""
     dataset = _dataset(tmp_path, count=1000)
 
-    async def main() -> None:
-        journal = Journal(tmp_path / "journal.sqlite")
+    async def main() -> int:
+        journal = Journal(where)
         async with StubOpenAIServer(reply=_answer, keep_payloads=False) as server:
             events = EventStream("big/vote@10")
             journal.attach(events)
@@ -172,18 +190,30 @@ def test_the_journal_grows_with_samples_not_with_repeated_prompts(tmp_path: Path
                     dataset, Vote(n=10), backend, sampling=SAMPLING, concurrency=16, events=events
                 )
         counts = journal.counts()
+        size = _postgres_bytes(journal) if where.startswith("postgresql") else 0
         journal.close()
         assert sum(r.samples for r in report.results) == 10_000
         assert counts["steps"] == 1000
+        return size
 
-    asyncio.run(main())
-    size = sum(p.stat().st_size for p in tmp_path.glob("journal.sqlite*"))
-    print(f"journal: {size:,} bytes for 10,000 samples")
+    size = asyncio.run(main()) or sum(p.stat().st_size for p in tmp_path.glob("journal.sqlite*"))
+    kind = "postgresql" if where.startswith("postgresql") else "sqlite"
+    print(f"journal ({kind}): {size:,} bytes for 10,000 samples")
     assert size < 6 * 1024 * 1024, f"{size:,} bytes for 10,000 samples"
 
 
-def test_two_writers_on_one_file_lose_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite"
+def _postgres_bytes(journal: Journal) -> int:
+    """What the journal's tables (with their indexes and TOAST) take on the PostgreSQL server."""
+    journal._db.execute("VACUUM")
+    sizes = [
+        journal._db.execute("SELECT pg_total_relation_size(?::regclass)", (table,)).fetchone()[0]
+        for table in ("sessions", "steps", "events", "texts")
+    ]
+    return int(sum(sizes))
+
+
+def test_two_writers_on_one_journal_lose_nothing(where: str) -> None:
+    path = where
     errors: list[BaseException] = []
 
     def writer(name: str) -> None:

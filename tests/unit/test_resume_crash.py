@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from budgetflow.journal import Journal
 from budgetflow.testing import StubOpenAIServer
 from budgetflow.testing.serving import stub_in_thread
 
@@ -38,7 +38,15 @@ def stub() -> Iterator[StubOpenAIServer]:
         yield server
 
 
-def _eval(stub: StubOpenAIServer, data: Path, journal: Path, output: Path) -> list[str]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The journal: a SQLite file, or a database on a real PostgreSQL server."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path / "journal.sqlite")
+
+
+def _eval(stub: StubOpenAIServer, data: Path, journal: Path | str, output: Path) -> list[str]:
     return [
         sys.executable, "-m", "budgetflow", "eval", "--backend", "openai", "--base-url", stub.base_url,
         "--model", "stub", "--dataset", str(data), "-s", "vote@3", "--concurrency", "2",
@@ -46,12 +54,8 @@ def _eval(stub: StubOpenAIServer, data: Path, journal: Path, output: Path) -> li
     ]  # fmt: skip
 
 
-def _finished_steps(journal: Path) -> int:
-    try:
-        with sqlite3.connect(journal, timeout=5) as db:
-            return int(db.execute("SELECT COUNT(*) FROM steps WHERE completion IS NOT NULL").fetchone()[0])
-    except sqlite3.Error:
-        return 0
+def _finished_steps(journal: Journal) -> int:
+    return int(journal._db.execute("SELECT COUNT(*) FROM steps WHERE completion IS NOT NULL").fetchone()[0])
 
 
 def _answers(output: Path) -> list[str | None]:
@@ -59,7 +63,9 @@ def _answers(output: Path) -> list[str | None]:
     return [result["answer"] for result in document["reports"][0]["results"]]
 
 
-def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer, tmp_path: Path) -> None:
+def test_sigkill_then_resume_sends_no_finished_call_twice(
+    stub: StubOpenAIServer, tmp_path: Path, where: str
+) -> None:
     data = tmp_path / "sums.jsonl"
     data.write_text(
         "".join(f'{{"question": "{i} + {i + 2}", "answer": {2 * i + 2}}}\n' for i in range(QUESTIONS))
@@ -71,28 +77,28 @@ def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer
     )
     served_reference = stub.served_requests
 
-    journal, output = tmp_path / "journal.sqlite", tmp_path / "out.json"
+    journal, output = where, tmp_path / "out.json"
+    reader = Journal(journal)  # the tables exist before the run starts
     process = subprocess.Popen(
         _eval(stub, data, journal, output), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
-    while _finished_steps(journal) < 6 and time.monotonic() < deadline and process.poll() is None:
+    while _finished_steps(reader) < 6 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(30)
-    assert 6 <= _finished_steps(journal) < QUESTIONS  # killed mid-run, with calls finished
+    assert 6 <= _finished_steps(reader) < QUESTIONS  # killed mid-run, with calls finished
     partial = output.with_suffix(".partial.jsonl")  # finished questions were written at once
     kept_lines = [json.loads(line) for line in partial.read_text().splitlines()]
     assert kept_lines and all(line["run"] == "vote@3" and line["answer"] for line in kept_lines)
     before_resume = stub.served_requests
     sent_before = {int(p["seed"]) for p in stub.payloads[served_reference:before_resume]}
-    with sqlite3.connect(journal) as db:
-        (session,) = db.execute("SELECT id FROM sessions").fetchone()
-        finished = {
-            int(seed)
-            for (request,) in db.execute("SELECT request FROM steps WHERE completion IS NOT NULL")
-            for seed in json.loads(request)["seeds"]
-        }
+    (session,) = reader._db.execute("SELECT id FROM sessions").fetchone()
+    finished = {
+        int(seed)
+        for (request,) in reader._db.execute("SELECT request FROM steps WHERE completion IS NOT NULL")
+        for seed in json.loads(request)["seeds"]
+    }
     refused = subprocess.run(  # a replay needs every call in the journal: this session has not
         [sys.executable, "-m", "budgetflow", "replay", session, "--journal", str(journal)],
         env=env,
@@ -113,7 +119,11 @@ def test_sigkill_then_resume_sends_no_finished_call_twice(stub: StubOpenAIServer
     assert _answers(output) == _answers(reference)
     assert "answered from the journal" in resumed.stderr
     assert len(partial.read_text().splitlines()) == QUESTIONS
-    assert b"sk-test-not-a-real-key" not in journal.read_bytes()
+    stored = reader._db.execute("SELECT command || config FROM sessions").fetchone()[0]
+    reader.close()
+    assert "sk-test-not-a-real-key" not in stored
+    if not journal.startswith("postgresql"):
+        assert b"sk-test-not-a-real-key" not in Path(journal).read_bytes()
     document = json.loads(output.read_text())  # what an auditor needs is in the results
     assert document["command"][1:3] == ["resume", session] and document["budgetflow_version"]
     assert document["journal"]["session"] == session and "temperature" not in document["sampling"]

@@ -1,4 +1,5 @@
-"""The run journal: every event of a run, appended to SQLite, and what a resume needs back.
+"""The run journal: every event of a run, appended to SQLite or PostgreSQL, and what a resume
+needs back.
 
 One file holds many runs. A *session* is one `budgetflow eval` invocation (its command line,
 configuration hash and budgetflow version are recorded); each of its runs (a strategy, an
@@ -17,8 +18,9 @@ again. Records:
 Secrets never reach the file: the stored command line and configuration have API-key-shaped
 values and `Authorization` headers replaced by `[redacted]`.
 
-SQLite runs in WAL mode with a busy timeout; one `Journal` is one writer (its subscriber is
-called on the event loop's thread, in order).
+SQLite runs in WAL mode with a busy timeout; PostgreSQL (`postgresql://…`) for journals that
+several machines share. One `Journal` is one writer (its subscriber is called on the event loop's
+thread, in order); many writers may share one file or database.
 """
 
 from __future__ import annotations
@@ -35,51 +37,20 @@ from typing import Any, Final
 
 from budgetflow.errors import ConfigError
 from budgetflow.events import Event, EventStream, UnitCompleted, UnitRequested
+from budgetflow.journal.database import Database, describe, open_database
 from budgetflow.types import Completion, Message, Response, Usage
 
 __all__ = ["Journal", "RecordedStep", "redact", "request_hash"]
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    command TEXT NOT NULL,
-    config TEXT NOT NULL,
-    config_hash TEXT NOT NULL,
-    version TEXT NOT NULL,
-    started REAL NOT NULL,
-    finished REAL
-);
-CREATE TABLE IF NOT EXISTS texts (sha256 TEXT PRIMARY KEY, text TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id TEXT NOT NULL,
-    unit_id TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    request_hash TEXT NOT NULL,
-    request TEXT NOT NULL,
-    completion TEXT,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    unreported_prompt_tokens INTEGER,
-    unreported_completion_tokens INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (run_id, unit_id, step)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    unit_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    at REAL NOT NULL,
-    payload TEXT NOT NULL
-);
-"""
-_SECRET: Final = re.compile(r"(?i)(bearer\s+)\S+|\b(sk|bf|pk|rk)-[A-Za-z0-9_\-]{8,}")
+_SECRET: Final = re.compile(
+    r"(?i)(bearer\s+)\S+|\b(sk|bf|pk|rk)-[A-Za-z0-9_\-]{8,}|(://[^:/@\s]+:)[^@\s]+(?=@)"
+)
 
 
 def redact(text: str) -> str:
-    """`text` with API-key-shaped values (`sk-…`, `bf-…`) and bearer tokens replaced."""
-    return _SECRET.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+    """`text` with API-key-shaped values (`sk-…`, `bf-…`), bearer tokens and the passwords of
+    URLs (`postgresql://user:PASSWORD@host`) replaced."""
+    return _SECRET.sub(lambda m: (m.group(1) or m.group(3) or "") + "[redacted]", text)
 
 
 def request_hash(messages: Sequence[Message], sampling: Any, n: int, prefill: str, kind: str) -> str:
@@ -115,15 +86,17 @@ class RecordedStep:
 
 
 class Journal:
-    """Append a session's events to the SQLite file at `path`; read back what a resume needs."""
+    """Append a session's events to the journal at `target` (a SQLite file, or a PostgreSQL
+    database given as a `postgresql://` URL); read back what a resume needs."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    def __init__(self, target: Path | str) -> None:
+        self.target = target
+        #: Where the journal is, fit to print (a URL's password removed).
+        self.location = describe(target)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = _open(self.path)
+            self._db: Database = open_database(target)
         except (sqlite3.Error, OSError) as error:
-            raise ConfigError(f"cannot open the journal {self.path}: {error}") from error
+            raise ConfigError(f"cannot open the journal {self.location}: {error}") from error
         self._pending: list[tuple[str, str, str, float, str]] = []
         self._requests: dict[tuple[str, str, int], tuple[str, str, str]] = {}
         #: Completions committed by this writer (how much a Ctrl-C keeps).
@@ -139,7 +112,7 @@ class Journal:
         """Record a session (again, on resume: its first record is kept)."""
         clean = redact(config)
         self._db.execute(
-            "INSERT OR IGNORE INTO sessions VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT DO NOTHING",
             (
                 session_id,
                 json.dumps([redact(part) for part in command]),
@@ -208,7 +181,7 @@ class Journal:
             self._write_step_request(key)
             self._db.execute(
                 "UPDATE steps SET completion = ?, prompt_tokens = ?, completion_tokens = ?, "
-                "unreported_prompt_tokens = ?, unreported_completion_tokens = ? "
+                "unreported_prompt_tokens = ?, unreported_completion_tokens = ?, completed_at = ? "
                 "WHERE run_id = ? AND unit_id = ? AND step = ? AND completion IS NULL",
                 (
                     json.dumps(completion),
@@ -216,6 +189,7 @@ class Journal:
                     event.usage.completion_tokens,
                     event.unreported.prompt_tokens,
                     event.unreported.completion_tokens,
+                    time.time(),
                     *key,
                 ),
             )
@@ -228,10 +202,10 @@ class Journal:
             return
         kind, digest, shape = request
         self._db.execute(
-            "INSERT INTO steps (run_id, unit_id, step, kind, request_hash, request) "
-            "VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, unit_id, step) DO UPDATE SET attempts = attempts + (completion IS NULL)",
-            (*key, kind, digest, shape),
+            "INSERT INTO steps (run_id, unit_id, step, kind, request_hash, request, requested_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, unit_id, step) DO UPDATE SET "
+            "attempts = steps.attempts + CASE WHEN steps.completion IS NULL THEN 1 ELSE 0 END",
+            (*key, kind, digest, shape, time.time()),
         )
 
     def flush(self) -> None:
@@ -250,7 +224,7 @@ class Journal:
 
     def _text(self, text: str) -> str:
         digest = hashlib.sha256(text.encode()).hexdigest()
-        self._db.execute("INSERT OR IGNORE INTO texts VALUES (?, ?)", (digest, text))
+        self._db.execute("INSERT INTO texts VALUES (?, ?) ON CONFLICT DO NOTHING", (digest, text))
         return digest
 
     def _transaction(self) -> _Transaction:
@@ -289,7 +263,7 @@ class Journal:
     def _read_text(self, sha: str) -> str:
         row = self._db.execute("SELECT text FROM texts WHERE sha256 = ?", (sha,)).fetchone()
         if row is None:
-            raise ConfigError(f"the journal {self.path} is missing text {sha[:12]}")
+            raise ConfigError(f"the journal {self.location} is missing text {sha[:12]}")
         return str(row[0])
 
     def units(self, session_id: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -299,7 +273,8 @@ class Journal:
         runs: dict[str, dict[str, dict[str, Any]]] = {}
         for run_id, unit_id, steps, prompt, generated, open_steps in self._db.execute(
             "SELECT run_id, unit_id, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), "
-            "SUM(completion IS NULL) FROM steps WHERE run_id LIKE ? GROUP BY run_id, unit_id",
+            "SUM(CASE WHEN completion IS NULL THEN 1 ELSE 0 END) FROM steps WHERE run_id LIKE ? "
+            "GROUP BY run_id, unit_id",
             (prefix,),
         ):
             runs.setdefault(run_id, {})[unit_id] = {
@@ -327,35 +302,18 @@ class Journal:
         }
 
 
-def _open(path: Path, attempts: int = 100) -> sqlite3.Connection:
-    """A connection in WAL mode with the schema in place. Switching a new file to WAL takes a
-    lock that SQLite's busy handler does not wait for, so a writer opening the file while another
-    does so retries, briefly."""
-    for attempt in range(attempts):
-        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        try:
-            db.execute("PRAGMA busy_timeout=10000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            return db
-        except sqlite3.OperationalError as error:
-            db.close()
-            if "locked" not in str(error) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._db.begin()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self._db.execute("COMMIT" if exc is None else "ROLLBACK")
+        if exc is None:
+            self._db.commit()
+        else:
+            self._db.rollback()
 
 
 def _flat(message: Message) -> str:

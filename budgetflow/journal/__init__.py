@@ -1,0 +1,6 @@
+"""The run journal (SQLite by default, PostgreSQL for shared deployments): see `store`."""
+
+from budgetflow.journal.database import describe, is_postgres
+from budgetflow.journal.store import Journal, RecordedStep, redact, request_hash
+
+__all__ = ["Journal", "RecordedStep", "describe", "is_postgres", "redact", "request_hash"]
