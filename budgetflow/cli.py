@@ -26,6 +26,7 @@ from budgetflow.cli_journal import (
     open_journaling,
     resume_arguments,
     trace_tree,
+    write_trace_page,
 )
 from budgetflow.cli_options import (
     CONFIDENCE_WEIGHT_DEFAULT,
@@ -494,11 +495,21 @@ def replay_command(
 def trace_command(
     session: Annotated[str, typer.Argument(help="A session of the journal.")],
     journal: JournalOpt = JOURNAL_DEFAULT,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the session as a self-contained HTML page here (no network): runs, "
+            "questions, a timeline of calls, the spend curve against the budget, every sample.",
+        ),
+    ] = None,
 ) -> None:
     """Show a session as a tree: its runs, their units (questions), each one's answer, whether
     it was right, why its strategy stopped, and what it spent."""
     try:
         stdout.print(trace_tree(session, journal))
+        if html is not None:
+            write_trace_page(session, journal, html)
+            console.print(f"trace page: {html}", highlight=False)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
 

@@ -6,6 +6,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -119,6 +120,22 @@ def _own_free(arguments: Sequence[str]) -> list[str]:
             continue
         kept.append(argument)
     return kept
+
+
+def write_trace_page(session: str, journal: str, path: Path) -> None:
+    """The session's trace page (`budgetflow.journal.page`) written to `path`."""
+    from budgetflow.journal.page import trace_page
+
+    recorded = Journal(journal)
+    try:
+        page = trace_page(recorded, session)
+    finally:
+        recorded.close()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"--html {path}: cannot write the page: {error}") from error
 
 
 def trace_tree(session: str, journal: str) -> Tree:

@@ -41,6 +41,7 @@ __all__ = [
     "RequestFinished",
     "RequestStarted",
     "RetryScheduled",
+    "RunStarted",
     "StrategyDecided",
     "UnitCompleted",
     "UnitFinished",
@@ -57,6 +58,17 @@ class Event:
     at: float = field(default_factory=time.monotonic)
     run_id: str = ""
     unit_id: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class RunStarted(Event):
+    """A run (a strategy or an allocator at one budget over a dataset) begins: what it is and
+    the budget it runs under (what a trace page draws the spend curve against)."""
+
+    name: str
+    questions: int
+    budget_tokens: int | None = None
+    budget_samples: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,3 +36,15 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh, empty database on the test PostgreSQL server."""
     return postgres_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser).
+    Skipped where it is not installed, failed under `scripts/test.sh`, which installs it."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("BUDGETFLOW_REQUIRE_SERVICES") == "1":
+            pytest.fail("Chromium is not installed; scripts/test_services.sh installs it")
+        pytest.skip("Chromium is not installed (scripts/test_services.sh installs it)")
+    return path

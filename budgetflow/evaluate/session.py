@@ -24,7 +24,7 @@ from budgetflow.evaluate.allocated import run_allocated
 from budgetflow.evaluate.allocated_lanes import run_planned
 from budgetflow.evaluate.datasets import Dataset, FieldMap, PromptSpec, load_dataset
 from budgetflow.evaluate.runner import StrategyReport, evaluate
-from budgetflow.events import EventStream, Subscriber
+from budgetflow.events import EventStream, RunStarted, Subscriber
 from budgetflow.journal import Journal, RecordedStep
 from budgetflow.runtime.endpoints import EndpointSpec, open_backend
 from budgetflow.strategies.base import Strategy
@@ -157,7 +157,7 @@ async def run_eval(
         for backend in backends:
             await stack.enter_async_context(backend)
         for strategy in config.strategies:
-            events = _events(watch, strategy.name, len(data), journaling)
+            events = _events(watch, strategy.name, len(data), journaling, config.budget)
             recorded = journaling.journal.recorded(events.run_id) if journaling else None
             report = await _run_strategy(config, data, strategy, backends[0], events, recorded)
             report.temperature = getattr(strategy, "temperature", None)
@@ -198,14 +198,23 @@ async def _run_policy(
 
 
 def _events(
-    watch: RunWatcher | None, name: str, questions: int, journaling: Journaling | None
+    watch: RunWatcher | None,
+    name: str,
+    questions: int,
+    journaling: Journaling | None,
+    budget: Budget | None,
+    budget_samples: int | None = None,
 ) -> EventStream:
+    """A run's event stream, journaled and watched; its first event says what the run is."""
     events = EventStream(journaling.run_id(name) if journaling else None)
     if journaling is not None and not journaling.replay:  # a replay reads the journal, writes nothing
         journaling.journal.attach(events)
     subscriber = watch(name, questions) if watch is not None else None
     if subscriber is not None:
         events.subscribe(subscriber)
+    tokens = budget.total_tokens if budget is not None else None
+    started = RunStarted(name=name, questions=questions, budget_tokens=tokens, budget_samples=budget_samples)
+    events.emit(started)
     return events
 
 
@@ -246,7 +255,7 @@ async def _run_allocator(
     name = f"alloc:{allocator.name}@{total}"
     if planned and len(backends) > 1:
         name = f"alloc:deadline[{len(backends)} backends]@{total}"
-    events = _events(watch, run_name or name, len(data), journaling)
+    events = _events(watch, run_name or name, len(data), journaling, config.budget, total)
     recorded = journaling.journal.recorded(events.run_id) if journaling else None
     if planned:
         assert config.deadline is not None

@@ -134,7 +134,13 @@ class Journal:
         ).fetchone()
         if row is None:
             return None
-        return {"command": json.loads(row[0]), "config_hash": row[1], "version": row[2], "finished": row[4]}
+        return {
+            "command": json.loads(row[0]),
+            "config_hash": row[1],
+            "version": row[2],
+            "started": row[3],
+            "finished": row[4],
+        }
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -294,6 +300,47 @@ class Journal:
             else:
                 unit["score"] = event["score"]
         return runs
+
+    def steps_of(self, session_id: str) -> list[dict[str, Any]]:
+        """Every step of a session's runs, in the order they were sent: its request and (once it
+        came back) completion as stored (texts as SHA-256 keys: `text` reads one), its tokens and
+        the wall-clock times it was sent and came back."""
+        columns = (
+            "run_id",
+            "unit_id",
+            "step",
+            "kind",
+            "request",
+            "completion",
+            "prompt_tokens",
+            "completion_tokens",
+            "attempts",
+            "requested_at",
+            "completed_at",
+        )
+        rows = self._db.execute(
+            f"SELECT {', '.join(columns)} FROM steps WHERE run_id LIKE ? ORDER BY requested_at",
+            (f"{session_id}/%",),
+        ).fetchall()
+        found = [dict(zip(columns, row, strict=True)) for row in rows]
+        for step in found:
+            step["request"] = json.loads(step["request"])
+            step["completion"] = json.loads(step["completion"]) if step["completion"] else None
+        return found
+
+    def events_of(self, session_id: str, kinds: Sequence[str]) -> list[dict[str, Any]]:
+        """A session's events of the given kinds (`RunStarted`, `UnitFinished`, …), in order,
+        each as its fields plus `kind`."""
+        marks = ", ".join("?" for _ in kinds)
+        rows = self._db.execute(
+            f"SELECT kind, payload FROM events WHERE run_id LIKE ? AND kind IN ({marks}) ORDER BY seq",
+            (f"{session_id}/%", *kinds),
+        ).fetchall()
+        return [{**json.loads(payload), "kind": kind} for kind, payload in rows]
+
+    def text(self, sha: str) -> str:
+        """A stored text by its SHA-256 key."""
+        return self._read_text(sha)
 
     def counts(self) -> dict[str, int]:
         return {
