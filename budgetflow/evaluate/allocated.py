@@ -246,7 +246,7 @@ async def verify_new_answers(dataset: Dataset, books: Books, index: int, *, lane
     )
     if not unscored:
         return 0
-    backend = _unit(books, index).backend(lane)
+    backend = _unit(books, index).journaled(lane)
     try:
         scores = await likelihood_scores(backend, dataset.statement, dataset.questions[index], unscored)
     except BudgetExceeded:

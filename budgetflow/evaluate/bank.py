@@ -172,7 +172,7 @@ async def record_bank(
             temperature=temperature,
         )
         if verify:
-            entry = await with_scores(entry, dataset, question, unit.backend())
+            entry = await with_scores(entry, dataset, question, unit.journaled())
         if on_question is not None:
             on_question(entry)
         return entry

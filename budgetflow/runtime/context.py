@@ -20,7 +20,7 @@ has) — the run goes on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, TypeVar
 
@@ -195,22 +195,36 @@ class Unit:
         budget refuses is halved (with `shrink`) down to one sample; None when nothing fits (the
         unit is starved, `refused` is set)."""
         while True:
-            seeded = self._seeded(request)
-            step = self._announce(seeded)
-            recorded = self._recorded(step, seeded, "complete")
-            if recorded is not None:
-                return self._replay(step, request, recorded)
             try:
-                response = await self.backend(lane).complete(seeded)
+                return await self.call(request, lane=lane)
             except BudgetExceeded:
-                self._report(step, refused=True)
                 if request.n == 1 or not shrink:
                     self.refused = True
                     return None
                 request = _halved(request)
-                continue
-            self._report(step, response=response)
-            return response
+
+    async def call(self, request: Request, *, lane: int = 0) -> Response:
+        """One step: `request`, seeded by the run's seed policy, through the unit's stack — or,
+        when a resumed run had finished this step, its journaled reply. `BudgetExceeded` when the
+        budget refuses it (the refusal is journaled too)."""
+        seeded = self._seeded(request)
+        step = self._announce(seeded)
+        recorded = self._recorded(step, seeded, "complete")
+        if recorded is not None:
+            return self._replay(step, request, recorded)
+        try:
+            response = await self.backend(lane).complete(seeded)
+        except BudgetExceeded:
+            self._report(step, refused=True)
+            raise
+        self._report(step, response=response)
+        return response
+
+    def journaled(self, lane: int = 0) -> Backend:
+        """The unit as a `Backend` for helpers that take one (a judge, a verifier, a bank's
+        scorer): each of their calls is a step of this unit — budgeted, journaled, and answered
+        from the journal on resume — instead of a bare request on `backend()`."""
+        return _UnitSteps(self, lane)
 
     async def score(self, request: Request, texts: list[str], *, lane: int = 0) -> list[float] | None:
         """Score `texts` as replies to `request` through the unit's ledger and the endpoint's
@@ -351,3 +365,38 @@ def _halved(request: Request) -> Request:
     n = request.n // 2
     keep = None if request.keep_first is None else min(request.keep_first, n)
     return replace(request, n=n, keep_first=keep)
+
+
+class _UnitSteps(Backend):
+    """`Unit.journaled()`: completions through `Unit.call`, scores through `Unit.score`."""
+
+    def __init__(self, unit: Unit, lane: int) -> None:
+        self._unit = unit
+        self._lane = lane
+        self._stack = unit.backend(lane)
+        self.name = f"unit:{unit.id}"
+
+    @property
+    def model_name(self) -> str:
+        return self._stack.model_name
+
+    async def complete(self, request: Request) -> Response:
+        return await self._unit.call(request, lane=self._lane)
+
+    async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
+        scores = await self._unit.score(request, list(continuations), lane=self._lane)
+        if scores is None:
+            raise BudgetExceeded(f"unit {self._unit.id!r}: the budget refused a scoring call")
+        return scores
+
+    def scoring_cost(self, continuations: int) -> tuple[int, int]:
+        return self._stack.scoring_cost(continuations)
+
+    def prompt_copies(self, request: Request) -> int:
+        return self._stack.prompt_copies(request)
+
+    async def count_prompt_tokens(self, request: Request) -> int:
+        return await self._stack.count_prompt_tokens(request)
+
+    async def count_tokens(self, text: str) -> int:
+        return await self._stack.count_tokens(text)

@@ -120,7 +120,7 @@ async def _score(
     (the verifier's requests go through the unit's ledger like any other)."""
     if any(not 0 <= index < len(samples) for index in verify.indices):
         raise ConfigError(f"Verify asked for samples {verify.indices}, but only {len(samples)} exist")
-    backend = unit.backend()
+    backend = unit.journaled()
     try:
         scores = await run_all(
             verify.verifier.score(messages, samples[i].trace, backend=backend) for i in verify.indices

@@ -20,6 +20,9 @@ from budgetflow.evaluate.runner import QuestionResult, StrategyReport, evaluate
 from budgetflow.events import EventStream
 from budgetflow.journal import Journal, redact
 from budgetflow.strategies import Vote
+from budgetflow.strategies.base import Strategy
+from budgetflow.strategies.best_of_n import BestOfN
+from budgetflow.strategies.verifiers import JudgeVerifier
 from budgetflow.testing import StubOpenAIServer
 from budgetflow.types import SamplingParams
 
@@ -35,8 +38,12 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _answer(payload: dict[str, Any], index: int) -> str:
-    """A reply fixed by the question and the sample's seed, right two times in three."""
-    question = payload["messages"][-1]["content"].split("Problem:")[-1].strip()
+    """A reply fixed by the question and the sample's seed, right two times in three (a judge's
+    verdict, yes or no, fixed by the prompt and seed)."""
+    content = payload["messages"][-1]["content"]
+    if "Proposed solution" in content:
+        return "yes" if zlib.crc32(f"{content}/{payload.get('seed')}".encode()) % 2 else "no"
+    question = content.split("Problem:")[-1].strip()
     left, right = (int(part) for part in question.split("+"))
     seed = int(payload["seed"])
     wrong = zlib.crc32(f"{question}/{seed}".encode()) % 3 == 0
@@ -58,7 +65,7 @@ async def _run(
     *,
     run_id: str = "s1/vote@3",
     stop_after: int | None = None,
-    strategy: Vote | None = None,
+    strategy: Strategy | None = None,
 ) -> StrategyReport | None:
     """One journaled run; with `stop_after`, cancelled once that many questions finished (a
     crash: nothing is cleaned up but what asyncio cancellation does)."""
@@ -123,6 +130,32 @@ def test_a_stopped_run_resumes_without_resending_finished_calls(tmp_path: Path, 
     assert resumed.spent.total_tokens == reference.spent.total_tokens  # replayed spend counted once
     assert resumed.replayed_calls == finished
     assert resumed.ambiguous_calls >= 0
+
+
+def test_judge_calls_are_journaled_and_answered_from_the_journal_again(tmp_path: Path, where: str) -> None:
+    """A verifier's judge calls are steps of their question's unit: a resumed (here: finished)
+    run sends none of them again, and the judged answers come out the same."""
+    dataset = _dataset(tmp_path, count=4)
+    judged = BestOfN(verifier=JudgeVerifier(samples=2), n=3)
+
+    async def main() -> tuple[StrategyReport, StrategyReport, int, int]:
+        journal = Journal(where)
+        async with StubOpenAIServer(reply=_answer, max_choices=1) as first:
+            report = await _run(dataset, first, journal, run_id="s1/best_of_n", strategy=judged)
+            sent = first.served_requests
+        async with StubOpenAIServer(reply=_answer, max_choices=1) as second:
+            again = await _run(dataset, second, journal, run_id="s1/best_of_n", strategy=judged)
+            resent = second.served_requests
+        journal.close()
+        assert report is not None and again is not None
+        return report, again, sent, resent
+
+    report, again, sent, resent = asyncio.run(main())
+    assert sent == 4 * (3 + 3 * 2)  # per question: three samples, two judge verdicts for each
+    assert resent == 0
+    assert [r.answer for r in again.results] == [r.answer for r in report.results]
+    assert again.spent.total_tokens == report.spent.total_tokens
+    assert again.replayed_calls == 4 * (1 + 3)  # one draw step and three judge steps a question
 
 
 def _finished_seeds(journal: Journal) -> set[int]:
