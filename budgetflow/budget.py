@@ -105,9 +105,12 @@ class Ledger:
         events: EventStream | None = None,
         name: str = "run",
         clock: Callable[[], float] = time.monotonic,
+        unit_id: str = "",
     ) -> None:
         self.budget = budget or _UNLIMITED
         self.name = name
+        #: The unit of work this ledger is the budget of (its events carry it); "" for a run's.
+        self.unit_id: str = unit_id or (parent.unit_id if parent else "")
         self.parent = parent
         self.prices: Mapping[str, Price] = prices if prices is not None else (parent.prices if parent else {})
         self.events: EventStream | None = (
@@ -138,9 +141,10 @@ class Ledger:
         """Worst cases held here (and in this ledger's children) for requests in flight."""
         return self._reserved.snapshot()
 
-    def child(self, budget: Budget | None = None, *, name: str = "child") -> Ledger:
-        """A nested ledger: its reservations must also fit this ledger (and its ancestors)."""
-        return Ledger(budget, parent=self, name=f"{self.name}/{name}", clock=self._clock)
+    def child(self, budget: Budget | None = None, *, name: str = "child", unit_id: str = "") -> Ledger:
+        """A nested ledger: its reservations must also fit this ledger (and its ancestors).
+        `unit_id` names the unit whose budget it is (default: this ledger's)."""
+        return Ledger(budget, parent=self, name=f"{self.name}/{name}", clock=self._clock, unit_id=unit_id)
 
     def cost_pico(self, model: str, prompt_tokens: int, completion_tokens: int) -> int:
         price = self.prices.get(model)
@@ -188,7 +192,11 @@ class Ledger:
             ledger._reserved.add(amount)
         reservation = Reservation(next(_reservation_ids), amount, self)
         if self.events is not None and self.events.active:
-            self.events.emit(BudgetReserved(ledger=self.name, reservation_id=reservation.id, amount=amount))
+            self.events.emit(
+                BudgetReserved(
+                    unit_id=self.unit_id, ledger=self.name, reservation_id=reservation.id, amount=amount
+                )
+            )
         return reservation
 
     def settle(self, reservation: Reservation, actual: Spend) -> None:
@@ -203,6 +211,7 @@ class Ledger:
         if self.events is not None and self.events.active:
             self.events.emit(
                 BudgetSettled(
+                    unit_id=self.unit_id,
                     ledger=self.name,
                     reservation_id=reservation.id,
                     reserved=reservation.amount,
@@ -218,7 +227,9 @@ class Ledger:
             ledger._spent.add(actual)
         if self.events is not None and self.events.active:
             self.events.emit(
-                BudgetSettled(ledger=self.name, reservation_id=0, reserved=actual, actual=actual)
+                BudgetSettled(
+                    unit_id=self.unit_id, ledger=self.name, reservation_id=0, reserved=actual, actual=actual
+                )
             )
 
     def release(self, reservation: Reservation) -> None:
@@ -228,7 +239,12 @@ class Ledger:
             ledger._reserved.subtract(reservation.amount)
         if self.events is not None and self.events.active:
             self.events.emit(
-                BudgetReleased(ledger=self.name, reservation_id=reservation.id, amount=reservation.amount)
+                BudgetReleased(
+                    unit_id=self.unit_id,
+                    ledger=self.name,
+                    reservation_id=reservation.id,
+                    amount=reservation.amount,
+                )
             )
 
     # ---- internals -------------------------------------------------------------------------
@@ -261,7 +277,11 @@ class Ledger:
 
     def _deny(self, name: str, limit: float, needed: float) -> None:
         if self.events is not None and self.events.active:
-            self.events.emit(BudgetDenied(ledger=self.name, limit_name=name, limit=limit, needed=needed))
+            self.events.emit(
+                BudgetDenied(
+                    unit_id=self.unit_id, ledger=self.name, limit_name=name, limit=limit, needed=needed
+                )
+            )
         spent = _measure(self._spent, name) if name != "deadline_seconds" else needed
         unit = "s" if name == "deadline_seconds" else ""
         if name == "cost":

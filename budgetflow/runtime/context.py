@@ -121,7 +121,7 @@ class RunContext:
         """A unit of work, charged to its own child ledger: `budget` (or the run's unit budget)
         bounds it, within the run's. Emits `UnitStarted`."""
         chosen = budget if budget is not None else self.unit_budget
-        ledger = self.ledger.child(chosen, name=unit_id)
+        ledger = self.ledger.child(chosen, name=unit_id, unit_id=unit_id)
         if self.events.active:
             tokens = None if chosen is None else chosen.total_tokens
             self.events.emit(UnitStarted(unit_id=unit_id, kind=kind, budget_tokens=tokens))

@@ -168,4 +168,5 @@ def _emit_decision(events: EventStream | None, question_id: str, strategy: str, 
             answer=decision.answer,
             reason=decision.reason,
         )
+    event.unit_id = question_id  # the decision is the unit's: the journal files it under it
     events.emit(event)

@@ -53,7 +53,7 @@ class StubOpenAIServer:
         *,
         reply: ReplyFunction = _default_reply,
         max_choices: int | None = None,
-        delay: float = 0.0,
+        delay: float | Callable[[dict[str, Any]], float] = 0.0,
         keep_payloads: bool = True,
         message_fields: MessageFields | None = None,
         stream_gate: asyncio.Event | None = None,
@@ -123,6 +123,8 @@ class StubOpenAIServer:
         self.request_received.set()
         fault = self._faults.popleft() if self._faults else None
         delay = fault.delay if fault is not None else self._delay
+        if callable(delay):  # a delay chosen per request (out-of-order replies)
+            delay = delay(payload)
         if delay:
             try:
                 await asyncio.sleep(delay)

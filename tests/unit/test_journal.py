@@ -17,7 +17,7 @@ from budgetflow.errors import ConfigError
 from budgetflow.evaluate import load_jsonl
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport, evaluate
-from budgetflow.events import EventStream
+from budgetflow.events import EventStream, UnitCompleted
 from budgetflow.journal import Journal, redact
 from budgetflow.strategies import Vote
 from budgetflow.strategies.base import Strategy
@@ -265,3 +265,72 @@ def test_two_writers_on_one_journal_lose_nothing(where: str) -> None:
         thread.join()
     assert errors == []
     assert Journal(path).counts()["sessions"] == 400
+
+
+def test_the_order_replies_arrive_in_changes_neither_the_journal_nor_the_answers(tmp_path: Path) -> None:
+    """The same adaptive run twice, with replies arriving in two different orders (each reply
+    waits a number of event-loop turns fixed by the question and an order key: deterministic,
+    no clocks): the journals hold the same steps and the same per-unit events, and the answers
+    are the same (temporalio/sdk-python#1578)."""
+    from budgetflow.backends.scripted import FunctionBackend
+    from budgetflow.strategies.early_stop import EarlyStop
+    from budgetflow.types import Request
+
+    dataset = _dataset(tmp_path, count=16)
+
+    def backend_for(order: int) -> FunctionBackend:
+        async def reply(request: Request, index: int) -> str:
+            question = request.messages[-1].text.split("Problem:")[-1].strip()
+            for _ in range(zlib.crc32(f"{order}/{question}".encode()) % 23):
+                await asyncio.sleep(0)
+            payload = {"messages": [{"content": request.messages[-1].text}], "seed": seed(request, index)}
+            return _answer(payload, 0)
+
+        return FunctionBackend(reply)
+
+    def seed(request: Request, index: int) -> int:
+        assert request.sampling.seed is not None
+        return request.sampling.seed + index
+
+    def journaled(order: int) -> tuple[list[str | None], list[str], Journal]:
+        journal = Journal(tmp_path / f"order-{order}.sqlite")
+        events = EventStream("s/early_stop")
+        journal.attach(events)
+        arrivals: list[str] = []
+        events.subscribe(lambda e: arrivals.append(e.unit_id) if isinstance(e, UnitCompleted) else None)
+        strategy = EarlyStop(max_samples=8, batch=2)
+        report = asyncio.run(
+            evaluate(dataset, strategy, backend_for(order), sampling=SAMPLING, concurrency=6, events=events)
+        )
+        journal.flush()
+        return [r.answer for r in report.results], arrivals, journal
+
+    answers_a, arrivals_a, journal_a = journaled(1)
+    answers_b, arrivals_b, journal_b = journaled(2)
+    assert arrivals_a != arrivals_b  # the replies did arrive in other orders
+    assert answers_a == answers_b
+    assert _steps(journal_a) == _steps(journal_b)
+    assert _unit_events(journal_a) == _unit_events(journal_b)
+    assert "" not in _unit_events(journal_a)  # every event is filed under its unit
+
+
+def _steps(journal: Journal) -> list[tuple[Any, ...]]:
+    """Every step by key, without when it was sent or came back."""
+    return journal._db.execute(
+        "SELECT run_id, unit_id, step, kind, request_hash, request, completion, prompt_tokens, "
+        "completion_tokens, attempts FROM steps ORDER BY run_id, unit_id, step"
+    ).fetchall()
+
+
+def _unit_events(journal: Journal) -> dict[str, list[dict[str, Any]]]:
+    """Each unit's events in its own order, without times and run-wide counters (request and
+    reservation ids are numbered in arrival order across units)."""
+    import json
+
+    volatile = {"at", "request_id", "reservation_id", "seconds"}
+    by_unit: dict[str, list[dict[str, Any]]] = {}
+    rows = journal._db.execute("SELECT kind, unit_id, payload FROM events ORDER BY seq")
+    for kind, unit_id, payload in rows:
+        fields = {k: v for k, v in json.loads(payload).items() if k not in volatile}
+        by_unit.setdefault(unit_id, []).append({"kind": kind, **fields})
+    return by_unit
