@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from budgetflow.allocate import Allocator
@@ -34,6 +34,7 @@ from budgetflow.evaluate.allocated import (
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport
 from budgetflow.events import EventStream
+from budgetflow.journal import RecordedStep
 from budgetflow.runtime.context import EndpointLimits, RunContext
 from budgetflow.types import SamplingParams
 
@@ -73,8 +74,12 @@ async def run_planned(
     events: EventStream | None = None,
     ensemble: bool = False,
     on_result: Callable[[QuestionResult], None] | None = None,
+    recorded: Mapping[tuple[str, int], RecordedStep] | None = None,
 ) -> StrategyReport:
-    """Answer `dataset` with at most `budget_samples` samples over `backends` by `deadline_seconds`."""
+    """Answer `dataset` with at most `budget_samples` samples over `backends` by `deadline_seconds`.
+    With `recorded` (a journaled run's steps), a step the journal holds is answered from it; as
+    the plan depends on the clock, a resumed run that plans differently stops with a journal
+    mismatch naming the step instead of re-running it."""
     if not backends or budget_samples < 0 or deadline_seconds <= 0:
         raise ConfigError("run_planned needs backends, budget_samples >= 0 and deadline_seconds > 0")
     context = RunContext(
@@ -86,6 +91,7 @@ async def run_planned(
         limits=limits,
         events=events,
         seed=sampling.seed,
+        recorded=recorded,
     )
     run = AllocationRun(
         dataset=dataset,

@@ -273,6 +273,7 @@ async def _run_allocator(
             prices=dict(config.prices),
             ensemble=config.ensemble,
             events=events,
+            recorded=recorded,
         )
     else:
         report = await run_allocated(

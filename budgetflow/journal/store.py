@@ -79,10 +79,34 @@ class RecordedStep:
     response: Response | None
     scores: tuple[float, ...] = ()
     refused: bool = False
+    #: What the step asked, as journaled (texts by SHA-256), and its kind: what a mismatch names.
+    request: dict[str, Any] = dataclasses.field(default_factory=dict)
+    kind: str = "complete"
 
     @property
     def finished(self) -> bool:
         return self.response is not None
+
+    def differences(
+        self, messages: Sequence[Message], sampling: Any, n: int, prefill: str, kind: str
+    ) -> list[str]:
+        """How a step asking this differs from what the journal recorded, field by field."""
+        if not self.request:
+            return []
+        found: list[str] = []
+        if kind != self.kind:
+            found.append(f"kind: {self.kind!r} in the journal, {kind!r} now")
+        if n != self.request.get("n"):
+            found.append(f"n: {self.request.get('n')} in the journal, {n} now")
+        recorded_sampling = self.request.get("sampling", {})
+        for name, value in json.loads(json.dumps(dataclasses.asdict(sampling), default=str)).items():
+            was = recorded_sampling.get(name)
+            if was != value:
+                found.append(f"sampling.{name}: {was!r} in the journal, {value!r} now")
+        if _sha(prefill) != self.request.get("prefill"):
+            found.append("prefill: another text")
+        found += _message_differences(self.request.get("messages", []), messages)
+        return found
 
 
 class Journal:
@@ -229,7 +253,7 @@ class Journal:
             self._pending = []
 
     def _text(self, text: str) -> str:
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = _sha(text)
         self._db.execute("INSERT INTO texts VALUES (?, ?) ON CONFLICT DO NOTHING", (digest, text))
         return digest
 
@@ -242,15 +266,17 @@ class Journal:
         """Every step of run `run_id` by (unit id, step): replies where they came back."""
         rows = self._db.execute(
             "SELECT unit_id, step, request_hash, completion, prompt_tokens, completion_tokens, "
-            "unreported_prompt_tokens, unreported_completion_tokens FROM steps WHERE run_id = ?",
+            "unreported_prompt_tokens, unreported_completion_tokens, request, kind "
+            "FROM steps WHERE run_id = ?",
             (run_id,),
         ).fetchall()
         return {(row[0], row[1]): self._recorded(row) for row in rows}
 
     def _recorded(self, row: tuple[Any, ...]) -> RecordedStep:
-        _, _, digest, completion, prompt, generated, unreported_prompt, unreported_generated = row
+        _, _, digest, completion, prompt, generated, unreported_prompt, unreported_generated, *asked = row
+        request, kind = json.loads(asked[0]), asked[1]
         if completion is None:
-            return RecordedStep(digest, None)
+            return RecordedStep(digest, None, request=request, kind=kind)
         body = json.loads(completion)
         texts = [self._read_text(sha) for sha in body["texts"]]
         completions = tuple(
@@ -264,7 +290,9 @@ class Journal:
             usage=Usage(prompt, generated),
             unreported=Usage(unreported_prompt or 0, unreported_generated or 0),
         )
-        return RecordedStep(digest, response, tuple(body["scores"]), bool(body["refused"]))
+        return RecordedStep(
+            digest, response, tuple(body["scores"]), bool(body["refused"]), request=request, kind=kind
+        )
 
     def _read_text(self, sha: str) -> str:
         row = self._db.execute("SELECT text FROM texts WHERE sha256 = ?", (sha,)).fetchone()
@@ -361,6 +389,22 @@ class _Transaction:
             self._db.commit()
         else:
             self._db.rollback()
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _message_differences(recorded: list[list[str]], messages: Sequence[Message]) -> list[str]:
+    if len(recorded) != len(messages):
+        return [f"messages: {len(recorded)} in the journal, {len(messages)} now"]
+    return [
+        f"messages[{index}] ({message.role}): another text"
+        if role == message.role
+        else f"messages[{index}]: role {role!r} in the journal, {message.role!r} now"
+        for index, ((role, sha), message) in enumerate(zip(recorded, messages, strict=True))
+        if role != message.role or sha != _sha(_flat(message))
+    ]
 
 
 def _flat(message: Message) -> str:

@@ -276,10 +276,12 @@ class Unit:
         count = request.n if n is None else n
         digest = request_hash(request.messages, request.sampling, count, request.prefill, kind)
         if digest != found.request_hash:
+            differences = found.differences(request.messages, request.sampling, count, request.prefill, kind)
+            named = "; ".join(differences) or "a changed strategy, dataset, prompt or sampling"
             raise ConfigError(
                 f"journal mismatch in run {self.context.run_id!r}, unit {self.id!r}, step {step}: it "
-                "asks for something else than the journal recorded (a changed strategy, dataset, "
-                "prompt or sampling); start a new run instead of resuming this one"
+                f"asks for something else than the journal recorded ({named}); start a new run "
+                "instead of resuming this one"
             )
         if not found.finished or found.refused:
             self.context.ambiguous_calls += not found.finished  # in flight at the crash: sent again

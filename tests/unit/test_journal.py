@@ -175,7 +175,8 @@ def test_resuming_with_a_changed_strategy_is_refused(tmp_path: Path, where: str)
         journal = Journal(where)
         async with StubOpenAIServer(reply=_answer) as server:
             await _run(dataset, server, journal)
-            with pytest.raises(ConfigError, match="journal mismatch.*step 1"):
+            named = r"journal mismatch.*step 1.*\(n: 3 in the journal, 4 now\)"
+            with pytest.raises(ConfigError, match=named):
                 await _run(dataset, server, journal, strategy=Vote(n=4))
         journal.close()
 
