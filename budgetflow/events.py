@@ -28,6 +28,7 @@ from budgetflow.types import Message, SamplingParams, Spend
 from budgetflow.usage import NO_USAGE, Usage
 
 __all__ = [
+    "AllocatorDecided",
     "AsyncSink",
     "BudgetDenied",
     "BudgetReleased",
@@ -195,6 +196,19 @@ class StrategyDecided(Event):
     action: str  # "draw" or "finish"
     n: int = 0
     answer: str | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class AllocatorDecided(Event):
+    """An allocator gave a question (`unit_id`) `n` more samples — or, with action "stop" and no
+    unit, stopped spending — and why."""
+
+    allocator: str
+    action: str  # "draw" or "stop"
+    n: int = 0
+    priority: float | None = None
+    samples_left: int = 0
     reason: str = ""
 
 

@@ -26,7 +26,7 @@ from budgetflow.concurrency import run_all
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.evaluate.datasets import Dataset
 from budgetflow.evaluate.runner import QuestionResult, StrategyReport, announce_finished
-from budgetflow.events import EventStream
+from budgetflow.events import AllocatorDecided, EventStream
 from budgetflow.journal import RecordedStep
 from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
 from budgetflow.strategies.verifiers import likelihood_scores
@@ -150,6 +150,10 @@ async def _spend(
         await run_all(draw(i, share + (i < extra), run.temperature) for i in everyone)
     else:
         await _spend_by_priority(books, allocator, draw, concurrency, run.temperature)
+    if len(run.dataset):
+        left = books.samples_left
+        why = f"no question deserves more ({left} samples unspent)" if left else "the sample budget is spent"
+        _stopped(_unit(books, 0).context, allocator, books, why)
 
 
 async def draw_for_question(
@@ -170,6 +174,7 @@ async def draw_for_question(
     granted = n if taken else books.take(n)
     if not granted:
         return 0
+    _decided(run, books, index, granted, greedy)
     question, drawn = run.dataset.questions[index], len(books.evidence[index].answers)
     shares = question.prompt_shares(granted, drawn) if run.ensemble and not greedy else None
     got = 0
@@ -206,6 +211,43 @@ async def _request(
         await verify_new_answers(run.dataset, books, index)
     evidence.seconds += time.perf_counter() - requested
     return len(response.completions)
+
+
+def _decided(run: AllocationRun, books: Books, index: int, granted: int, greedy: bool) -> None:
+    """The allocator's decision to draw, journaled under the question's unit with its reason."""
+    unit = _unit(books, index)
+    if not unit.context.events.active:
+        return
+    evidence, allocator = books.evidence[index], run.allocator
+    priority = None if greedy else allocator.priority(evidence)
+    if greedy:
+        reason = "the greedy answer first"
+    elif not allocator.adaptive:
+        reason = "an equal share of the sample budget"
+    elif allocator.probe and not evidence.answers:
+        reason = f"a probe of {allocator.probe} samples before ranking"
+    else:
+        reason = f"priority {priority:.4g} after {len(evidence.answers)} samples"
+    unit.context.events.emit(
+        AllocatorDecided(
+            unit_id=unit.id,
+            allocator=run.allocator.name,
+            action="draw",
+            n=granted,
+            priority=priority,
+            samples_left=books.samples_left,
+            reason=reason,
+        )
+    )
+
+
+def _stopped(context: RunContext, allocator: Allocator, books: Books, reason: str) -> None:
+    if context.events.active:
+        context.events.emit(
+            AllocatorDecided(
+                allocator=allocator.name, action="stop", samples_left=books.samples_left, reason=reason
+            )
+        )
 
 
 def _unit(books: Books, index: int) -> Unit:

@@ -41,8 +41,13 @@ def page_data(journal: Journal, session_id: str) -> dict[str, Any]:
         run["budget_samples"] = event["budget_samples"]
     for step in journal.steps_of(session_id):
         _add_step(journal, _run(runs, step["run_id"], session_id), step)
-    for event in journal.events_of(session_id, ("UnitFinished", "QuestionFinished")):
-        unit = _unit(_run(runs, event["run_id"], session_id), event["unit_id"])
+    kinds = ("UnitFinished", "QuestionFinished", "StrategyDecided", "AllocatorDecided")
+    for event in journal.events_of(session_id, kinds):
+        run = _run(runs, event["run_id"], session_id)
+        if event["kind"].endswith("Decided"):
+            _add_decision(run, event)
+            continue
+        unit = _unit(run, event["unit_id"])
         if event["kind"] == "UnitFinished":
             unit.update(answer=event["answer"], reason=event["reason"], starved=event["starved"])
             unit["status"] = "starved" if event["starved"] else "finished"
@@ -66,6 +71,7 @@ def _run(runs: dict[str, dict[str, Any]], run_id: str, session_id: str) -> dict[
             "budget_samples": None,
             "units": {},
             "calls": [],
+            "stopped": "",
         }
     return runs[run_id]
 
@@ -83,6 +89,7 @@ def _unit(run: dict[str, Any], unit_id: str) -> dict[str, Any]:
             "status": "unfinished",
             "steps": [],
             "samples": [],
+            "decisions": [],
             "tokens": 0,
         }
     return units[unit_id]
@@ -116,6 +123,17 @@ def _add_step(journal: Journal, run: dict[str, Any], step: dict[str, Any]) -> No
         unit["samples"].append(
             {"step": step["step"], "text": journal.text(text)[:TEXT_LIMIT], "finish_reason": reason}
         )
+
+
+def _add_decision(run: dict[str, Any], event: dict[str, Any]) -> None:
+    """A strategy's or allocator's decision, under its question (an allocator's stop: the run)."""
+    who = event.get("strategy") or event.get("allocator") or ""
+    if not event["unit_id"]:
+        run["stopped"] = f"{who}: {event['reason']}"
+        return
+    reason = event["reason"] or (f"answer {event['answer']!r}" if event.get("answer") else "")
+    decision = {"by": who, "action": event["action"], "n": event["n"], "reason": reason}
+    _unit(run, event["unit_id"])["decisions"].append(decision)
 
 
 def _relative_times(run: dict[str, Any]) -> None:

@@ -49,7 +49,8 @@ def stub() -> Iterator[StubOpenAIServer]:
 
 
 def _session(stub: StubOpenAIServer, tmp_path: Path) -> tuple[str, str]:
-    """A journaled session of two runs (single, vote@3) on a token budget; (journal, session)."""
+    """A journaled session of three runs (single, vote@3, the online allocator) on a token
+    budget; (journal, session)."""
     data = tmp_path / "sums.jsonl"
     data.write_text(
         "".join(f'{{"question": "{i} + {i + 2}", "answer": {2 * i + 2}}}\n' for i in range(QUESTIONS))
@@ -58,6 +59,7 @@ def _session(stub: StubOpenAIServer, tmp_path: Path) -> tuple[str, str]:
     command = [
         sys.executable, "-m", "budgetflow", "eval", "--backend", "openai", "--base-url", stub.base_url,
         "--model", "stub", "--dataset", str(data), "-s", "single", "-s", "vote@3", "--concurrency", "3",
+        "--allocator", "online", "--budget-samples", "24",
         "--max-tokens", "16", "--seed", "5", "--budget-tokens", str(BUDGET), "--journal", journal,
         "--output", str(tmp_path / "out.json"), "--no-plots",
     ]  # fmt: skip
@@ -106,7 +108,7 @@ def test_the_trace_page_in_headless_chromium(stub: StubOpenAIServer, tmp_path: P
         page.goto(page_path.as_uri())
         assert session in page.title()
         runs = page.locator("#runs tbody tr")
-        assert runs.count() == 2
+        assert runs.count() == 3
         assert runs.nth(0).locator("td").nth(0).inner_text() == "single"
         assert runs.nth(1).locator("td").nth(0).inner_text() == "vote@3"
         assert f"{BUDGET:,} tokens" in runs.nth(0).inner_text()
@@ -129,9 +131,19 @@ def test_the_trace_page_in_headless_chromium(stub: StubOpenAIServer, tmp_path: P
         assert samples.nth(0).inner_text().count("<b>1 + 3</b>") == 1  # texts shown, never parsed
         assert page.locator("#timeline rect.call.highlight").count() == 1
         assert "1 + 3" in page.locator("#unit-question").inner_text()
+        decisions = page.locator("#decisions tbody tr")
+        assert decisions.count() == 2  # draw three, then finish with the majority
+        assert "majority" in decisions.nth(1).inner_text()
+        runs.nth(2).click()  # the allocator: each question's draws and why, and why it stopped
+        assert runs.nth(2).locator("td").nth(0).inner_text() == "alloc:online@24"
+        assert "Stopped: online:" in page.locator("#timeline-note").inner_text()
+        page.locator("#questions tbody tr").nth(0).click()
+        reasons = page.locator("#decisions tbody tr").all_inner_texts()
+        assert reasons and all("online" in reason for reason in reasons)
+        assert any("greedy answer first" in reason for reason in reasons)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "trace_page.png"), full_page=True)
         browser.close()
     assert blocked == [] and errors == []
     data = json.loads(html.split("const TRACE = ")[1].split(";\n")[0])
-    assert [run["name"] for run in data["runs"]] == ["single", "vote@3"]
+    assert [run["name"] for run in data["runs"]] == ["single", "vote@3", "alloc:online@24"]
