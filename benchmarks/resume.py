@@ -10,7 +10,10 @@ question answered (no lost result); answers equal an uninterrupted reference run
 ledger equals the reference's spend (the replayed calls' tokens counted once, plus the
 ambiguous calls re-sent).
 
-    python benchmarks/resume.py [--trials 20] [--questions 80]
+    python benchmarks/resume.py [--trials 20] [--questions 80] [--postgres]
+
+With --postgres every trial's journal is a fresh database on a throwaway PostgreSQL server on
+127.0.0.1 (Debian's postgresql; `scripts/test_services.sh` installs it) instead of a SQLite file.
 
 Last stdout line: {"trials": …, "resent_finished_calls": 0, "lost_results": 0,
 "answer_mismatches": 0, "ambiguous_calls": …, "killed_mid_run": …, …} (a trial whose run
@@ -20,11 +23,11 @@ finished before the kill landed counts in "trials" but not in "killed_mid_run")
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from budgetflow.journal import Journal
 from budgetflow.testing import StubOpenAIServer
+from budgetflow.testing.postgres import PostgresServer
 from budgetflow.testing.serving import stub_in_thread
 
 
@@ -44,7 +49,7 @@ def reply(payload: dict[str, Any], index: int) -> str:
     return f"Answer: {left + right + (1 if wrong else 0)}"
 
 
-def command(endpoint: StubOpenAIServer, data: Path, journal: Path, output: Path) -> list[str]:
+def command(endpoint: StubOpenAIServer, data: Path, journal: Path | str, output: Path) -> list[str]:
     return [
         sys.executable, "-m", "budgetflow", "eval", "--backend", "openai", "--base-url",
         endpoint.base_url, "--model", "stub", "--dataset", str(data), "-s", "vote@3",
@@ -57,27 +62,34 @@ def answers(output: Path) -> list[str | None]:
     return [r["answer"] for r in json.loads(output.read_text())["reports"][0]["results"]]
 
 
-def finished_steps(journal: Path) -> int:
-    if not journal.exists():
-        return 0
+def finished_seeds(journal: str) -> set[int]:
+    reader = Journal(journal)
     try:
-        with sqlite3.connect(journal, timeout=1) as db:
-            return int(db.execute("SELECT COUNT(*) FROM steps WHERE completion IS NOT NULL").fetchone()[0])
-    except sqlite3.Error:
-        return 0
+        rows = reader._db.execute("SELECT request FROM steps WHERE completion IS NOT NULL").fetchall()
+        return {int(seed) for (request,) in rows for seed in json.loads(request)["seeds"]}
+    finally:
+        reader.close()
 
 
-def finished_seeds(journal: Path) -> set[int]:
-    with sqlite3.connect(journal) as db:
-        rows = db.execute("SELECT request FROM steps WHERE completion IS NOT NULL").fetchall()
-    return {int(seed) for (request,) in rows for seed in json.loads(request)["seeds"]}
+def session_of(journal: str) -> str:
+    reader = Journal(journal)
+    try:
+        return str(reader._db.execute("SELECT id FROM sessions").fetchone()[0])
+    finally:
+        reader.close()
 
 
 def trial(
-    endpoint: StubOpenAIServer, folder: Path, data: Path, reference: list[str | None], rng: random.Random
+    endpoint: StubOpenAIServer,
+    folder: Path,
+    data: Path,
+    reference: list[str | None],
+    rng: random.Random,
+    journal: str,
 ) -> dict[str, int]:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench-00000000"}
-    journal, output = folder / "journal.sqlite", folder / "out.json"
+    output = folder / "out.json"
+    Journal(journal).close()  # the tables exist before the run: a kill at start-up leaves them
     process = subprocess.Popen(
         command(endpoint, data, journal, output),
         env=env,
@@ -87,14 +99,12 @@ def trial(
     time.sleep(rng.uniform(0.8, 3.0))  # start-up is ~0.7 s; the run takes ~2.5 s more
     process.send_signal(signal.SIGKILL)
     process.wait(30)
-    if not journal.exists():
-        return {"killed_before_any_result": 1}
     kept = finished_seeds(journal)
+    if not kept:
+        return {"killed_before_any_result": 1}
     served = endpoint.served_requests
-    with sqlite3.connect(journal) as db:
-        (session,) = db.execute("SELECT id FROM sessions").fetchone()
     resumed = subprocess.run(
-        [sys.executable, "-m", "budgetflow", "resume", session, "--journal", str(journal)],
+        [sys.executable, "-m", "budgetflow", "resume", session_of(journal), "--journal", journal],
         env=env,
         capture_output=True,
         text=True,
@@ -119,8 +129,10 @@ def main(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     totals: dict[str, int] = {}
     stub = StubOpenAIServer(reply=reply, max_choices=1, delay=0.05)
-    with stub_in_thread(stub) as endpoint, tempfile.TemporaryDirectory() as root:
-        folder = Path(root)
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(stub_in_thread(stub))
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        postgres = stack.enter_context(PostgresServer()) if args.postgres else None
         data = folder / "sums.jsonl"
         data.write_text(
             "".join(
@@ -138,7 +150,8 @@ def main(args: argparse.Namespace) -> None:
         for index in range(args.trials):
             trial_folder = folder / f"trial-{index}"
             trial_folder.mkdir()
-            outcome = trial(endpoint, trial_folder, data, reference, rng)
+            journal = postgres.new_database() if postgres else str(trial_folder / "journal.sqlite")
+            outcome = trial(endpoint, trial_folder, data, reference, rng, journal)
             for name, value in outcome.items():
                 totals[name] = totals.get(name, 0) + value
             print(
@@ -146,7 +159,8 @@ def main(args: argparse.Namespace) -> None:
                 f"{outcome.get('resent_finished_calls', 0)} | {outcome.get('answer_mismatches', 0)} |",
                 flush=True,
             )
-    summary = {"trials": args.trials, "questions": args.questions}
+    summary: dict[str, Any] = {"trials": args.trials, "questions": args.questions}
+    summary["journal"] = "postgresql" if args.postgres else "sqlite"
     for name in (
         "killed_mid_run",
         "resent_finished_calls",
@@ -167,4 +181,5 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--questions", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--postgres", action="store_true", help="journal in PostgreSQL, not SQLite")
     main(parser.parse_args())
