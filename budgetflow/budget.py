@@ -122,11 +122,11 @@ class Ledger:
         self._clock = clock
         self._started = clock()
         self._limits = _limits_of(self.budget) if self.budget is not _UNLIMITED else {}
-        self._chain_cache: tuple[Ledger, ...] = (self, *(parent._chain_cache if parent else ()))
+        # ancestors only: a tuple holding `self` would make every ledger a reference cycle, freed
+        # by the garbage collector instead of at once (one per unit: most of a run's GC work)
+        self._ancestors: tuple[Ledger, ...] = parent._chain() if parent else ()
         #: Whether this ledger or an ancestor has a deadline (most have none: no clock to read).
-        self.has_deadline: bool = any(
-            ledger.budget.deadline_seconds is not None for ledger in self._chain_cache
-        )
+        self.has_deadline: bool = any(ledger.budget.deadline_seconds is not None for ledger in self._chain())
         self._priced: bool = self.budget.cost is not None or (parent is not None and parent._needs_prices())
 
     # ---- queries ---------------------------------------------------------------------------
@@ -250,7 +250,8 @@ class Ledger:
     # ---- internals -------------------------------------------------------------------------
 
     def _chain(self) -> tuple[Ledger, ...]:
-        return self._chain_cache
+        """This ledger and its ancestors, nearest first."""
+        return (self, *self._ancestors)
 
     def _close(self, reservation: Reservation) -> None:
         if reservation.ledger is not self:

@@ -166,3 +166,22 @@ def test_cost_limits_price_the_served_model() -> None:
 
     ledger = asyncio.run(body())
     assert ledger.spent.cost == pytest.approx((2 * 2 + 3 * 4) / 1e6)
+
+
+def test_a_finished_units_ledger_is_freed_at_once_not_by_the_garbage_collector() -> None:
+    """A ledger in a reference cycle lives until the collector runs: one per unit made the
+    collector most of a long run's overhead."""
+    import gc
+    import weakref
+
+    run = Ledger(Budget(total_tokens=100))
+    unit = run.child(Budget(total_tokens=10), name="q1", unit_id="q1")
+    unit.settle(unit.reserve(Spend(prompt_tokens=3, calls=1)), Spend(prompt_tokens=2, calls=1))
+    freed = weakref.ref(unit)
+    gc.disable()
+    try:
+        del unit
+        assert freed() is None
+    finally:
+        gc.enable()
+    assert run.spent.prompt_tokens == 2
