@@ -235,6 +235,19 @@ class EventStream:
         #: Whether anyone listens; callers may skip building events when nobody does (a plain
         #: attribute, not a property: it is read several times per request).
         self.active = False
+        #: What units wait for before sending a step and before acting on its reply (a journal's
+        #: commit); empty for most streams, and then nothing is awaited.
+        self.barriers: list[Callable[[], Awaitable[None]]] = []
+
+    def add_barrier(self, barrier: Callable[[], Awaitable[None]]) -> None:
+        """Have units wait for `barrier` (a journal's "everything so far is committed") after
+        announcing a step, before sending it, and after its completion, before acting on it."""
+        self.barriers.append(barrier)
+
+    async def durable(self) -> None:
+        """Wait for every barrier: what was emitted so far is as durable as the subscribers make it."""
+        for barrier in self.barriers:
+            await barrier()
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Add a subscriber; returns a function that removes it."""

@@ -104,7 +104,8 @@ class _Sqlite:
         """Switching a new file to WAL takes a lock SQLite's busy handler does not wait for, so a
         writer opening the file while another does so retries, briefly."""
         for attempt in range(attempts):
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+            # one thread at a time, but not always the one that opened it (the journal's writer)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
             try:
                 self._db.execute("PRAGMA busy_timeout=10000")
                 self._db.execute("PRAGMA journal_mode=WAL")

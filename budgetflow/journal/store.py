@@ -8,10 +8,10 @@ again. Records:
 
 * `steps`: one row per unit step — what was asked (messages, sampling, seeds, prefill, a hash
   of the request) and, once it came back, what did (texts, finish reasons, usage, logprobs,
-  scores). A completion is written and committed *inside* the emit of its `UnitCompleted`, so it
-  is durable before the strategy acts on it, and its spend (the usage) is in the same row.
-* `events`: every other event (ledger movements, decisions, retries, errors) as JSON, buffered
-  and committed with the next completion, or when the journal is flushed or closed.
+  scores), with its spend (the usage) in the same row. The execution core waits until a step's
+  request is committed before sending it, and until its completion is before the strategy sees
+  it (`EventStream.durable`).
+* `events`: every other event (ledger movements, decisions, retries, errors) as JSON, in order.
 * `texts`: every message, prefill and completion text stored once, under its SHA-256, so the
   journal grows with the samples, not with how often a prompt is repeated.
 
@@ -19,94 +19,29 @@ Secrets never reach the file: the stored command line and configuration have API
 values and `Authorization` headers replaced by `[redacted]`.
 
 SQLite runs in WAL mode with a busy timeout; PostgreSQL (`postgresql://…`) for journals that
-several machines share. One `Journal` is one writer (its subscriber is called on the event loop's
-thread, in order); many writers may share one file or database.
+several machines share. One `Journal` is one writer: its subscriber only queues each event, and
+a writer thread (`writer.JournalWriter`) commits them in order, many per transaction, so the
+event loop never waits on the disk. Many journals may share one file or database.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from budgetflow.errors import ConfigError
-from budgetflow.events import Event, EventStream, UnitCompleted, UnitRequested
+from budgetflow.events import Event, EventStream
 from budgetflow.journal.database import Database, describe, open_database
-from budgetflow.types import Completion, Message, Response, Usage
+from budgetflow.journal.records import RecordedStep, redact
+from budgetflow.journal.writer import JournalWriter
+from budgetflow.types import Completion, Response, Usage
 
-__all__ = ["Journal", "RecordedStep", "redact", "request_hash"]
-
-_SECRET: Final = re.compile(
-    r"(?i)(bearer\s+)\S+|\b(sk|bf|pk|rk)-[A-Za-z0-9_\-]{8,}|(://[^:/@\s]+:)[^@\s]+(?=@)"
-)
-
-
-def redact(text: str) -> str:
-    """`text` with API-key-shaped values (`sk-…`, `bf-…`), bearer tokens and the passwords of
-    URLs (`postgresql://user:PASSWORD@host`) replaced."""
-    return _SECRET.sub(lambda m: (m.group(1) or m.group(3) or "") + "[redacted]", text)
-
-
-def request_hash(messages: Sequence[Message], sampling: Any, n: int, prefill: str, kind: str) -> str:
-    """What a step asked for, hashed: a resumed run's step must ask the same to reuse its reply."""
-    shape = {
-        "messages": [[m.role, _content(m), m.fields] for m in messages],
-        "sampling": dataclasses.asdict(sampling),
-        "n": n,
-        "prefill": prefill,
-        "kind": kind,
-    }
-    return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _content(message: Message) -> Any:
-    if isinstance(message.content, str):
-        return message.content
-    return [dataclasses.asdict(part) for part in message.content]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RecordedStep:
-    """A step of a journaled run: its request hash and, when it had come back, its reply."""
-
-    request_hash: str
-    response: Response | None
-    scores: tuple[float, ...] = ()
-    refused: bool = False
-    #: What the step asked, as journaled (texts by SHA-256), and its kind: what a mismatch names.
-    request: dict[str, Any] = dataclasses.field(default_factory=dict)
-    kind: str = "complete"
-
-    @property
-    def finished(self) -> bool:
-        return self.response is not None
-
-    def differences(
-        self, messages: Sequence[Message], sampling: Any, n: int, prefill: str, kind: str
-    ) -> list[str]:
-        """How a step asking this differs from what the journal recorded, field by field."""
-        if not self.request:
-            return []
-        found: list[str] = []
-        if kind != self.kind:
-            found.append(f"kind: {self.kind!r} in the journal, {kind!r} now")
-        if n != self.request.get("n"):
-            found.append(f"n: {self.request.get('n')} in the journal, {n} now")
-        recorded_sampling = self.request.get("sampling", {})
-        for name, value in json.loads(json.dumps(dataclasses.asdict(sampling), default=str)).items():
-            was = recorded_sampling.get(name)
-            if was != value:
-                found.append(f"sampling.{name}: {was!r} in the journal, {value!r} now")
-        if _sha(prefill) != self.request.get("prefill"):
-            found.append("prefill: another text")
-        found += _message_differences(self.request.get("messages", []), messages)
-        return found
+__all__ = ["Journal"]
 
 
 class Journal:
@@ -118,24 +53,28 @@ class Journal:
         #: Where the journal is, fit to print (a URL's password removed).
         self.location = describe(target)
         try:
-            self._db: Database = open_database(target)
+            self._db: Database = open_database(target)  # for reading, on the caller's thread
+            self._writer = JournalWriter(open_database(target), self.location)
         except (sqlite3.Error, OSError) as error:
             raise ConfigError(f"cannot open the journal {self.location}: {error}") from error
-        self._pending: list[tuple[str, str, str, float, str]] = []
-        self._requests: dict[tuple[str, str, int], tuple[str, str, str]] = {}
-        #: Completions committed by this writer (how much a Ctrl-C keeps).
-        self.committed = 0
+
+    @property
+    def committed(self) -> int:
+        """Completions committed by this journal's writer (how much a Ctrl-C keeps)."""
+        return self._writer.committed
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self._writer.close()
+        finally:
+            self._db.close()
 
     # ---- sessions ------------------------------------------------------------------------------
 
     def start_session(self, session_id: str, *, command: Sequence[str], config: str, version: str) -> None:
         """Record a session (again, on resume: its first record is kept)."""
         clean = redact(config)
-        self._db.execute(
+        self._writer.execute(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT DO NOTHING",
             (
                 session_id,
@@ -146,12 +85,14 @@ class Journal:
                 time.time(),
             ),
         )
+        self._writer.flush()
 
     def finish_session(self, session_id: str) -> None:
-        self.flush()
-        self._db.execute("UPDATE sessions SET finished = ? WHERE id = ?", (time.time(), session_id))
+        self._writer.execute("UPDATE sessions SET finished = ? WHERE id = ?", (time.time(), session_id))
+        self._writer.flush()
 
     def session(self, session_id: str) -> dict[str, Any] | None:
+        self.flush()
         row = self._db.execute(
             "SELECT command, config_hash, version, started, finished FROM sessions WHERE id = ?",
             (session_id,),
@@ -169,101 +110,23 @@ class Journal:
     # ---- writing -------------------------------------------------------------------------------
 
     def attach(self, events: EventStream) -> None:
-        """Journal every event of `events` (a run's stream; its run id names the run)."""
+        """Journal every event of `events` (a run's stream; its run id names the run); the run's
+        units wait for their steps to be durable (`EventStream.durable`)."""
         events.subscribe(self._on_event)
+        events.add_barrier(self._writer.durable)
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, UnitRequested):
-            self._requested(event)
-        elif isinstance(event, UnitCompleted):
-            self._completed(event)
-        else:
-            payload = json.dumps(_plain(event), default=str)
-            self._pending.append((event.run_id, event.unit_id, type(event).__name__, event.at, payload))
-
-    def _requested(self, event: UnitRequested) -> None:
-        digest = request_hash(event.messages, event.sampling, event.n, event.prefill, event.kind)
-        shape = {
-            "messages": [[m.role, self._text(_flat(m))] for m in event.messages],
-            "sampling": dataclasses.asdict(event.sampling),
-            "n": event.n,
-            "first_rollout": event.first_rollout,
-            "seeds": list(event.seeds),
-            "prefill": self._text(event.prefill),
-            "keep_first": event.keep_first,
-        }
-        key = (event.run_id, event.unit_id, event.step)
-        self._requests[key] = (event.kind, digest, json.dumps(shape))
-        # committed at once: a step sent but never completed is what a resume calls "ambiguous"
-        with self._transaction():
-            self._write_step_request(key)
-
-    def _completed(self, event: UnitCompleted) -> None:
-        key = (event.run_id, event.unit_id, event.step)
-        completion = {
-            "texts": [self._text(text) for text in event.texts],
-            "finish_reasons": list(event.finish_reasons),
-            "logprobs": list(event.logprobs),
-            "scores": list(event.scores),
-            "refused": event.refused,
-        }
-        with self._transaction():
-            self._write_step_request(key)
-            self._db.execute(
-                "UPDATE steps SET completion = ?, prompt_tokens = ?, completion_tokens = ?, "
-                "unreported_prompt_tokens = ?, unreported_completion_tokens = ?, completed_at = ? "
-                "WHERE run_id = ? AND unit_id = ? AND step = ? AND completion IS NULL",
-                (
-                    json.dumps(completion),
-                    event.usage.prompt_tokens,
-                    event.usage.completion_tokens,
-                    event.unreported.prompt_tokens,
-                    event.unreported.completion_tokens,
-                    time.time(),
-                    *key,
-                ),
-            )
-            self._write_pending()
-        self.committed += 1
-
-    def _write_step_request(self, key: tuple[str, str, int]) -> None:
-        request = self._requests.pop(key, None)
-        if request is None:
-            return
-        kind, digest, shape = request
-        self._db.execute(
-            "INSERT INTO steps (run_id, unit_id, step, kind, request_hash, request, requested_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, unit_id, step) DO UPDATE SET "
-            "attempts = steps.attempts + CASE WHEN steps.completion IS NULL THEN 1 ELSE 0 END",
-            (*key, kind, digest, shape, time.time()),
-        )
+        self._writer.enqueue(event)
 
     def flush(self) -> None:
-        """Commit the buffered events."""
-        if self._pending:
-            with self._transaction():
-                self._write_pending()
-
-    def _write_pending(self) -> None:
-        if self._pending:
-            self._db.executemany(
-                "INSERT INTO events (run_id, unit_id, kind, at, payload) VALUES (?, ?, ?, ?, ?)",
-                self._pending,
-            )
-            self._pending = []
-
-    def _text(self, text: str) -> str:
-        digest = _sha(text)
-        self._db.execute("INSERT INTO texts VALUES (?, ?) ON CONFLICT DO NOTHING", (digest, text))
-        return digest
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        """Wait until every event queued so far is committed."""
+        self._writer.flush()
 
     # ---- reading -------------------------------------------------------------------------------
 
     def recorded(self, run_id: str) -> dict[tuple[str, int], RecordedStep]:
         """Every step of run `run_id` by (unit id, step): replies where they came back."""
+        self.flush()
         rows = self._db.execute(
             "SELECT unit_id, step, request_hash, completion, prompt_tokens, completion_tokens, "
             "unreported_prompt_tokens, unreported_completion_tokens, request, kind "
@@ -303,6 +166,7 @@ class Journal:
     def units(self, session_id: str) -> dict[str, dict[str, dict[str, Any]]]:
         """Every unit of every run of a session: its steps, the tokens they spent, and (once it
         finished) its answer, why it stopped and its score — what `budgetflow trace` shows."""
+        self.flush()
         prefix = f"{session_id}/%"
         runs: dict[str, dict[str, dict[str, Any]]] = {}
         for run_id, unit_id, steps, prompt, generated, open_steps in self._db.execute(
@@ -333,6 +197,7 @@ class Journal:
         """Every step of a session's runs, in the order they were sent: its request and (once it
         came back) completion as stored (texts as SHA-256 keys: `text` reads one), its tokens and
         the wall-clock times it was sent and came back."""
+        self.flush()
         columns = (
             "run_id",
             "unit_id",
@@ -359,6 +224,7 @@ class Journal:
     def events_of(self, session_id: str, kinds: Sequence[str]) -> list[dict[str, Any]]:
         """A session's events of the given kinds (`RunStarted`, `UnitFinished`, …), in order,
         each as its fields plus `kind`."""
+        self.flush()
         marks = ", ".join("?" for _ in kinds)
         rows = self._db.execute(
             f"SELECT kind, payload FROM events WHERE run_id LIKE ? AND kind IN ({marks}) ORDER BY seq",
@@ -371,54 +237,8 @@ class Journal:
         return self._read_text(sha)
 
     def counts(self) -> dict[str, int]:
+        self.flush()
         return {
             table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
             for table in ("sessions", "steps", "events", "texts")
         }
-
-
-class _Transaction:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.begin()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is None:
-            self._db.commit()
-        else:
-            self._db.rollback()
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _message_differences(recorded: list[list[str]], messages: Sequence[Message]) -> list[str]:
-    if len(recorded) != len(messages):
-        return [f"messages: {len(recorded)} in the journal, {len(messages)} now"]
-    return [
-        f"messages[{index}] ({message.role}): another text"
-        if role == message.role
-        else f"messages[{index}]: role {role!r} in the journal, {message.role!r} now"
-        for index, ((role, sha), message) in enumerate(zip(recorded, messages, strict=True))
-        if role != message.role or sha != _sha(_flat(message))
-    ]
-
-
-def _flat(message: Message) -> str:
-    return json.dumps(_content(message)) if not isinstance(message.content, str) else message.content
-
-
-def _plain(event: Event) -> dict[str, Any]:
-    """An event's fields as JSON-ready values (dataclasses as dicts, tuples as lists)."""
-    return {field.name: _value(getattr(event, field.name)) for field in dataclasses.fields(event)}
-
-
-def _value(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: _value(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_value(item) for item in value]
-    return value

@@ -212,12 +212,17 @@ class Unit:
         recorded = self._recorded(step, seeded, "complete")
         if recorded is not None:
             return self._replay(step, request, recorded)
+        durable = self.context.events.barriers
+        if durable:  # journaled before it is sent: a crash finds it "ambiguous", never unknown
+            await self.context.events.durable()
         try:
             response = await self.backend(lane).complete(seeded)
         except BudgetExceeded:
             self._report(step, refused=True)
             raise
         self._report(step, response=response)
+        if durable:  # journaled before anyone acts on it
+            await self.context.events.durable()
         return response
 
     def journaled(self, lane: int = 0) -> Backend:
@@ -236,6 +241,9 @@ class Unit:
             self._charge(request, recorded.response)
             self._report(step, scores=recorded.scores)
             return list(recorded.scores)
+        durable = self.context.events.barriers
+        if durable:
+            await self.context.events.durable()
         try:
             scores = await self.backend(lane).score_continuations(request, texts)
         except BudgetExceeded:
@@ -243,6 +251,8 @@ class Unit:
             self.refused = True
             return None
         self._report(step, scores=tuple(scores))
+        if durable:
+            await self.context.events.durable()
         return scores
 
     async def stream(self, request: Request, *, lane: int = 0) -> AsyncIterator[str]:
@@ -253,6 +263,8 @@ class Unit:
         step = self._announce(seeded, kind="stream")
         pieces: list[str] = []
         usage = NO_USAGE
+        if self.context.events.barriers:
+            await self.context.events.durable()
         try:
             async for delta in self.backend(lane).stream(seeded):
                 if isinstance(delta, StreamTail):
@@ -264,6 +276,8 @@ class Unit:
             self.refused = True
             raise
         self._report(step, response=Response(completions=(Completion(text="".join(pieces)),), usage=usage))
+        if self.context.events.barriers:
+            await self.context.events.durable()
 
     def _recorded(self, step: int, request: Request, kind: str, n: int | None = None) -> RecordedStep | None:
         """The journaled reply of this step when the resumed run had finished it (None: send it).

@@ -335,3 +335,69 @@ def _unit_events(journal: Journal) -> dict[str, list[dict[str, Any]]]:
         fields = {k: v for k, v in json.loads(payload).items() if k not in volatile}
         by_unit.setdefault(unit_id, []).append({"kind": kind, **fields})
     return by_unit
+
+
+def test_a_step_is_committed_before_it_is_sent_and_its_reply_before_anyone_sees_it(tmp_path: Path) -> None:
+    """The journal writes on its own thread; the unit waits for it: when the backend is called,
+    another connection already sees the step's request, and when `draw` returns, its completion."""
+    import sqlite3
+
+    from budgetflow.backends.scripted import FunctionBackend
+    from budgetflow.runtime.context import RunContext
+    from budgetflow.types import Request
+
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    observer = sqlite3.connect(path)
+
+    def completion_of(unit_id: str) -> tuple[str | None] | None:
+        row = observer.execute("SELECT completion FROM steps WHERE unit_id = ?", (unit_id,)).fetchone()
+        return None if row is None else (row[0],)
+
+    seen_when_sent: list[tuple[str | None] | None] = []
+
+    def reply(request: Request, index: int) -> str:
+        seen_when_sent.append(completion_of(request.unit_id))
+        return "Answer: 4"
+
+    async def main() -> list[tuple[str | None] | None]:
+        events = EventStream("s/durable")
+        journal.attach(events)
+        context = RunContext(FunctionBackend(reply), events=events, seed=1)
+        seen_after: list[tuple[str | None] | None] = []
+        for index in range(5):
+            unit = context.unit(f"q{index}", index=index, kind="question")
+            response = await unit.draw(Request.from_prompt("2 + 2?", sampling=SAMPLING))
+            assert response is not None
+            seen_after.append(completion_of(unit.id))
+        return seen_after
+
+    seen_after = asyncio.run(main())
+    journal.close()
+    assert seen_when_sent == [(None,)] * 5  # the request row was there, its completion not yet
+    assert all(row is not None and row[0] is not None for row in seen_after)
+
+
+def test_a_journal_that_cannot_be_written_stops_the_run(tmp_path: Path) -> None:
+    """A write that fails is not swallowed by the writer thread: the run stops with it."""
+    import sqlite3
+
+    from budgetflow.backends.scripted import FunctionBackend
+    from budgetflow.runtime.context import RunContext
+    from budgetflow.types import Request
+
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path)
+    sqlite3.connect(path, isolation_level=None).execute("DROP TABLE steps")
+
+    async def main() -> None:
+        events = EventStream("s/broken")
+        journal.attach(events)
+        context = RunContext(FunctionBackend(lambda request, index: "Answer: 4"), events=events)
+        unit = context.unit("q0", index=0, kind="question")
+        await unit.draw(Request.from_prompt("2 + 2?", sampling=SAMPLING))
+
+    with pytest.raises(ConfigError, match="writing the journal .* failed: no such table: steps"):
+        asyncio.run(main())
+    with pytest.raises(ConfigError, match="writing the journal"):
+        journal.close()
