@@ -474,9 +474,9 @@ def resume_command(
     session: Annotated[str, typer.Argument(help="The session to resume (printed when it stopped).")],
     journal: JournalOpt = JOURNAL_DEFAULT,
 ) -> None:
-    """Resume a `budgetflow eval` session that was killed or interrupted: calls that had
-    finished are answered from the journal (not sent, not paid again); calls in flight when it
-    stopped are sent again."""
+    """Resume a `budgetflow eval` (or `bank record`) session that was killed or interrupted: calls
+    that had finished are answered from the journal (not sent, not paid again); calls in flight
+    when it stopped are sent again."""
     _run_again(resume_arguments(session, journal))
 
 
@@ -485,9 +485,10 @@ def replay_command(
     session: Annotated[str, typer.Argument(help="A finished session of the journal.")],
     journal: JournalOpt = JOURNAL_DEFAULT,
 ) -> None:
-    """Re-execute a finished `budgetflow eval` session from the journal with no backend: every
-    call is answered from it, so its decisions and answers come out again exactly. A call the
-    journal does not hold, or one that asks for something else, is an error naming it."""
+    """Re-execute a finished `budgetflow eval` (or `bank record`) session from the journal with
+    no backend: every call is answered from it, so its decisions and answers come out again
+    exactly. A call the journal does not hold, or one that asks for something else, is an error
+    naming what differs."""
     _run_again(resume_arguments(session, journal, replay=True))
 
 

@@ -29,6 +29,14 @@ from budgetflow.cli_bank_options import (
     SeedsOpt,
     TableOpt,
 )
+from budgetflow.cli_journal import (
+    JOURNAL_DEFAULT,
+    JournalOpt,
+    ReplayOpt,
+    SessionOpt,
+    interrupted,
+    open_journaling,
+)
 from budgetflow.cli_options import (
     BackendOpt,
     BaseUrlOpt,
@@ -44,10 +52,18 @@ from budgetflow.cli_options import (
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.cli_tune import tune_command
 from budgetflow.errors import BudgetflowError
-from budgetflow.evaluate.bank import BankQuestion, load_bank, record_bank, score_bank, write_bank
+from budgetflow.evaluate.bank import (
+    BankQuestion,
+    append_bank_line,
+    load_bank,
+    record_bank,
+    score_bank,
+    write_bank,
+)
 from budgetflow.evaluate.calibrate import calibrate
 from budgetflow.evaluate.datasets import load_dataset
 from budgetflow.evaluate.replay import ReplayConfig, ReplaySummary, replay_bank
+from budgetflow.events import EventStream
 from budgetflow.runtime.endpoints import open_backend
 from budgetflow.types import SamplingParams
 
@@ -86,8 +102,12 @@ def record_command(
             "(embedded backend; the same scores `bank score` adds later)."
         ),
     ] = False,
+    journal: JournalOpt = JOURNAL_DEFAULT,
+    session: SessionOpt = None,
+    replay: ReplayOpt = False,
 ) -> None:
-    """Draw one greedy answer and K samples per question with any backend, and write a bank."""
+    """Draw one greedy answer and K samples per question with any backend, and write a bank.
+    Journaled like `eval`: a killed recording continues with `budgetflow resume SESSION`."""
     try:
         data = load_dataset(dataset, limit=limit, seed=seed)
         # a bank is reference data: the embedded model records it one request at a time, so the
@@ -95,25 +115,46 @@ def record_command(
         spec = endpoint_spec(
             backend, base_url, model, "OPENAI_API_KEY", 120.0, None, threads, batching="serial"
         )
-        chosen = open_backend(spec)
         sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
-
-        async def record(advance: Callable[[object], None]) -> list[BankQuestion]:
-            async with chosen:
-                return await record_bank(
-                    data,
-                    chosen,
-                    k=k,
-                    sampling=sampling,
-                    temperature=temperature,
-                    on_question=advance,
-                    ensemble=prompt_ensemble,
-                    verify=verify,
-                )
-
-        bank = _with_progress("recording", len(data), record)
+        setting = (spec, data.name, len(data), k, temperature, max_tokens, seed, prompt_ensemble, verify)
+        journaling = open_journaling(journal, session, setting, replay=replay)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
+    chosen = journaling.backends((spec,))[0]
+    events = EventStream(journaling.run_id("bank"))
+    if not journaling.replay:
+        journaling.journal.attach(events)
+    recorded = journaling.journal.recorded(events.run_id)
+    partial = output.with_suffix(output.suffix + ".partial.jsonl")
+
+    async def record(advance: Callable[[object], None]) -> list[BankQuestion]:
+        def finished(entry: BankQuestion) -> None:
+            append_bank_line(partial, entry)  # on disk at once, not only at the end
+            advance(entry)
+
+        async with chosen:
+            return await record_bank(
+                data,
+                chosen,
+                k=k,
+                sampling=sampling,
+                temperature=temperature,
+                on_question=finished,
+                ensemble=prompt_ensemble,
+                verify=verify,
+                events=events,
+                recorded=recorded,
+            )
+
+    try:
+        bank = _with_progress("recording", len(data), record)
+        journaling.journal.finish_session(journaling.session)
+    except KeyboardInterrupt:
+        raise interrupted(journaling) from None
+    except BudgetflowError as exc:
+        raise exit_for(exc) from None
+    finally:
+        journaling.journal.close()
     write_bank(output, bank)
     mean_correct = statistics.fmean(sum(s.correct for s in q.samples) / len(q.samples) for q in bank)
     greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from budgetflow.types import Message, SamplingParams, Spend
+from budgetflow.types import JsonFields, Message, SamplingParams, Spend
 from budgetflow.usage import NO_USAGE, Usage
 
 __all__ = [
@@ -128,6 +128,9 @@ class UnitCompleted(Event):
     logprobs: tuple[float | None, ...] = ()
     scores: tuple[float, ...] = ()
     refused: bool = False
+    #: Each completion's generated tokens, and its verbatim reply fields (tool calls, …).
+    tokens: tuple[int, ...] = ()
+    fields: tuple[JsonFields, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)

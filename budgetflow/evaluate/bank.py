@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from budgetflow.answers.equivalence import normalize_answer
 from budgetflow.backends.base import Backend
 from budgetflow.errors import DatasetError
 from budgetflow.evaluate.datasets import Dataset
+from budgetflow.events import EventStream
+from budgetflow.journal import RecordedStep
 from budgetflow.runtime.context import RunContext, Unit
 from budgetflow.runtime.scheduler import run_units
 from budgetflow.strategies.verifiers import likelihood_scores
@@ -63,6 +65,13 @@ def write_bank(path: Path, questions: list[BankQuestion]) -> None:
         for question in questions:
             handle.write(json.dumps(asdict(question)) + "\n")
     temporary.replace(path)
+
+
+def append_bank_line(path: Path, question: BankQuestion) -> None:
+    """Append one question to a bank file (JSON lines), flushed at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(asdict(question)) + "\n")
 
 
 def load_bank(path: Path) -> list[BankQuestion]:
@@ -143,6 +152,8 @@ async def record_bank(
     on_question: Callable[[BankQuestion], None] | None = None,
     ensemble: bool = False,
     verify: bool = False,
+    events: EventStream | None = None,
+    recorded: Mapping[tuple[str, int], RecordedStep] | None = None,
 ) -> list[BankQuestion]:
     """Draw one greedy answer and `k` samples at `temperature` for every question of `dataset`.
 
@@ -151,8 +162,9 @@ async def record_bank(
     question's prompts (`Question.prompts`); the greedy answer always comes from its own prompt.
     With `verify`, the likelihood verifier scores every answer right after its question's samples
     (the backend must score text: `Backend.score_continuations`), as `budgetflow bank score`
-    would later."""
-    context = RunContext(backend, seed=sampling.seed)
+    would later. With `events` (a journaled stream) and `recorded` (what the journal holds of
+    this run), a resumed recording answers its finished calls from the journal."""
+    context = RunContext(backend, seed=sampling.seed, events=events, recorded=recorded)
     params = replace(sampling, stop=sampling.stop or dataset.stop, logprobs=True)
 
     async def one(question: Question, unit: Unit) -> BankQuestion:

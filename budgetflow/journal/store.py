@@ -142,10 +142,24 @@ class Journal:
             return RecordedStep(digest, None, request=request, kind=kind)
         body = json.loads(completion)
         texts = [self._read_text(sha) for sha in body["texts"]]
+        count = len(texts)
+        tokens = body.get("tokens") or [0] * count  # journals before 2026-12-04 kept no counts
+        fields = body.get("fields") or [[]] * count
         completions = tuple(
-            Completion(text=text, finish_reason=reason, mean_logprob=logprob)
-            for text, reason, logprob in zip(
-                texts, body["finish_reasons"], body["logprobs"] or [None] * len(texts), strict=True
+            Completion(
+                text=text,
+                finish_reason=reason,
+                mean_logprob=logprob,
+                completion_tokens=generated_tokens,
+                fields=tuple((name, value) for name, value in reply_fields),
+            )
+            for text, reason, logprob, generated_tokens, reply_fields in zip(
+                texts,
+                body["finish_reasons"],
+                body["logprobs"] or [None] * count,
+                tokens,
+                fields,
+                strict=True,
             )
         )
         response = Response(

@@ -222,6 +222,8 @@ class JournalWriter:
             "logprobs": list(event.logprobs),
             "scores": list(event.scores),
             "refused": event.refused,
+            "tokens": list(event.tokens),
+            "fields": [[list(pair) for pair in fields] for fields in event.fields],
         }
         self._db.execute(
             "UPDATE steps SET completion = ?, prompt_tokens = ?, completion_tokens = ?, "

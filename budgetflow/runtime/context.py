@@ -366,6 +366,8 @@ class Unit:
                 logprobs=tuple([c.mean_logprob for c in completions]),
                 scores=scores,
                 refused=refused,
+                tokens=tuple([c.completion_tokens for c in completions]),
+                fields=tuple([c.fields for c in completions]),
             )
         )
 

@@ -83,3 +83,38 @@ def test_replaying_a_finished_allocation_run(stub: StubOpenAIServer, tmp_path: P
     assert changed.returncode == 2
     assert "journal mismatch" in message and "sampling.temperature: 0.5 in the journal, 0.9 now" in message
     assert stub.served_requests == sent
+
+
+def test_bank_record_is_journaled_and_replays_without_a_backend(
+    stub: StubOpenAIServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(f'{{"question": "{i} + {i + 2}", "answer": {2 * i + 2}}}\n' for i in range(6)))
+    journal, bank = str(tmp_path / "journal.sqlite"), tmp_path / "bank.jsonl"
+    recorded = _budgetflow(
+        "bank", "record", "--output", str(bank), "--dataset", str(data), "--k", "4", "--backend", "openai",
+        "--base-url", stub.base_url, "--model", "stub", "--max-tokens", "16", "--journal", journal,
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    first = bank.read_text()
+    partial = bank.with_suffix(".jsonl.partial.jsonl").read_text().splitlines()
+    assert len(first.splitlines()) == len(partial) == 6  # each question on disk as it finished
+    sent = stub.served_requests
+    assert sent == 6 * (1 + 4)  # a greedy answer and four samples each, one choice a request
+    reader = Journal(journal)
+    (session,) = reader._db.execute("SELECT id FROM sessions").fetchone()
+    reader.close()
+    bank.unlink()
+    replayed = _budgetflow("replay", session, "--journal", journal)
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert stub.served_requests == sent
+    assert _untimed(bank.read_text()) == _untimed(first)  # every answer, logprob and token again
+
+
+def _untimed(bank: str) -> list[dict[str, Any]]:
+    """A bank's questions without the seconds each sample took (wall-clock, not replayed)."""
+    questions = [json.loads(line) for line in bank.splitlines()]
+    for question in questions:
+        for sample in [question["greedy"], *question["samples"]]:
+            sample.pop("seconds")
+    return questions
