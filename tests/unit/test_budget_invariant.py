@@ -1,5 +1,7 @@
 """Property: spent never exceeds any limit, and settled spend equals the usage backends reported,
 under random concurrency, latencies, failures, retries and cancellations (hypothesis, 1,000 runs).
+A request cancelled while the endpoint works on it is billed by the endpoint at its worst case
+(its prompt and every token it could have generated), and the ledger charges as much.
 
 Latencies are counted in event-loop turns, not seconds, so the runs are deterministic."""
 
@@ -54,9 +56,13 @@ class ChaosBackend(Backend):
     async def complete(self, request: Request) -> Response:
         call = self.plan[request.sampling.seed or 0]
         self.books.check()
-        for _ in range(call.turns):
-            await asyncio.sleep(0)
-            self.books.check()
+        try:
+            for _ in range(call.turns):
+                await asyncio.sleep(0)
+                self.books.check()
+        except asyncio.CancelledError:  # cut off mid-generation: billed as if it had run to the end
+            self.books.reported = self.books.reported + Usage(5, request.sampling.max_tokens * request.n)
+            raise
         prompt = 5
         completion = int(request.sampling.max_tokens * request.n * call.used_fraction)
         usage = Usage(prompt, completion)

@@ -1,8 +1,9 @@
 """Property over whole runs, through the public run paths (`evaluate`, `run_allocated`): the run
 never spends past its caps, and what its ledger settled equals what the backend reported plus the
-conservative charges (first-finish racers cancelled mid-generation, verifier scoring without a
-tokenizer) — with prefill-heavy strategies (prune, beam), judges (best_of_n), first-finish races,
-early stopping, allocators with and without a likelihood verifier, failures and retries.
+conservative charges (first-finish racers and requests cancelled mid-generation, verifier
+scoring without a tokenizer) — with prefill-heavy strategies (prune, beam), judges
+(best_of_n), first-finish races, early stopping, allocators with and without a likelihood
+verifier, failures and retries.
 
 Hypothesis generates 2,000 runs (1,000 per path). Latencies are event-loop turns: deterministic."""
 
@@ -68,8 +69,16 @@ class ChaosBackend(Backend):
 
     async def complete(self, request: Request) -> Response:
         self.books.calls += 1
-        for _ in range(self.rng.randint(0, 3)):
-            await asyncio.sleep(0)
+        try:
+            for _ in range(self.rng.randint(0, 3)):
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:  # cut off mid-generation (a sibling failed): billed at worst
+            worst = Usage(
+                request_prompt_bound(request) * self.prompt_copies(request),
+                request.sampling.max_tokens * request.n,
+            )
+            self.books.conservative = self.books.conservative + worst
+            raise
         prompt = self.rng.randint(1, request_prompt_bound(request))
         copies = self.prompt_copies(request)
         lengths = [self.rng.randint(1, request.sampling.max_tokens) for _ in range(request.n)]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from budgetflow.backends.base import Backend, ScoredContinuations, StreamTail
 from budgetflow.backends.wrappers.base import Wrapper
+from budgetflow.backends.wrappers.dispatch import mark_sent, was_sent
 from budgetflow.budget import Ledger
 from budgetflow.errors import BackendError, BudgetExceeded
 from budgetflow.types import JsonFields, Message, Request, Response, Spend, TextPart, Usage
@@ -67,13 +68,14 @@ _UNCOUNTED: weakref.WeakSet[Backend] = weakref.WeakSet()
 class Budgeted(Wrapper):
     """Reserve (prompt + max_tokens x n, its cost, one call) before sending; settle after.
 
-    The prompt's size is the backend's exact count when it offers `count_prompt_tokens`
-    (the embedded model does), else `request_prompt_bound` (messages and prefill). A request
-    that does not fit raises `BudgetExceeded` and is never sent. A reply's `unreported` work
-    (cancelled first-finish racers) is settled with its usage. A failure settles the usage the
-    error reports, or releases; a cancellation releases (the backend stops generating). A
-    deadline in the ledger chain is a cancel scope: a request still running when it passes is
-    cancelled and raises `BudgetExceeded`.
+        The prompt's size is the backend's exact count when it offers `count_prompt_tokens`
+        (the embedded model does), else `request_prompt_bound` (messages and prefill). A request
+        that does not fit raises `BudgetExceeded` and is never sent. A reply's `unreported` work
+        (cancelled first-finish racers) is settled with its usage. A failure settles the usage the
+        error reports, or releases; a request cancelled in flight (a quorum reached, a sibling failed,
+    a client gone) is charged its worst case, since the endpoint may bill all it generated. A
+        deadline in the ledger chain is a cancel scope: a request still running when it passes is
+        cancelled and raises `BudgetExceeded`.
     """
 
     def __init__(self, inner: Backend, ledger: Ledger, *, media_tokens: int = 4096) -> None:
@@ -102,6 +104,7 @@ class Budgeted(Wrapper):
         else:  # the byte bound needs no await
             model, amount = self._priced_worst_case(request, self._prompt_bound(request))
         reservation = self.ledger.reserve(amount)
+        mark_sent()  # until a limiter beneath says the call waits
         try:
             if self.ledger.has_deadline:
                 response = await self._within_deadline(request)
@@ -113,7 +116,16 @@ class Budgeted(Wrapper):
             else:
                 self.ledger.release(reservation)
             raise
-        except (Exception, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            # stopped mid-flight (a quorum reached, a sibling failed, a client gone): the endpoint
+            # may have generated up to the worst case and bill it, so the ledger says so; a call
+            # still waiting for a limiter's slot was never sent
+            if was_sent():
+                self.ledger.settle(reservation, reservation.amount)
+            else:
+                self.ledger.release(reservation)
+            raise
+        except Exception:
             self.ledger.release(reservation)
             raise
         charged = response.usage if response.unreported is NO_USAGE else response.usage + response.unreported

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from budgetflow.backends.base import Backend
 from budgetflow.backends.wrappers.base import Wrapper
 from budgetflow.backends.wrappers.budgeted import prompt_token_bound, request_prompt_bound
+from budgetflow.backends.wrappers.dispatch import mark_sent, mark_waiting
 from budgetflow.errors import ConfigError
 from budgetflow.types import Request, Response
 
@@ -76,10 +77,12 @@ class RateLimit(Wrapper):
         )
 
     async def complete(self, request: Request) -> Response:
+        mark_waiting()
         if self._tokens is not None:
             await self._admit(request_prompt_bound(request) + request.sampling.max_tokens * request.n)
         elif self._requests is not None:
             await self._admit(0)
+        mark_sent()
         return await self.inner.complete(request)
 
     async def score_continuations(self, request: Request, continuations: Sequence[str]) -> list[float]:
@@ -119,7 +122,9 @@ class ConcurrencyLimit(Wrapper):
         self.peak_in_flight = 0
 
     async def complete(self, request: Request) -> Response:
+        mark_waiting()
         await self._slots.acquire()
+        mark_sent()
         self._entered()
         try:
             return await self.inner.complete(request)

@@ -1,0 +1,514 @@
+"""The dataflow scheduler: every node of a plan starts the moment its inputs are ready.
+
+No supersteps: a node waits only for its own dependencies, so a slow branch never delays an
+unrelated fast one. Among ready work the longest remaining critical path goes first; at most
+`concurrency` units are in flight (and the endpoint's own limits hold beneath). A `map` node is
+expanded at run time into one work item per element of its source's list, each a unit of its
+own — a parent holds no slot while its items wait, so fan-outs nested deeper than the pool
+cannot deadlock. Fan-in `first` and `quorum(k)` start a node as soon as the first source (or k
+agreeing sources) finished, and cancel the other sources mid-generation (their spend stops and
+is settled in the ledger). A node that fails after its retries fails its dependants with the
+reason; independent branches finish; the result says what failed.
+
+Every node execution is a unit of one `RunContext` (the execution core): its budget share, its
+strategy (`run_strategy`), its ledger and events — there is no other run loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from budgetflow.answers.voting import answer_key, majority_answer
+from budgetflow.backends.base import Backend
+from budgetflow.budget import Budget, Price
+from budgetflow.errors import BudgetflowError, ConfigError
+from budgetflow.events import EventStream, UnitFinished
+from budgetflow.journal import RecordedStep
+from budgetflow.plans.allocation import ALLOCATE, node_budget
+from budgetflow.plans.model import Node, Plan
+from budgetflow.plans.outputs import extractor, render, value_of
+from budgetflow.plans.validate import topological_order
+from budgetflow.runtime.context import EndpointLimits, RunContext
+from budgetflow.runtime.strategy_runner import run_strategy
+from budgetflow.strategies.base import Strategy
+from budgetflow.strategies.parse import parse_strategy
+from budgetflow.types import Message, SamplingParams, Spend
+
+__all__ = ["NodeResult", "PlanResult", "run_plan"]
+
+
+@dataclass(slots=True)
+class NodeResult:
+    """What one node did: `ok`, `failed`, `cancelled` (a fan-in no longer needed it) or
+    `skipped` (a dependency failed), with its value, why it stopped and what it spent."""
+
+    node: str
+    strategy: str
+    status: str = "pending"
+    value: Any = None
+    reason: str = ""
+    samples: int = 0
+    tokens: int = 0
+    budget_tokens: int | None = None
+    executions: int = 0
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None or self.finished is None:
+            return 0.0
+        return self.finished - self.started
+
+
+@dataclass(slots=True)
+class PlanResult:
+    plan: str
+    nodes: dict[str, NodeResult]
+    outputs: dict[str, Any]
+    spent: Spend
+    budget_tokens: int | None
+    seconds: float
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, result in self.nodes.items() if result.status in ("failed", "skipped")]
+
+    @property
+    def complete(self) -> bool:
+        return all(name in self.outputs for name in self.outputs) and not any(
+            self.nodes[name].status != "ok" for name in self.outputs
+        )
+
+
+async def run_plan(
+    plan: Plan,
+    backend: Backend,
+    *,
+    sampling: SamplingParams | None = None,
+    concurrency: int = 4,
+    budget_tokens: int | None = None,
+    limits: EndpointLimits | None = None,
+    prices: dict[str, Price] | None = None,
+    events: EventStream | None = None,
+    on_node: Callable[[NodeResult], None] | None = None,
+    recorded: Mapping[tuple[str, int], RecordedStep] | None = None,
+) -> PlanResult:
+    """Run `plan` on `backend` within `budget_tokens` (default: the plan's own). `recorded`:
+    a journaled run's steps, when this run resumes or replays it."""
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    total = budget_tokens if budget_tokens is not None else plan.budget_tokens
+    context = RunContext(
+        backend,
+        budget=Budget(total_tokens=total) if total is not None else None,
+        limits=limits,
+        prices=prices,
+        events=events,
+        seed=(sampling or SamplingParams()).seed,
+        recorded=recorded,
+    )
+    run = _PlanRun(plan, context, sampling or SamplingParams(seed=0), concurrency, total, on_node)
+    started = time.perf_counter()
+    await run.run()
+    outputs = {name: run.results[name].value for name in plan.results if run.results[name].status == "ok"}
+    return PlanResult(
+        plan=plan.name,
+        nodes=run.results,
+        outputs=outputs,
+        spent=context.ledger.spent,
+        budget_tokens=total,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass(order=True, slots=True)
+class _Work:
+    priority: int
+    order: int
+    node: str = field(compare=False)
+    item: int | None = field(compare=False, default=None)
+    fan_in: str | None = field(compare=False, default=None)
+
+
+class _PlanRun:
+    def __init__(
+        self,
+        plan: Plan,
+        context: RunContext,
+        sampling: SamplingParams,
+        concurrency: int,
+        budget_tokens: int | None,
+        on_node: Callable[[NodeResult], None] | None,
+    ) -> None:
+        self.plan = plan
+        self.context = context
+        self.sampling = sampling
+        self.concurrency = concurrency
+        self.budget_tokens = budget_tokens
+        self.on_node = on_node
+        self.nodes = {node.id: node for node in plan.nodes}
+        self.results = {node.id: NodeResult(node.id, self._strategy(node).name) for node in plan.nodes}
+        self.dependants: dict[str, list[str]] = {node.id: [] for node in plan.nodes}
+        for node in plan.nodes:
+            for dependency in node.dependencies:
+                self.dependants[dependency].append(node.id)
+        self.waiting = {node.id: len(node.dependencies) for node in plan.nodes}
+        self.critical = _critical_paths(plan)
+        self.ready: list[_Work] = []
+        self.running: dict[asyncio.Task[Any], _Work] = {}
+        self.items: dict[str, list[Any]] = {}  # a map node's item values, by index
+        self.items_left: dict[str, int] = {}
+        self.fan_in: dict[str, list[Any]] = {}  # a first/quorum node's sources' values so far
+        self.order = itertools.count()
+        self.positions = {node.id: position for position, node in enumerate(plan.nodes)}
+        self.executions = 0
+        self.origin = time.perf_counter()
+        self.cancelled: list[asyncio.Task[Any]] = []
+        #: Why the run stopped early (the execution limit), or "".
+        self.halted = ""
+
+    # ---- the dispatch loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        for node in self.plan.nodes:
+            if self.waiting[node.id] == 0:
+                self._ready(node.id)
+        try:
+            while (self.ready or self.running) and not self.halted:
+                while self.ready and len(self.running) < self.concurrency and not self.halted:
+                    work = heapq.heappop(self.ready)
+                    if self.results[work.node].status in ("ready", "running"):
+                        self._start(work)
+                if not self.running:
+                    continue
+                done, _ = await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task in self.running:  # else cancelled meanwhile by a fan-in or a failure
+                        self._finished(self.running.pop(task), task)
+        finally:
+            for task in self.running:
+                task.cancel()
+            stopped = [*self.running, *self.cancelled]
+            if stopped:  # let every cancelled unit settle its spend before the run returns
+                await asyncio.gather(*stopped, return_exceptions=True)
+            if self.halted:
+                for result in self.results.values():
+                    if result.status in ("pending", "ready", "running"):
+                        result.status, result.reason = "skipped", f"the run stopped: {self.halted}"
+                        self._close(result)
+
+    def _ready(self, node_id: str, fan_in: str | None = None) -> None:
+        node = self.nodes[node_id]
+        if node.map is not None:
+            self._expand(node)
+            return
+        self._push(node_id, None, fan_in)
+
+    def _push(self, node_id: str, item: int | None, fan_in: str | None = None) -> None:
+        work = _Work(-self.critical[node_id], next(self.order), node_id, item, fan_in)
+        if self.results[node_id].status == "pending":
+            self.results[node_id].status = "ready"
+        heapq.heappush(self.ready, work)
+
+    def _expand(self, node: Node) -> None:
+        assert node.map is not None
+        source = self.results[node.map].value
+        if not isinstance(source, list):
+            self._fail(node.id, f"map needs a list from {node.map!r}, got {type(source).__name__}")
+            return
+        self.items[node.id] = [None] * len(source)
+        self.items_left[node.id] = len(source)
+        if not source:  # an empty fan-out reduces to an empty result at once
+            self._succeed(node.id, self._reduce(node, []), "map over an empty list")
+            return
+        for index in range(len(source)):
+            self._push(node.id, index)
+
+    def _start(self, work: _Work) -> None:
+        result = self.results[work.node]
+        if result.started is None:
+            result.started = time.perf_counter() - self.origin
+        result.status = "running"
+        self.executions += 1
+        result.executions += 1
+        if self.executions > self.plan.max_executions:
+            reason = (
+                f"{result.executions} executions of {work.node!r} went over the plan's limit of "
+                f"{self.plan.max_executions} node executions (max_executions)"
+            )
+            self._fail(work.node, reason)
+            self.halted = reason
+            return
+        self.running[asyncio.ensure_future(self._execute(work))] = work
+
+    # ---- one execution -------------------------------------------------------------------------
+
+    async def _execute(self, work: _Work) -> tuple[Any, str, int]:
+        """(value, why it stopped, samples) of one node execution, retried per its limits."""
+        node = self.nodes[work.node]
+        attempts = node.limits.retries + 1
+        last = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                outcome = await self._once(node, work, attempt)
+            except (BudgetflowError, TimeoutError) as error:
+                last = _describe(error)
+                continue
+            if outcome.answer is None:
+                last = f"no {node.output} in the reply ({outcome.reason})"
+                continue
+            try:
+                return value_of(node, outcome.answer), outcome.reason, len(outcome.samples)
+            except ValueError as error:
+                last = f"cannot read the reply as {node.output}: {error}"
+        raise _NodeFailed(last + (f" (after {attempts} attempts)" if attempts > 1 else ""))
+
+    async def _once(self, node: Node, work: _Work, attempt: int) -> Any:
+        suffix = "" if work.item is None else f"[{work.item}]"
+        unit_id = f"{node.id}{suffix}" + ("" if attempt == 1 else f"/try{attempt}")
+        index = self._unit_index(node, work.item, attempt)
+        unit = self.context.unit(unit_id, index=index, kind="node", budget=self._share(node))
+        result = self.results[node.id]
+        if result.budget_tokens is None and unit.ledger.budget.total_tokens is not None:
+            result.budget_tokens = unit.ledger.budget.total_tokens
+        sampling = self.sampling
+        if node.limits.max_tokens is not None:
+            sampling = replace(sampling, max_tokens=node.limits.max_tokens)
+        strategy = self._strategy(node)
+        running = run_strategy(
+            strategy,
+            unit,
+            self._messages(node, work),
+            sampling=sampling,
+            extract=extractor(node),
+            events=self.context.events,
+            question_id=unit_id,
+        )
+        try:
+            outcome = await asyncio.wait_for(running, node.limits.timeout_seconds)
+        finally:
+            result.tokens += unit.usage.total_tokens
+        result.samples += len(outcome.samples)
+        self._announce(unit_id, outcome.answer, outcome.reason, unit.spent, outcome.budget_exhausted)
+        return outcome
+
+    def _unit_index(self, node: Node, item: int | None, attempt: int) -> int:
+        """A unit's index (its seeds) from where it is in the plan, never from completion order:
+        a resumed or reordered run draws the same samples. Unique per node, item and attempt."""
+        slot = 0 if item is None else item + 1
+        within = slot * (node.limits.retries + 1) + attempt - 1
+        return self.positions[node.id] + len(self.plan.nodes) * within
+
+    def _strategy(self, node: Node) -> Strategy:
+        if node.strategy == ALLOCATE:
+            assert self.plan.allocator is not None  # validated
+            return self.plan.allocator.strategy()
+        return parse_strategy(node.strategy)
+
+    def _share(self, node: Node) -> Budget | None:
+        if node.limits.budget_share is not None and self.budget_tokens is not None:
+            return Budget(total_tokens=int(node.limits.budget_share * self.budget_tokens))
+        if node.strategy == ALLOCATE and node.limits.budget_share is None:
+            return self._allocated_share(node)
+        waiting = [n for n in self.plan.nodes if self.results[n.id].status in ("pending", "ready")]
+        unshared = [n for n in waiting if n.limits.budget_share is None and n.id != node.id]
+        reserved = sum(int((n.limits.budget_share or 0) * (self.budget_tokens or 0)) for n in waiting)
+        share = self.context.fair_share(len(unshared) + 1)
+        if share is None or share.total_tokens is None or not reserved:
+            return share
+        headroom = self.context.ledger.headroom("total_tokens") or 0
+        return replace(share, total_tokens=max(0, int(headroom - reserved) // (len(unshared) + 1)))
+
+    def _allocated_share(self, node: Node) -> Budget | None:
+        """What is left, less a reserve for every other node not finished: an `allocate` node may
+        draw past an equal share while its samples disagree."""
+        assert self.plan.allocator is not None
+        others = sum(
+            1
+            for other in self.plan.nodes
+            if other.id != node.id and self.results[other.id].status in ("pending", "ready", "running")
+        )
+        tokens = node_budget(
+            self.context.ledger.headroom("total_tokens"), others, self.plan.allocator.reserve
+        )
+        return None if tokens is None else Budget(total_tokens=tokens)
+
+    def _messages(self, node: Node, work: _Work) -> tuple[Message, ...]:
+        values: dict[str, str] = {}
+        for name in node.references:
+            values[name] = render(self.results[name].value)
+        if work.item is not None:
+            assert node.map is not None
+            values["item"] = render(self.results[node.map].value[work.item])
+        if work.fan_in is not None:
+            values["fan_in"] = work.fan_in
+        prompt = _substitute(node.prompt, values)
+        role = next(role for role in self.plan.roles if role.name == node.role)
+        messages = [Message("system", role.system)] if role.system else []
+        return (*messages, Message("user", prompt))
+
+    def _announce(self, unit_id: str, answer: str | None, reason: str, spent: Spend, starved: bool) -> None:
+        events = self.context.events
+        if events.active:
+            events.emit(
+                UnitFinished(unit_id=unit_id, answer=answer, reason=reason, spent=spent, starved=starved)
+            )
+
+    # ---- results -------------------------------------------------------------------------------
+
+    def _finished(self, work: _Work, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, _NodeFailed):
+            raise error
+        if isinstance(error, _NodeFailed):
+            where = "" if work.item is None else f" (item {work.item})"
+            self._fail(work.node, f"{error}{where}")
+            return
+        value, reason, _ = task.result()
+        node = self.nodes[work.node]
+        if work.item is None:
+            self._succeed(work.node, value, reason)
+            return
+        self.items[work.node][work.item] = value
+        self.items_left[work.node] -= 1
+        if self.items_left[work.node] == 0 and self.results[work.node].status == "running":
+            values = self.items[work.node]
+            self._succeed(work.node, self._reduce(node, values), f"{len(values)} items, {node.reduce}")
+
+    def _reduce(self, node: Node, values: list[Any]) -> Any:
+        if node.reduce == "concat":
+            return "\n".join(render(value) for value in values)
+        if node.reduce == "vote":
+            answer, _ = majority_answer([render(value) for value in values])
+            return answer
+        return values
+
+    def _succeed(self, node_id: str, value: Any, reason: str) -> None:
+        result = self.results[node_id]
+        result.status, result.value, result.reason = "ok", value, reason
+        self._close(result)
+        for dependant in self.dependants[node_id]:
+            self._source_done(dependant, node_id)
+
+    def _source_done(self, dependant_id: str, source: str) -> None:
+        dependant = self.nodes[dependant_id]
+        if self.results[dependant_id].status != "pending":
+            return
+        policy = dependant.fan_in
+        if policy.policy == "all":
+            self.waiting[dependant_id] -= 1
+            if self.waiting[dependant_id] == 0:
+                self._ready(dependant_id)
+            return
+        values = self.fan_in.setdefault(dependant_id, [])
+        values.append(self.results[source].value)
+        winner = self._fan_in_winner(dependant, values)
+        if winner is not None:
+            self._ready(dependant_id, fan_in=winner)  # ready now: later sources are ignored
+            self._cancel_sources(dependant, f"{policy.policy} reached at {dependant_id!r}")
+        elif len(values) == len(dependant.dependencies):
+            self.results[dependant_id].status = "failed"
+            self.results[dependant_id].reason = f"no quorum of {policy.k} among {[render(v) for v in values]}"
+            self._close(self.results[dependant_id])
+            self._skip_dependants(dependant_id, f"{dependant_id!r} failed: no quorum")
+
+    def _fan_in_winner(self, node: Node, values: list[Any]) -> str | None:
+        if node.fan_in.policy == "first":
+            return render(values[0])
+        keys = [answer_key(render(value)) for value in values]
+        for key in keys:
+            if key is not None and keys.count(key) >= node.fan_in.k:
+                return render(values[keys.index(key)])
+        return None
+
+    def _cancel_sources(self, node: Node, reason: str) -> None:
+        """Cancel the node's sources still pending or running that nothing else needs."""
+        for source in node.dependencies:
+            result = self.results[source]
+            if result.status not in ("pending", "running", "ready"):
+                continue
+            others = [other for other in self.dependants[source] if other != node.id]
+            if any(self.results[other].status == "pending" for other in others):
+                continue
+            result.status, result.reason = "cancelled", reason
+            self._close(result)
+            self._stop_tasks(source)
+
+    def _stop_tasks(self, node_id: str) -> None:
+        """Cancel the node's executions in flight (each settles what it spent when it stops)."""
+        for task, work in list(self.running.items()):
+            if work.node == node_id:
+                task.cancel()
+                self.running.pop(task)
+                self.cancelled.append(task)
+
+    def _fail(self, node_id: str, reason: str) -> None:
+        result = self.results[node_id]
+        result.status, result.reason = "failed", reason
+        self._close(result)
+        self._stop_tasks(node_id)  # a failed map's other items stop
+        self._skip_dependants(node_id, f"{node_id!r} failed: {reason}")
+
+    def _skip_dependants(self, node_id: str, reason: str) -> None:
+        for dependant in self.dependants[node_id]:
+            result = self.results[dependant]
+            if result.status != "pending":
+                continue
+            node = self.nodes[dependant]
+            if node.fan_in.policy != "all" and not self._fan_in_hopeless(node):
+                continue  # another source may still satisfy it
+            if node.fan_in.policy != "all":
+                reason = f"its fan_in {node.fan_in.policy} can no longer be met ({reason})"
+            result.status, result.reason = "skipped", reason
+            self._close(result)
+            self._skip_dependants(dependant, f"{dependant!r} skipped: {reason}")
+
+    def _fan_in_hopeless(self, node: Node) -> bool:
+        states = ("pending", "running", "ready", "ok")
+        alive = [s for s in node.dependencies if self.results[s].status in states]
+        needed = 1 if node.fan_in.policy == "first" else node.fan_in.k
+        return len(alive) < needed
+
+    def _close(self, result: NodeResult) -> None:
+        result.finished = time.perf_counter() - self.origin
+        if result.started is None:
+            result.started = result.finished
+        if self.on_node is not None:
+            self.on_node(result)
+
+
+class _NodeFailed(Exception):
+    """A node's last attempt failed; the message says why."""
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error)
+
+
+def _substitute(prompt: str, values: dict[str, str]) -> str:
+    from budgetflow.plans.model import REFERENCE
+
+    return REFERENCE.sub(lambda match: values.get(match.group(1), match.group(0)), prompt)
+
+
+def _critical_paths(plan: Plan) -> dict[str, int]:
+    """Per node, the number of nodes on the longest path from it to a sink (itself included)."""
+    dependants: dict[str, list[str]] = {node.id: [] for node in plan.nodes}
+    for node in plan.nodes:
+        for dependency in node.dependencies:
+            dependants[dependency].append(node.id)
+    length: dict[str, int] = {}
+    for name in reversed(topological_order(plan)):
+        length[name] = 1 + max((length[d] for d in dependants[name]), default=0)
+    return length

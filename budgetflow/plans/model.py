@@ -1,0 +1,113 @@
+"""A plan as data: nodes, their inputs, roles, strategies, typed outputs and limits.
+
+A node's `prompt` is text with references to other nodes' outputs: `${other}` (every reference in
+an argument is resolved, `${a} + ${b}` included), `${item}` inside a `map` node (one item of the
+list its `map` node produced), and `${fan_in}` in a node whose fan-in policy is `first` or
+`quorum` (the winning output). `after` adds ordering without data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from budgetflow.plans.allocation import PlanAllocator
+
+__all__ = ["OUTPUT_TYPES", "REDUCERS", "REFERENCE", "FanIn", "Limits", "Node", "Plan", "Role"]
+
+OutputType = Literal["text", "number", "list", "json"]
+OUTPUT_TYPES: Final = ("text", "number", "list", "json")
+#: How a map node's per-item results combine.
+REDUCERS: Final = ("list", "concat", "vote")
+#: `${name}` in a prompt: a node id, `item` (map nodes) or `fan_in`.
+REFERENCE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_\-]*)\}")
+SPECIAL: Final = ("item", "fan_in")
+
+
+@dataclass(frozen=True, slots=True)
+class FanIn:
+    """When a node with several dependencies may start: `all` of them done, the `first` one,
+    or a `quorum` of `k` whose outputs agree (the rest are cancelled mid-generation)."""
+
+    policy: Literal["all", "first", "quorum"] = "all"
+    k: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A node's limits: its share of the plan's token budget (0-1; unset: an equal share of
+    what is left), its max tokens per sample, its timeout, and how often it is retried."""
+
+    budget_share: float | None = None
+    max_tokens: int | None = None
+    timeout_seconds: float | None = None
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A sub-agent a node runs as: its system prompt and the modalities it accepts."""
+
+    name: str
+    system: str | None = None
+    modalities: tuple[str, ...] = ("text",)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    prompt: str
+    role: str = "default"
+    strategy: str = "single"
+    output: OutputType = "text"
+    schema: dict[str, object] | None = None
+    #: A node whose list output this node fans out over (one unit per item, `${item}`).
+    map: str | None = None
+    reduce: str = "list"
+    fan_in: FanIn = field(default_factory=FanIn)
+    after: tuple[str, ...] = ()
+    media: tuple[str, ...] = ()  # modalities of literal inputs (image, audio, video)
+    limits: Limits = field(default_factory=Limits)
+    line: int | None = None  # where it was written (YAML/JSON plans), for error messages
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Node ids the prompt refers to, in order, without `item` and `fan_in`."""
+        found = [name for name in REFERENCE.findall(self.prompt) if name not in SPECIAL]
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """Every node this one waits for (fan-in sources, references, its map source, `after`)."""
+        found = [*self.references, *([self.map] if self.map else []), *self.after]
+        return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    nodes: tuple[Node, ...]
+    name: str = "plan"
+    #: The nodes whose outputs are the plan's result (default: every node nothing depends on).
+    outputs: tuple[str, ...] = ()
+    budget_tokens: int | None = None
+    roles: tuple[Role, ...] = (Role("default"),)
+    #: Most node executions (retries and map items included) before the run stops, naming the
+    #: node that went over.
+    max_executions: int = 10_000
+    #: How the plan's `allocate` nodes share its budget (None: the plan has no such node).
+    allocator: PlanAllocator | None = None
+    source: str = "<plan>"
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    @property
+    def results(self) -> tuple[str, ...]:
+        if self.outputs:
+            return self.outputs
+        used = {dependency for node in self.nodes for dependency in node.dependencies}
+        return tuple(node.id for node in self.nodes if node.id not in used)
