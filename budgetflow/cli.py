@@ -80,6 +80,7 @@ from budgetflow.cli_options import (
     parse_prices,
 )
 from budgetflow.cli_output import console, exit_for, stdout
+from budgetflow.cli_run import run_command
 from budgetflow.cli_serve import keys_app, serve_command
 from budgetflow.cli_trace import OtelOpt, Tracing, partial_results
 from budgetflow.errors import BudgetflowError, ConfigError
@@ -467,6 +468,7 @@ def _summary_table(reports: list[StrategyReport], *, chosen_name: str) -> Table:
 
 app.add_typer(bank_app, name="bank")
 app.command("serve")(serve_command)
+app.command("run")(run_command)
 
 
 @app.command("resume")
@@ -474,7 +476,7 @@ def resume_command(
     session: Annotated[str, typer.Argument(help="The session to resume (printed when it stopped).")],
     journal: JournalOpt = JOURNAL_DEFAULT,
 ) -> None:
-    """Resume a `budgetflow eval` (or `bank record`) session that was killed or interrupted: calls
+    """Resume a `budgetflow eval` (or `bank record`, or `run`) session that was killed or interrupted: calls
     that had finished are answered from the journal (not sent, not paid again); calls in flight
     when it stopped are sent again."""
     _run_again(resume_arguments(session, journal))
@@ -485,7 +487,7 @@ def replay_command(
     session: Annotated[str, typer.Argument(help="A finished session of the journal.")],
     journal: JournalOpt = JOURNAL_DEFAULT,
 ) -> None:
-    """Re-execute a finished `budgetflow eval` (or `bank record`) session from the journal with
+    """Re-execute a finished `budgetflow eval` (or `bank record`, or `run`) session from the journal with
     no backend: every call is answered from it, so its decisions and answers come out again
     exactly. A call the journal does not hold, or one that asks for something else, is an error
     naming what differs."""

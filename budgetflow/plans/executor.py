@@ -20,7 +20,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,9 +34,9 @@ from budgetflow.plans.allocation import ALLOCATE, node_budget
 from budgetflow.plans.model import Node, Plan
 from budgetflow.plans.outputs import extractor, render, value_of
 from budgetflow.plans.validate import topological_order
-from budgetflow.runtime.context import EndpointLimits, RunContext
+from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
 from budgetflow.runtime.strategy_runner import run_strategy
-from budgetflow.strategies.base import Strategy
+from budgetflow.strategies.base import Decision, Sample, Strategy
 from budgetflow.strategies.parse import parse_strategy
 from budgetflow.types import Message, SamplingParams, Spend
 
@@ -75,6 +75,8 @@ class PlanResult:
     spent: Spend
     budget_tokens: int | None
     seconds: float
+    #: The plan's outputs (its result nodes), produced or not.
+    wanted: tuple[str, ...] = ()
 
     @property
     def failed(self) -> list[str]:
@@ -82,9 +84,8 @@ class PlanResult:
 
     @property
     def complete(self) -> bool:
-        return all(name in self.outputs for name in self.outputs) and not any(
-            self.nodes[name].status != "ok" for name in self.outputs
-        )
+        """Every output of the plan was produced."""
+        return all(self.nodes[name].status == "ok" for name in self.wanted)
 
 
 async def run_plan(
@@ -125,6 +126,7 @@ async def run_plan(
         spent=context.ledger.spent,
         budget_tokens=total,
         seconds=time.perf_counter() - started,
+        wanted=plan.results,
     )
 
 
@@ -165,6 +167,9 @@ class _PlanRun:
         self.running: dict[asyncio.Task[Any], _Work] = {}
         self.items: dict[str, list[Any]] = {}  # a map node's item values, by index
         self.items_left: dict[str, int] = {}
+        self.items_waiting: dict[str, int] = {}  # a map node's items not started yet
+        self.live: dict[str, Unit] = {}  # running units, for what they may still spend
+        self.starting = 0  # executions started whose first unit is not open yet
         self.fan_in: dict[str, list[Any]] = {}  # a first/quorum node's sources' values so far
         self.order = itertools.count()
         self.positions = {node.id: position for position, node in enumerate(plan.nodes)}
@@ -177,9 +182,9 @@ class _PlanRun:
     # ---- the dispatch loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        for node in self.plan.nodes:
-            if self.waiting[node.id] == 0:
-                self._ready(node.id)
+        roots = [node.id for node in self.plan.nodes if self.waiting[node.id] == 0]
+        for root in roots:  # a literal root readies its dependants at once: list roots first
+            self._ready(root)
         try:
             while (self.ready or self.running) and not self.halted:
                 while self.ready and len(self.running) < self.concurrency and not self.halted:
@@ -206,6 +211,9 @@ class _PlanRun:
 
     def _ready(self, node_id: str, fan_in: str | None = None) -> None:
         node = self.nodes[node_id]
+        if node.literal:
+            self._succeed(node_id, node.value, "a literal value")
+            return
         if node.map is not None:
             self._expand(node)
             return
@@ -225,6 +233,7 @@ class _PlanRun:
             return
         self.items[node.id] = [None] * len(source)
         self.items_left[node.id] = len(source)
+        self.items_waiting[node.id] = len(source)
         if not source:  # an empty fan-out reduces to an empty result at once
             self._succeed(node.id, self._reduce(node, []), "map over an empty list")
             return
@@ -236,6 +245,8 @@ class _PlanRun:
         if result.started is None:
             result.started = time.perf_counter() - self.origin
         result.status = "running"
+        if work.item is not None:
+            self.items_waiting[work.node] -= 1
         self.executions += 1
         result.executions += 1
         if self.executions > self.plan.max_executions:
@@ -246,6 +257,7 @@ class _PlanRun:
             self._fail(work.node, reason)
             self.halted = reason
             return
+        self.starting += 1
         self.running[asyncio.ensure_future(self._execute(work))] = work
 
     # ---- one execution -------------------------------------------------------------------------
@@ -274,7 +286,10 @@ class _PlanRun:
         suffix = "" if work.item is None else f"[{work.item}]"
         unit_id = f"{node.id}{suffix}" + ("" if attempt == 1 else f"/try{attempt}")
         index = self._unit_index(node, work.item, attempt)
+        if attempt == 1:
+            self.starting -= 1
         unit = self.context.unit(unit_id, index=index, kind="node", budget=self._share(node))
+        self.live[unit_id] = unit
         result = self.results[node.id]
         if result.budget_tokens is None and unit.ledger.budget.total_tokens is not None:
             result.budget_tokens = unit.ledger.budget.total_tokens
@@ -294,6 +309,7 @@ class _PlanRun:
         try:
             outcome = await asyncio.wait_for(running, node.limits.timeout_seconds)
         finally:
+            self.live.pop(unit_id, None)
             result.tokens += unit.usage.total_tokens
         result.samples += len(outcome.samples)
         self._announce(unit_id, outcome.answer, outcome.reason, unit.spent, outcome.budget_exhausted)
@@ -307,38 +323,55 @@ class _PlanRun:
         return self.positions[node.id] + len(self.plan.nodes) * within
 
     def _strategy(self, node: Node) -> Strategy:
+        if node.literal:
+            return _LITERAL
         if node.strategy == ALLOCATE:
             assert self.plan.allocator is not None  # validated
             return self.plan.allocator.strategy()
         return parse_strategy(node.strategy)
 
     def _share(self, node: Node) -> Budget | None:
+        """A unit's token budget: its node's fixed share, else an equal part of what is free (what
+        is neither spent, reserved, claimed by running units nor set aside for fixed shares) per
+        unit not started yet; an adaptive `allocate` node may take more (`node_budget`)."""
         if node.limits.budget_share is not None and self.budget_tokens is not None:
             return Budget(total_tokens=int(node.limits.budget_share * self.budget_tokens))
-        if node.strategy == ALLOCATE and node.limits.budget_share is None:
-            return self._allocated_share(node)
-        waiting = [n for n in self.plan.nodes if self.results[n.id].status in ("pending", "ready")]
-        unshared = [n for n in waiting if n.limits.budget_share is None and n.id != node.id]
-        reserved = sum(int((n.limits.budget_share or 0) * (self.budget_tokens or 0)) for n in waiting)
-        share = self.context.fair_share(len(unshared) + 1)
-        if share is None or share.total_tokens is None or not reserved:
-            return share
-        headroom = self.context.ledger.headroom("total_tokens") or 0
-        return replace(share, total_tokens=max(0, int(headroom - reserved) // (len(unshared) + 1)))
+        headroom = self.context.ledger.headroom("total_tokens")
+        if headroom is None:
+            return self.context.unit_budget
+        free = headroom - self._claimed() - self._set_aside()
+        waiting = self._units_waiting(node.id)
+        allocator = self.plan.allocator
+        if node.strategy == ALLOCATE and allocator is not None and allocator.build().adaptive:
+            tokens = node_budget(free, waiting, allocator.reserve) or 0
+        else:
+            tokens = int(free // (waiting + 1))
+        return Budget(total_tokens=max(0, tokens))
 
-    def _allocated_share(self, node: Node) -> Budget | None:
-        """What is left, less a reserve for every other node not finished: an `allocate` node may
-        draw past an equal share while its samples disagree."""
-        assert self.plan.allocator is not None
-        others = sum(
-            1
-            for other in self.plan.nodes
-            if other.id != node.id and self.results[other.id].status in ("pending", "ready", "running")
+    def _claimed(self) -> float:
+        """What running units may still spend of their budgets."""
+        return sum(max(0.0, unit.ledger.headroom("total_tokens") or 0.0) for unit in self.live.values())
+
+    def _set_aside(self) -> float:
+        """The fixed shares of nodes not started yet."""
+        total = self.budget_tokens or 0
+        return sum(
+            int((node.limits.budget_share or 0) * total)
+            for node in self.plan.nodes
+            if self.results[node.id].status in ("pending", "ready")
         )
-        tokens = node_budget(
-            self.context.ledger.headroom("total_tokens"), others, self.plan.allocator.reserve
-        )
-        return None if tokens is None else Budget(total_tokens=tokens)
+
+    def _units_waiting(self, besides: str) -> int:
+        """Units without a fixed share not started yet (a map not expanded counts as one)."""
+        count = self.starting
+        for node in self.plan.nodes:
+            if node.limits.budget_share is not None:
+                continue
+            if node.id in self.items_waiting:
+                count += self.items_waiting[node.id]
+            elif node.id != besides and self.results[node.id].status in ("pending", "ready"):
+                count += 1
+        return count
 
     def _messages(self, node: Node, work: _Work) -> tuple[Message, ...]:
         values: dict[str, str] = {}
@@ -484,6 +517,19 @@ class _PlanRun:
             result.started = result.finished
         if self.on_node is not None:
             self.on_node(result)
+
+
+@dataclass(frozen=True, slots=True)
+class _Literal:
+    """The strategy name of a literal node (it never runs a strategy)."""
+
+    name: str = "literal"
+
+    def decide(self, samples: Sequence[Sample]) -> Decision:
+        raise AssertionError("a literal node makes no call")
+
+
+_LITERAL = _Literal()
 
 
 class _NodeFailed(Exception):

@@ -18,7 +18,7 @@ __all__ = ["load_plan", "plan_from_dict"]
 _LINE: Final = "__line__"
 _NODE_FIELDS: Final = (
     "id", "prompt", "role", "strategy", "output", "schema", "map", "reduce", "fan_in", "after", "media",
-    "limits",
+    "limits", "value",
 )  # fmt: skip
 _PLAN_FIELDS: Final = ("name", "nodes", "outputs", "budget_tokens", "roles", "max_executions", "allocator")
 _ALLOCATOR_FIELDS: Final = ("name", "cap", "min_gain", "temperature", "use_greedy", "reserve")
@@ -92,9 +92,10 @@ def _node(entry: Any, index: int, source: str) -> Node:
         raise PlanError(f"{source}: nodes[{index}] must be a mapping with 'id' and 'prompt'")
     where = f"{source}{_at(entry)}: node {entry.get('id', f'#{index}')!r}"
     _known(entry, _NODE_FIELDS, where)
-    for required in ("id", "prompt"):
+    literal = entry.get("value") is not None
+    for required in ("id",) if literal else ("id", "prompt"):
         if not isinstance(entry.get(required), str) or not entry[required]:
-            raise PlanError(f"{where}: '{required}' must be a non-empty string")
+            raise PlanError(f"{where}: '{required}' must be a non-empty string (or give a literal 'value')")
     output = entry.get("output", "text")
     if output not in OUTPUT_TYPES:
         raise PlanError(f"{where}: output must be one of {', '.join(OUTPUT_TYPES)}, got {output!r}")
@@ -103,7 +104,7 @@ def _node(entry: Any, index: int, source: str) -> Node:
         raise PlanError(f"{where}: schema must be a JSON Schema object")
     return Node(
         id=entry["id"],
-        prompt=entry["prompt"],
+        prompt=str(entry.get("prompt", "")),
         role=str(entry.get("role", "default")),
         strategy=str(entry.get("strategy", "single")),
         output=output,
@@ -114,6 +115,7 @@ def _node(entry: Any, index: int, source: str) -> Node:
         after=tuple(_strings(entry.get("after", []), f"{where}: after")),
         media=tuple(_strings(entry.get("media", []), f"{where}: media")),
         limits=_limits(entry.get("limits") or {}, where),
+        value=_without_lines(entry["value"]) if literal else None,
         line=entry.get(_LINE),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from budgetflow.plans.allocation import PlanAllocator
 
@@ -69,7 +69,13 @@ class Node:
     after: tuple[str, ...] = ()
     media: tuple[str, ...] = ()  # modalities of literal inputs (image, audio, video)
     limits: Limits = field(default_factory=Limits)
+    #: A literal input: the node's output is this value, and it makes no call (`prompt` unused).
+    value: Any = None
     line: int | None = None  # where it was written (YAML/JSON plans), for error messages
+
+    @property
+    def literal(self) -> bool:
+        return self.value is not None
 
     @property
     def references(self) -> tuple[str, ...]:

@@ -100,6 +100,9 @@ def _kinds(plan: Plan) -> Iterable[str]:
         if node.reduce not in REDUCERS:
             yield f"{where}: reduce must be one of {', '.join(REDUCERS)}, got {node.reduce!r}"
         yield from _fan_in(node, where)
+        if node.literal:
+            yield from _literal(node, where)
+            continue
         if node.strategy == ALLOCATE:
             if plan.allocator is None:
                 yield f"{where}: strategy allocate needs the plan's allocator (allocator:, or --allocator)"
@@ -108,6 +111,22 @@ def _kinds(plan: Plan) -> Iterable[str]:
             parse_strategy(node.strategy)
         except ConfigError as error:
             yield f"{where}: strategy {node.strategy!r}: {error}"
+
+
+_LITERAL_TYPES: dict[str, tuple[type, ...]] = {
+    "text": (str,),
+    "number": (int, float),
+    "list": (list,),
+    "json": (dict,),
+}
+
+
+def _literal(node: Node, where: str) -> Iterable[str]:
+    kinds = _LITERAL_TYPES[node.output]
+    if not isinstance(node.value, kinds) or isinstance(node.value, bool):
+        yield f"{where}: its value is {type(node.value).__name__}, but its output is {node.output}"
+    if node.dependencies or node.map is not None:
+        yield f"{where}: a literal value depends on nothing (no references, map or after)"
 
 
 def _fan_in(node: Node, where: str) -> Iterable[str]:

@@ -266,6 +266,7 @@ def test_a_failed_node_fails_its_dependants_and_independent_branches_finish() ->
         result.nodes["after_bad"].status == "skipped" and "'bad' failed" in result.nodes["after_bad"].reason
     )
     assert result.outputs == {"good": 1} and sorted(result.failed) == ["after_bad", "bad"]
+    assert not result.complete
 
 
 def test_a_map_fans_out_over_a_list_known_only_at_run_time() -> None:
@@ -285,6 +286,7 @@ def test_a_map_fans_out_over_a_list_known_only_at_run_time() -> None:
     )
     result = asyncio.run(run_plan(plan, FunctionBackend(reply), sampling=SAMPLING))
     assert result.nodes["squares"].value == [4, 9, 16] and result.outputs == {"total": 29}
+    assert result.complete
 
 
 def test_the_execution_limit_names_the_node_that_went_over() -> None:
@@ -310,3 +312,70 @@ def test_node_budget_shares_cap_each_node_and_the_plan_budget_holds() -> None:
     result = asyncio.run(run_plan(plan, FunctionBackend(lambda request, index: reply), sampling=SAMPLING))
     assert result.nodes["a"].budget_tokens == 100 and result.nodes["a"].tokens <= 100
     assert result.spent.total_tokens <= 400
+
+
+# ---- budget across nodes ---------------------------------------------------------------------
+
+
+def _easy_and_hard(request: Request, index: int) -> str:
+    """`easy` nodes always agree; `hard` answers by its seed's parity (samples disagree)."""
+    if _prompt(request).startswith("hard"):
+        return f"Answer: {(request.sampling.seed or 0) % 2 + 7}"
+    return "Answer: 5"
+
+
+def _allocated_plan(allocator: str, budget_tokens: int) -> Any:
+    return _plan(
+        {"id": "easy1", "prompt": "easy one", "strategy": "allocate", "output": "number"},
+        {"id": "hard", "prompt": "hard one", "strategy": "allocate", "output": "number"},
+        {"id": "easy2", "prompt": "easy two", "strategy": "allocate", "output": "number"},
+        budget_tokens=budget_tokens,
+        allocator={"name": allocator, "cap": 10},
+    )
+
+
+def test_the_allocator_moves_budget_from_settled_nodes_to_one_whose_samples_disagree() -> None:
+    result = asyncio.run(
+        run_plan(_allocated_plan("online", 3_000), FunctionBackend(_easy_and_hard), sampling=SAMPLING)
+    )
+    easy = [result.nodes["easy1"], result.nodes["easy2"]]
+    hard = result.nodes["hard"]
+    assert all("settled" in node.reason for node in easy) and all(node.samples <= 4 for node in easy)
+    assert hard.samples > max(node.samples for node in easy)
+    assert hard.tokens > sum(node.tokens for node in easy) / 2  # more than an equal share
+    assert result.nodes["hard"].strategy == "allocate:online"
+    assert result.spent.total_tokens <= 3_000
+
+
+def test_a_uniform_allocator_gives_every_node_the_same_samples_and_the_budget_holds() -> None:
+    result = asyncio.run(
+        run_plan(_allocated_plan("uniform", 3_000), FunctionBackend(_easy_and_hard), sampling=SAMPLING)
+    )
+    assert {node.samples for node in result.nodes.values()} == {10}
+    for allocator in ("uniform", "online"):  # a budget too small for the caps starves, never passes
+        tight = asyncio.run(
+            run_plan(_allocated_plan(allocator, 100), FunctionBackend(_easy_and_hard), sampling=SAMPLING)
+        )
+        assert tight.spent.total_tokens <= 100
+        assert any("budget exhausted" in node.reason for node in tight.nodes.values())
+        assert all(n.status == "ok" or "budget exhausted" in n.reason for n in tight.nodes.values())
+
+
+def test_allocate_nodes_need_an_allocator_and_an_unknown_one_is_named() -> None:
+    with pytest.raises(PlanError, match=r"node 'a'.*strategy allocate needs the plan's allocator"):
+        _plan({"id": "a", "prompt": "x", "strategy": "allocate"})
+    with pytest.raises(PlanError, match=r"allocator: unknown allocator 'onlin'; did you mean 'online'"):
+        _plan({"id": "a", "prompt": "x", "strategy": "allocate"}, allocator="onlin")
+
+
+def test_a_literal_list_feeds_a_map_once_and_makes_no_call() -> None:
+    backend = FunctionBackend(lambda request, index: "Answer: " + str(len(_prompt(request))))
+    plan = _plan(
+        {"id": "words", "value": ["a", "bb", "ccc"], "output": "list"},
+        {"id": "lengths", "prompt": "${item}", "map": "words", "output": "number"},
+    )
+    result = asyncio.run(run_plan(plan, backend, sampling=SAMPLING))
+    assert result.outputs == {"lengths": [1, 2, 3]} and len(backend.requests) == 3
+    assert result.nodes["words"].strategy == "literal" and result.nodes["words"].tokens == 0
+    with pytest.raises(PlanError, match=r"node 'n'.*its value is str, but its output is number"):
+        _plan({"id": "n", "value": "seven", "output": "number"})

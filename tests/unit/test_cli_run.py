@@ -1,0 +1,78 @@
+"""`budgetflow run PLAN` against the local stub server: the per-node table, --output JSON, the
+journal (replay sends nothing), and plan mistakes named with file and line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from budgetflow.cli import app
+
+PLAN = textwrap.dedent("""\
+    name: sevens
+    budget_tokens: 5000
+    nodes:
+      - id: questions
+        output: list
+        value: ["What is 3 + 4?", "What is 5 + 2?"]
+      - id: solve
+        map: questions
+        prompt: "${item}"
+        strategy: vote@3
+        output: number
+      - id: check
+        prompt: "Is ${solve} right?"
+        output: number
+    """)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_run_prints_a_node_table_writes_json_and_replays_from_the_journal(
+    stub_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan, output, journal = tmp_path / "plan.yaml", tmp_path / "out.json", tmp_path / "j.sqlite"
+    plan.write_text(PLAN)
+    common = ["--backend", "openai", "--base-url", stub_url, "--model", "stub", "--journal", str(journal)]
+    arguments = ["run", str(plan), *common, "--output", str(output)]
+    monkeypatch.setattr(sys, "argv", ["budgetflow", *arguments])  # the command line journaled
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    document = json.loads(output.read_text())
+    nodes = {node["id"]: node for node in document["nodes"]}
+    assert document["outputs"] == {"check": 7} and nodes["solve"]["value"] == [7, 7]
+    assert nodes["solve"]["samples"] == 6 and nodes["questions"]["tokens"] == 0
+    assert document["spent"]["total_tokens"] == sum(node["tokens"] for node in nodes.values()) <= 5000
+    assert "vote@3" in result.stdout and "3 items" not in result.stdout and "2 items" in result.stdout
+    replayed = CliRunner().invoke(app, ["replay", document["session"], "--journal", str(journal)])
+    assert replayed.exit_code == 0, replayed.output
+    assert "check: 7" in replayed.stdout
+
+
+def test_run_names_the_plan_file_line_and_node_of_a_mistake(tmp_path: Path) -> None:
+    plan = tmp_path / "bad.yaml"
+    plan.write_text(PLAN.replace("${solve}", "${solved}"))
+    result = CliRunner().invoke(app, ["run", str(plan), "--journal", str(tmp_path / "j.sqlite")])
+    assert result.exit_code == 2
+    assert "bad.yaml: the plan cannot run" in _words(result.output)
+    assert "node 'check' (line 12): ${solved} refers to 'solved'" in _words(result.output)
+    missing = CliRunner().invoke(app, ["run", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "cannot read the plan" in _words(missing.output)
+
+
+def test_run_with_a_budget_too_small_reports_what_failed_and_exits_1(stub_url: str, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    common = ["--backend", "openai", "--base-url", stub_url, "--model", "stub"]
+    result = CliRunner().invoke(
+        app, ["run", str(plan), *common, "--budget-tokens", "10", "--journal", str(tmp_path / "j.sqlite")]
+    )
+    assert result.exit_code == 1
+    assert "budget exhausted" in _words(result.output) and "not finished" in _words(result.output)
