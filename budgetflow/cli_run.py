@@ -138,6 +138,10 @@ def run_command(
 
 
 def _show(result: PlanResult) -> None:
+    if result.topology is not None:
+        checked = ", ".join(name for name, _ in result.topology.checks)
+        where = f"; consistency checked at {checked}" if checked else ""
+        console.print(escape(f"topology: {result.topology.kind} ({result.topology.reason}){where}"))
     stdout.print(node_table(result))
     budget = f" of {result.budget_tokens:,}" if result.budget_tokens is not None else ""
     console.print(
@@ -191,6 +195,9 @@ def plan_json(result: PlanResult, *, session: str | None = None) -> dict[str, An
             "cost": result.spent.cost,
         },
         "seconds": round(result.seconds, 3),
+        "topology": None
+        if result.topology is None
+        else {"kind": result.topology.kind, "reason": result.topology.reason},
         "nodes": [
             {
                 "id": node.node,

@@ -31,8 +31,10 @@ from budgetflow.errors import BudgetflowError, ConfigError
 from budgetflow.events import EventStream, UnitFinished
 from budgetflow.journal import RecordedStep
 from budgetflow.plans.allocation import ALLOCATE, node_budget
-from budgetflow.plans.model import Node, Plan
+from budgetflow.plans.consistency import agreement
+from budgetflow.plans.model import SYNTHESIS_PROMPT, Node, Plan
 from budgetflow.plans.outputs import extractor, render, value_of
+from budgetflow.plans.topology import Topology, choose_topology
 from budgetflow.plans.validate import topological_order
 from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
 from budgetflow.runtime.strategy_runner import run_strategy
@@ -77,6 +79,8 @@ class PlanResult:
     seconds: float
     #: The plan's outputs (its result nodes), produced or not.
     wanted: tuple[str, ...] = ()
+    #: How the plan's shape was routed, and where consistency was checked.
+    topology: Topology | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -127,6 +131,7 @@ async def run_plan(
         budget_tokens=total,
         seconds=time.perf_counter() - started,
         wanted=plan.results,
+        topology=run.topology,
     )
 
 
@@ -137,6 +142,10 @@ class _Work:
     node: str = field(compare=False)
     item: int | None = field(compare=False, default=None)
     fan_in: str | None = field(compare=False, default=None)
+    #: Which run of the node this is: 0 first, k its k-th re-run by a consistency check.
+    redo: int = field(compare=False, default=0)
+    #: A map node's synthesis call (`reduce: synthesize`), after its items.
+    synthesis: bool = field(compare=False, default=False)
 
 
 class _PlanRun:
@@ -176,6 +185,10 @@ class _PlanRun:
         self.executions = 0
         self.origin = time.perf_counter()
         self.cancelled: list[asyncio.Task[Any]] = []
+        self.topology = choose_topology(plan)
+        self.checks = dict(self.topology.checks)  # merge nodes whose sources must agree
+        self.redone: dict[str, int] = {}  # re-runs of a checked node's sources so far
+        self.checked: dict[str, str] = {}  # what a check found, for the merge node's reason
         #: Why the run stopped early (the execution limit), or "".
         self.halted = ""
 
@@ -219,8 +232,16 @@ class _PlanRun:
             return
         self._push(node_id, None, fan_in)
 
-    def _push(self, node_id: str, item: int | None, fan_in: str | None = None) -> None:
-        work = _Work(-self.critical[node_id], next(self.order), node_id, item, fan_in)
+    def _push(
+        self,
+        node_id: str,
+        item: int | None,
+        fan_in: str | None = None,
+        *,
+        redo: int = 0,
+        synthesis: bool = False,
+    ) -> None:
+        work = _Work(-self.critical[node_id], next(self.order), node_id, item, fan_in, redo, synthesis)
         if self.results[node_id].status == "pending":
             self.results[node_id].status = "ready"
         heapq.heappush(self.ready, work)
@@ -283,9 +304,8 @@ class _PlanRun:
         raise _NodeFailed(last + (f" (after {attempts} attempts)" if attempts > 1 else ""))
 
     async def _once(self, node: Node, work: _Work, attempt: int) -> Any:
-        suffix = "" if work.item is None else f"[{work.item}]"
-        unit_id = f"{node.id}{suffix}" + ("" if attempt == 1 else f"/try{attempt}")
-        index = self._unit_index(node, work.item, attempt)
+        unit_id = _unit_id(node, work, attempt)
+        index = self._unit_index(node, work, attempt)
         if attempt == 1:
             self.starting -= 1
         unit = self.context.unit(unit_id, index=index, kind="node", budget=self._share(node))
@@ -296,7 +316,7 @@ class _PlanRun:
         sampling = self.sampling
         if node.limits.max_tokens is not None:
             sampling = replace(sampling, max_tokens=node.limits.max_tokens)
-        strategy = self._strategy(node)
+        strategy = parse_strategy("single") if work.synthesis else self._strategy(node)
         running = run_strategy(
             strategy,
             unit,
@@ -315,11 +335,14 @@ class _PlanRun:
         self._announce(unit_id, outcome.answer, outcome.reason, unit.spent, outcome.budget_exhausted)
         return outcome
 
-    def _unit_index(self, node: Node, item: int | None, attempt: int) -> int:
+    def _unit_index(self, node: Node, work: _Work, attempt: int) -> int:
         """A unit's index (its seeds) from where it is in the plan, never from completion order:
-        a resumed or reordered run draws the same samples. Unique per node, item and attempt."""
-        slot = 0 if item is None else item + 1
-        within = slot * (node.limits.retries + 1) + attempt - 1
+        a resumed or reordered run draws the same samples. Unique per node, item (or synthesis),
+        re-run and attempt."""
+        slot = 0 if work.item is None else work.item + 1
+        if work.synthesis:
+            slot = len(self.items[node.id]) + 1
+        within = (slot + work.redo) * (node.limits.retries + 1) + attempt - 1  # maps never re-run
         return self.positions[node.id] + len(self.plan.nodes) * within
 
     def _strategy(self, node: Node) -> Strategy:
@@ -374,6 +397,10 @@ class _PlanRun:
         return count
 
     def _messages(self, node: Node, work: _Work) -> tuple[Message, ...]:
+        if work.synthesis:
+            listed = "\n".join(f"{n}. {render(v)}" for n, v in enumerate(self.items[node.id], start=1))
+            prompt = _substitute(node.synthesis or SYNTHESIS_PROMPT, {"results": listed})
+            return (*self._system(node), Message("user", prompt))
         values: dict[str, str] = {}
         for name in node.references:
             values[name] = render(self.results[name].value)
@@ -382,10 +409,11 @@ class _PlanRun:
             values["item"] = render(self.results[node.map].value[work.item])
         if work.fan_in is not None:
             values["fan_in"] = work.fan_in
-        prompt = _substitute(node.prompt, values)
+        return (*self._system(node), Message("user", _substitute(node.prompt, values)))
+
+    def _system(self, node: Node) -> tuple[Message, ...]:
         role = next(role for role in self.plan.roles if role.name == node.role)
-        messages = [Message("system", role.system)] if role.system else []
-        return (*messages, Message("user", prompt))
+        return (Message("system", role.system),) if role.system else ()
 
     def _announce(self, unit_id: str, answer: str | None, reason: str, spent: Spend, starved: bool) -> None:
         events = self.context.events
@@ -408,13 +436,20 @@ class _PlanRun:
             return
         value, reason, _ = task.result()
         node = self.nodes[work.node]
+        if work.synthesis:
+            self._succeed(work.node, value, f"{len(self.items[node.id])} items synthesised: {reason}")
+            return
         if work.item is None:
-            self._succeed(work.node, value, reason)
+            checked = self.checked.pop(work.node, "")
+            self._succeed(work.node, value, f"{checked}; {reason}" if checked else reason)
             return
         self.items[work.node][work.item] = value
         self.items_left[work.node] -= 1
         if self.items_left[work.node] == 0 and self.results[work.node].status == "running":
             values = self.items[work.node]
+            if node.reduce == "synthesize":
+                self._push(node.id, None, synthesis=True)
+                return
             self._succeed(work.node, self._reduce(node, values), f"{len(values)} items, {node.reduce}")
 
     def _reduce(self, node: Node, values: list[Any]) -> Any:
@@ -439,7 +474,7 @@ class _PlanRun:
         policy = dependant.fan_in
         if policy.policy == "all":
             self.waiting[dependant_id] -= 1
-            if self.waiting[dependant_id] == 0:
+            if self.waiting[dependant_id] == 0 and not self._rerun_disagreeing(dependant):
                 self._ready(dependant_id)
             return
         values = self.fan_in.setdefault(dependant_id, [])
@@ -453,6 +488,31 @@ class _PlanRun:
             self.results[dependant_id].reason = f"no quorum of {policy.k} among {[render(v) for v in values]}"
             self._close(self.results[dependant_id])
             self._skip_dependants(dependant_id, f"{dependant_id!r} failed: no quorum")
+
+    def _rerun_disagreeing(self, node: Node) -> bool:
+        """Before a checked merge node starts: when its sources agree less than it asks, run the
+        ones that disagree again (at most `redispatch` times); True when it must wait for them."""
+        check = self.checks.get(node.id)
+        if check is None:
+            return False
+        sources = list(node.dependencies)
+        values = [self.results[source].value for source in sources]
+        text = any(self.nodes[source].output == "text" for source in sources)
+        score, disagreeing = agreement(values, text=text, threshold=check.min_agreement)
+        done = self.redone.get(node.id, 0)
+        note = f"sources agree {score:.0%}"
+        if score >= check.min_agreement or not disagreeing or done >= check.redispatch:
+            again = f" after {done} re-runs" if done else ""
+            self.checked[node.id] = note + again + ("" if score >= check.min_agreement else ", merged as is")
+            return False
+        self.redone[node.id] = done + 1
+        for index in disagreeing:
+            source = sources[index]
+            result = self.results[source]
+            result.status, result.reason = "ready", f"re-run: {note} at {node.id!r}"
+            self.waiting[node.id] += 1
+            self._push(source, None, redo=done + 1)
+        return True
 
     def _fan_in_winner(self, node: Node, values: list[Any]) -> str | None:
         if node.fan_in.policy == "first":
@@ -534,6 +594,18 @@ _LITERAL = _Literal()
 
 class _NodeFailed(Exception):
     """A node's last attempt failed; the message says why."""
+
+
+def _unit_id(node: Node, work: _Work, attempt: int) -> str:
+    """`node`, `node[3]` (an item), `node/synthesis`, `node/redo1` (a re-run), with `/try2` …"""
+    unit_id = node.id
+    if work.item is not None:
+        unit_id += f"[{work.item}]"
+    if work.synthesis:
+        unit_id += "/synthesis"
+    if work.redo:
+        unit_id += f"/redo{work.redo}"
+    return unit_id + ("" if attempt == 1 else f"/try{attempt}")
 
 
 def _describe(error: BaseException) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import yaml
 
 from budgetflow.errors import ConfigError
 from budgetflow.plans.allocation import PlanAllocator
-from budgetflow.plans.model import OUTPUT_TYPES, FanIn, Limits, Node, Plan, Role
+from budgetflow.plans.model import OUTPUT_TYPES, Consistency, FanIn, Limits, Node, Plan, Role
 from budgetflow.plans.validate import PlanError, validate_plan
 
 __all__ = ["load_plan", "plan_from_dict"]
@@ -18,9 +18,12 @@ __all__ = ["load_plan", "plan_from_dict"]
 _LINE: Final = "__line__"
 _NODE_FIELDS: Final = (
     "id", "prompt", "role", "strategy", "output", "schema", "map", "reduce", "fan_in", "after", "media",
-    "limits", "value",
+    "limits", "value", "synthesis", "consistency",
 )  # fmt: skip
-_PLAN_FIELDS: Final = ("name", "nodes", "outputs", "budget_tokens", "roles", "max_executions", "allocator")
+_PLAN_FIELDS: Final = (
+    "name", "nodes", "outputs", "budget_tokens", "roles", "max_executions", "allocator", "coupling",
+)  # fmt: skip
+_CONSISTENCY_FIELDS: Final = ("min_agreement", "redispatch")
 _ALLOCATOR_FIELDS: Final = ("name", "cap", "min_gain", "temperature", "use_greedy", "reserve")
 _LIMIT_FIELDS: Final = ("budget_share", "max_tokens", "timeout_seconds", "retries")
 _ROLE_FIELDS: Final = ("name", "system", "modalities")
@@ -81,6 +84,7 @@ def plan_from_dict(
         roles=roles if any(r.name == "default" for r in roles) else (Role("default"), *roles),
         max_executions=_optional_int(document.get("max_executions"), f"{source}: max_executions") or 10_000,
         allocator=_allocator(document.get("allocator"), allocator, source),
+        coupling=_coupling(document.get("coupling", "loose"), source),
         source=source,
     )
     validate_plan(plan)
@@ -116,6 +120,8 @@ def _node(entry: Any, index: int, source: str) -> Node:
         media=tuple(_strings(entry.get("media", []), f"{where}: media")),
         limits=_limits(entry.get("limits") or {}, where),
         value=_without_lines(entry["value"]) if literal else None,
+        synthesis=None if entry.get("synthesis") is None else str(entry["synthesis"]),
+        consistency=_consistency(entry.get("consistency"), where),
         line=entry.get(_LINE),
     )
 
@@ -176,6 +182,31 @@ def _allocator(value: Any, name: str | None, source: str) -> PlanAllocator | Non
     except (ConfigError, TypeError) as error:
         raise PlanError(f"{where}: {error}") from None
     return found
+
+
+def _coupling(value: Any, source: str) -> Literal["loose", "tight"]:
+    if value == "tight":
+        return "tight"
+    if value != "loose":
+        raise PlanError(f"{source}: coupling must be loose or tight, got {value!r}")
+    return "loose"
+
+
+def _consistency(value: Any, where: str) -> Consistency | None:
+    """`consistency: true` (the defaults) or {min_agreement: 0.6, redispatch: 1}."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Consistency()
+    if not isinstance(value, Mapping):
+        raise PlanError(f"{where}: consistency must be true or a mapping ({', '.join(_CONSISTENCY_FIELDS)})")
+    _known(value, _CONSISTENCY_FIELDS, f"{where}: consistency")
+    defaults = Consistency()
+    agreement = value.get("min_agreement", defaults.min_agreement)
+    if not isinstance(agreement, int | float) or not 0 < agreement <= 1:
+        raise PlanError(f"{where}: consistency.min_agreement must be in (0, 1], got {agreement!r}")
+    redispatch = _optional_int(value.get("redispatch"), f"{where}: consistency.redispatch")
+    return Consistency(float(agreement), defaults.redispatch if redispatch is None else redispatch)
 
 
 def _role(entry: Any, source: str) -> Role:

@@ -14,12 +14,27 @@ from typing import Any, Final, Literal
 
 from budgetflow.plans.allocation import PlanAllocator
 
-__all__ = ["OUTPUT_TYPES", "REDUCERS", "REFERENCE", "FanIn", "Limits", "Node", "Plan", "Role"]
+__all__ = [
+    "OUTPUT_TYPES",
+    "REDUCERS",
+    "REFERENCE",
+    "SYNTHESIS_PROMPT",
+    "Consistency",
+    "FanIn",
+    "Limits",
+    "Node",
+    "Plan",
+    "Role",
+]
 
 OutputType = Literal["text", "number", "list", "json"]
 OUTPUT_TYPES: Final = ("text", "number", "list", "json")
-#: How a map node's per-item results combine.
-REDUCERS: Final = ("list", "concat", "vote")
+#: How a map node's per-item results combine (`synthesize`: one more call, an LLM combining them).
+REDUCERS: Final = ("list", "concat", "vote", "synthesize")
+#: The synthesis prompt of `reduce: synthesize` when a node sets none; `${results}` is the list.
+SYNTHESIS_PROMPT: Final = (
+    "Combine the results of these sub-tasks into one final answer.\n${results}\nFinal answer:"
+)
 #: `${name}` in a prompt: a node id, `item` (map nodes) or `fan_in`.
 REFERENCE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_\-]*)\}")
 SPECIAL: Final = ("item", "fan_in")
@@ -43,6 +58,16 @@ class Limits:
     max_tokens: int | None = None
     timeout_seconds: float | None = None
     retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Consistency:
+    """A merge node's check of its sources: when fewer than `min_agreement` of them agree (the
+    share holding the most common answer; for text, the mean word overlap), the sources that
+    disagree run again, at most `redispatch` times, before the node merges what it has."""
+
+    min_agreement: float = 0.6
+    redispatch: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +96,10 @@ class Node:
     limits: Limits = field(default_factory=Limits)
     #: A literal input: the node's output is this value, and it makes no call (`prompt` unused).
     value: Any = None
+    #: `reduce: synthesize`: the prompt of the synthesis call (`${results}`: the items' results).
+    synthesis: str | None = None
+    #: Check that the outputs this node merges agree, re-running those that disagree.
+    consistency: Consistency | None = None
     line: int | None = None  # where it was written (YAML/JSON plans), for error messages
 
     @property
@@ -103,6 +132,8 @@ class Plan:
     max_executions: int = 10_000
     #: How the plan's `allocate` nodes share its budget (None: the plan has no such node).
     allocator: PlanAllocator | None = None
+    #: `tight`: the outputs a hierarchical or hybrid plan merges must agree (see `topology`).
+    coupling: Literal["loose", "tight"] = "loose"
     source: str = "<plan>"
 
     def node(self, node_id: str) -> Node:

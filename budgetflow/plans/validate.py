@@ -17,7 +17,7 @@ from budgetflow.plans.allocation import ALLOCATE
 from budgetflow.plans.model import REDUCERS, Node, Plan
 from budgetflow.strategies.parse import parse_strategy
 
-__all__ = ["PlanError", "topological_order", "validate_plan"]
+__all__ = ["PlanError", "rerunnable_sources", "topological_order", "validate_plan"]
 
 
 class PlanError(ConfigError):
@@ -97,6 +97,10 @@ def _kinds(plan: Plan) -> Iterable[str]:
             yield f"{where}: ${{item}} is only defined in a map node"
         if node.map is None and node.reduce != "list":
             yield f"{where}: reduce applies to map nodes only"
+        if node.synthesis is not None and node.reduce != "synthesize":
+            yield f"{where}: synthesis is the prompt of reduce: synthesize"
+        if node.consistency is not None:
+            yield from _consistency(plan, node, where)
         if node.reduce not in REDUCERS:
             yield f"{where}: reduce must be one of {', '.join(REDUCERS)}, got {node.reduce!r}"
         yield from _fan_in(node, where)
@@ -127,6 +131,19 @@ def _literal(node: Node, where: str) -> Iterable[str]:
         yield f"{where}: its value is {type(node.value).__name__}, but its output is {node.output}"
     if node.dependencies or node.map is not None:
         yield f"{where}: a literal value depends on nothing (no references, map or after)"
+
+
+def _consistency(plan: Plan, node: Node, where: str) -> Iterable[str]:
+    if len(node.dependencies) < 2 or node.fan_in.policy != "all":
+        yield f"{where}: consistency checks two or more sources merged with fan_in all"
+        return
+    rerunnable = rerunnable_sources(plan)
+    fixed = [source for source in node.dependencies if source not in rerunnable]
+    if fixed:
+        yield (
+            f"{where}: consistency re-runs its sources, so each must be a model node (no map, no "
+            f"literal value) feeding only this node; {', '.join(fixed)} cannot be re-run"
+        )
 
 
 def _fan_in(node: Node, where: str) -> Iterable[str]:
@@ -203,3 +220,12 @@ def topological_order(plan: Plan) -> list[str]:
             if waiting[dependant] == 0:
                 order.append(dependant)
     return order
+
+
+def rerunnable_sources(plan: Plan) -> set[str]:
+    """Nodes a consistency check may run again: not maps, not literals, feeding one node only."""
+    feeds: dict[str, int] = {node.id: 0 for node in plan.nodes}
+    for node in plan.nodes:
+        for dependency in node.dependencies:
+            feeds[dependency] += 1
+    return {node.id for node in plan.nodes if feeds[node.id] == 1 and node.map is None and not node.literal}

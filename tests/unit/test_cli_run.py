@@ -50,6 +50,7 @@ def test_run_prints_a_node_table_writes_json_and_replays_from_the_journal(
     assert document["outputs"] == {"check": 7} and nodes["solve"]["value"] == [7, 7]
     assert nodes["solve"]["samples"] == 6 and nodes["questions"]["tokens"] == 0
     assert document["spent"]["total_tokens"] == sum(node["tokens"] for node in nodes.values()) <= 5000
+    assert document["topology"]["kind"] == "sequential" or document["topology"]["kind"] == "hybrid"
     assert "vote@3" in result.stdout and "3 items" not in result.stdout and "2 items" in result.stdout
     replayed = CliRunner().invoke(app, ["replay", document["session"], "--journal", str(journal)])
     assert replayed.exit_code == 0, replayed.output

@@ -14,6 +14,7 @@ import pytest
 from budgetflow.backends.scripted import FunctionBackend
 from budgetflow.errors import ServerError
 from budgetflow.plans import PlanError, load_plan, plan_from_dict, run_plan
+from budgetflow.plans.topology import choose_topology
 from budgetflow.runtime.context import EndpointLimits
 from budgetflow.types import Request, SamplingParams
 
@@ -379,3 +380,146 @@ def test_a_literal_list_feeds_a_map_once_and_makes_no_call() -> None:
     assert result.nodes["words"].strategy == "literal" and result.nodes["words"].tokens == 0
     with pytest.raises(PlanError, match=r"node 'n'.*its value is str, but its output is number"):
         _plan({"id": "n", "value": "seven", "output": "number"})
+
+
+# ---- topology, synthesis and consistency -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("nodes", "kind", "reason"),
+    [
+        ([{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}], "parallel", "2 independent nodes"),
+        (
+            [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "${a}"}, {"id": "c", "prompt": "${b}"}],
+            "sequential",
+            "a chain of 3 nodes",
+        ),
+        (
+            [
+                {"id": "a", "prompt": "x"},
+                {"id": "b", "prompt": "y"},
+                {"id": "b2", "prompt": "${b}"},
+                {"id": "merge", "prompt": "${a} ${b2}"},
+            ],
+            "hierarchical",
+            "2 parallel branches merged by 'merge'",
+        ),
+        (
+            [
+                {"id": "a", "prompt": "x"},
+                {"id": "b", "prompt": "${a}"},
+                {"id": "c", "prompt": "${a}"},
+                {"id": "d", "prompt": "${b} ${c}"},
+                {"id": "e", "prompt": "${a} ${d}"},
+            ],
+            "hybrid",
+            "depth 4, width 2, 2 merge points",
+        ),
+        (
+            [{"id": "xs", "prompt": "x", "output": "list"}, {"id": "m", "prompt": "${item}", "map": "xs"}],
+            "hybrid",
+            "run-time maps",
+        ),
+    ],
+    ids=["parallel", "sequential", "hierarchical", "hybrid", "map"],
+)
+def test_the_topology_is_chosen_from_the_plans_shape(
+    nodes: list[dict[str, Any]], kind: str, reason: str
+) -> None:
+    topology = choose_topology(_plan(*nodes))
+    assert topology.kind == kind and reason in topology.reason
+
+
+def test_topology_routing_is_linear_in_the_size_of_the_plan() -> None:
+    """A 20,000-node chain (deeper than Python's recursion limit) is routed and validated."""
+    nodes = [{"id": "n0", "prompt": "x"}] + [
+        {"id": f"n{i}", "prompt": f"${{n{i - 1}}}"} for i in range(1, 20_000)
+    ]
+    topology = choose_topology(_plan(*nodes))
+    assert topology.kind == "sequential" and topology.depth == 20_000
+
+
+def test_a_synthesize_reducer_makes_one_more_call_over_every_item() -> None:
+    seen: list[str] = []
+
+    def reply(request: Request, index: int) -> str:
+        seen.append(_prompt(request))
+        if _prompt(request).startswith("Combine"):
+            return "Answer: 14"
+        return f"Answer: {int(_prompt(request).split()[-1]) * 2}"
+
+    plan = _plan(
+        {"id": "xs", "value": [3, 4], "output": "list"},
+        {
+            "id": "double",
+            "prompt": "double ${item}",
+            "map": "xs",
+            "reduce": "synthesize",
+            "synthesis": "Combine by adding:\n${results}",
+            "output": "number",
+        },
+    )
+    result = asyncio.run(run_plan(plan, FunctionBackend(reply), sampling=SAMPLING))
+    assert seen[-1] == "Combine by adding:\n1. 6\n2. 8"
+    assert result.outputs == {"double": 14} and "2 items synthesised" in result.nodes["double"].reason
+
+
+def _solvers_plan(**extra: Any) -> Any:
+    return _plan(
+        {"id": "s1", "prompt": "solve one", "output": "number"},
+        {"id": "s2", "prompt": "solve two", "output": "number"},
+        {"id": "s3", "prompt": "solve three", "output": "number"},
+        {"id": "final", "prompt": "${s1} ${s2} ${s3}", "output": "number", **extra},
+    )
+
+
+def test_a_consistency_check_reruns_the_sources_that_disagree_at_most_r_times() -> None:
+    calls: list[str] = []
+
+    def reply(request: Request, index: int) -> str:
+        prompt = _prompt(request)
+        calls.append(prompt)
+        if prompt == "solve three":  # wrong the first time, right when run again
+            return "Answer: 9" if calls.count(prompt) == 1 else "Answer: 4"
+        return "Answer: 4" if prompt.startswith("solve") else "Answer: " + prompt.split()[0]
+
+    result = asyncio.run(
+        run_plan(_solvers_plan(consistency={"min_agreement": 0.9, "redispatch": 2}), FunctionBackend(reply))
+    )
+    assert calls.count("solve three") == 2 and calls.count("solve one") == 1  # only the dissenter re-ran
+    assert result.nodes["s3"].value == 4 and result.nodes["s3"].executions == 2
+    assert "sources agree 100% after 1 re-runs" in result.nodes["final"].reason
+    assert result.topology is not None and result.topology.kind == "hierarchical"
+
+    stubborn = FunctionBackend(
+        lambda request, index: "Answer: 9" if _prompt(request) == "solve three" else "Answer: 4"
+    )
+    capped = asyncio.run(
+        run_plan(_solvers_plan(consistency={"min_agreement": 0.9, "redispatch": 2}), stubborn)
+    )
+    assert sum(_prompt(r) == "solve three" for r in stubborn.requests) == 3  # 1 + R re-runs, no more
+    assert "after 2 re-runs, merged as is" in capped.nodes["final"].reason
+
+
+def test_tight_coupling_checks_the_synthesiser_of_a_hierarchical_plan_and_loose_does_not() -> None:
+    assert choose_topology(_solvers_plan()).checks == ()
+    tight = plan_from_dict({**_solvers_dict(), "coupling": "tight"})
+    assert [name for name, _ in choose_topology(tight).checks] == ["final"]
+    with pytest.raises(
+        PlanError, match=r"node 'final'.*consistency re-runs its sources.*xs cannot be re-run"
+    ):
+        _plan(
+            {"id": "xs", "value": [1], "output": "list"},
+            {"id": "s", "prompt": "y"},
+            {"id": "final", "prompt": "${xs} ${s}", "consistency": True},
+        )
+
+
+def _solvers_dict() -> dict[str, Any]:
+    return {
+        "nodes": [
+            {"id": "s1", "prompt": "solve one", "output": "number"},
+            {"id": "s2", "prompt": "solve two", "output": "number"},
+            {"id": "final", "prompt": "${s1} ${s2}", "output": "number"},
+        ]
+    }
