@@ -165,7 +165,7 @@ class _PlanRun:
         self.budget_tokens = budget_tokens
         self.on_node = on_node
         self.nodes = {node.id: node for node in plan.nodes}
-        self.results = {node.id: NodeResult(node.id, self._strategy(node).name) for node in plan.nodes}
+        self.results = {node.id: NodeResult(node.id, "") for node in plan.nodes}
         self.dependants: dict[str, list[str]] = {node.id: [] for node in plan.nodes}
         for node in plan.nodes:
             for dependency in node.dependencies:
@@ -179,6 +179,15 @@ class _PlanRun:
         self.items_waiting: dict[str, int] = {}  # a map node's items not started yet
         self.live: dict[str, Unit] = {}  # running units, for what they may still spend
         self.starting = 0  # executions started whose first unit is not open yet
+        # Units not started yet, kept as they change (a budget share is O(1), not O(nodes)):
+        # nodes without a fixed share, nodes with one, and map items.
+        self.unstarted = {n.id for n in plan.nodes if n.limits.budget_share is None and not n.literal}
+        self.unstarted_shared = {n.id for n in plan.nodes if n.limits.budget_share is not None}
+        self.items_unstarted = 0
+        self.strategies = {node.id: self._strategy(node) for node in plan.nodes}
+        self.adaptive = plan.allocator is not None and plan.allocator.build().adaptive
+        for node_id, strategy in self.strategies.items():
+            self.results[node_id].strategy = strategy.name
         self.fan_in: dict[str, list[Any]] = {}  # a first/quorum node's sources' values so far
         self.order = itertools.count()
         self.positions = {node.id: position for position, node in enumerate(plan.nodes)}
@@ -255,6 +264,8 @@ class _PlanRun:
         self.items[node.id] = [None] * len(source)
         self.items_left[node.id] = len(source)
         self.items_waiting[node.id] = len(source)
+        self.items_unstarted += len(source)
+        self.unstarted.discard(node.id)
         if not source:  # an empty fan-out reduces to an empty result at once
             self._succeed(node.id, self._reduce(node, []), "map over an empty list")
             return
@@ -266,8 +277,11 @@ class _PlanRun:
         if result.started is None:
             result.started = time.perf_counter() - self.origin
         result.status = "running"
+        self.unstarted.discard(work.node)
+        self.unstarted_shared.discard(work.node)
         if work.item is not None:
             self.items_waiting[work.node] -= 1
+            self.items_unstarted -= 1
         self.executions += 1
         result.executions += 1
         if self.executions > self.plan.max_executions:
@@ -316,7 +330,7 @@ class _PlanRun:
         sampling = self.sampling
         if node.limits.max_tokens is not None:
             sampling = replace(sampling, max_tokens=node.limits.max_tokens)
-        strategy = parse_strategy("single") if work.synthesis else self._strategy(node)
+        strategy = parse_strategy("single") if work.synthesis else self.strategies[node.id]
         running = run_strategy(
             strategy,
             unit,
@@ -327,7 +341,8 @@ class _PlanRun:
             question_id=unit_id,
         )
         try:
-            outcome = await asyncio.wait_for(running, node.limits.timeout_seconds)
+            timeout = node.limits.timeout_seconds
+            outcome = await (running if timeout is None else asyncio.wait_for(running, timeout))
         finally:
             self.live.pop(unit_id, None)
             result.tokens += unit.usage.total_tokens
@@ -365,7 +380,7 @@ class _PlanRun:
         free = headroom - self._claimed() - self._set_aside()
         waiting = self._units_waiting(node.id)
         allocator = self.plan.allocator
-        if node.strategy == ALLOCATE and allocator is not None and allocator.build().adaptive:
+        if node.strategy == ALLOCATE and allocator is not None and self.adaptive:
             tokens = node_budget(free, waiting, allocator.reserve) or 0
         else:
             tokens = int(free // (waiting + 1))
@@ -378,23 +393,11 @@ class _PlanRun:
     def _set_aside(self) -> float:
         """The fixed shares of nodes not started yet."""
         total = self.budget_tokens or 0
-        return sum(
-            int((node.limits.budget_share or 0) * total)
-            for node in self.plan.nodes
-            if self.results[node.id].status in ("pending", "ready")
-        )
+        return sum(int((self.nodes[n].limits.budget_share or 0) * total) for n in self.unstarted_shared)
 
     def _units_waiting(self, besides: str) -> int:
         """Units without a fixed share not started yet (a map not expanded counts as one)."""
-        count = self.starting
-        for node in self.plan.nodes:
-            if node.limits.budget_share is not None:
-                continue
-            if node.id in self.items_waiting:
-                count += self.items_waiting[node.id]
-            elif node.id != besides and self.results[node.id].status in ("pending", "ready"):
-                count += 1
-        return count
+        return self.starting + len(self.unstarted) - (besides in self.unstarted) + self.items_unstarted
 
     def _messages(self, node: Node, work: _Work) -> tuple[Message, ...]:
         if work.synthesis:
@@ -510,6 +513,7 @@ class _PlanRun:
             source = sources[index]
             result = self.results[source]
             result.status, result.reason = "ready", f"re-run: {note} at {node.id!r}"
+            self.unstarted.add(source)  # rerunnable sources have no fixed share
             self.waiting[node.id] += 1
             self._push(source, None, redo=done + 1)
         return True
@@ -572,6 +576,9 @@ class _PlanRun:
         return len(alive) < needed
 
     def _close(self, result: NodeResult) -> None:
+        self.unstarted.discard(result.node)
+        self.unstarted_shared.discard(result.node)
+        self.items_unstarted -= self.items_waiting.pop(result.node, 0)
         result.finished = time.perf_counter() - self.origin
         if result.started is None:
             result.started = result.finished

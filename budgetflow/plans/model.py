@@ -101,22 +101,21 @@ class Node:
     #: Check that the outputs this node merges agree, re-running those that disagree.
     consistency: Consistency | None = None
     line: int | None = None  # where it was written (YAML/JSON plans), for error messages
+    #: Node ids the prompt refers to, in order, without `item` and `fan_in` (computed).
+    references: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: Every node this one waits for: references, its map source, `after` (computed).
+    dependencies: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        found = [name for name in REFERENCE.findall(self.prompt) if name not in SPECIAL]
+        references = tuple(dict.fromkeys(found))
+        waits = [*references, *([self.map] if self.map else []), *self.after]
+        object.__setattr__(self, "references", references)
+        object.__setattr__(self, "dependencies", tuple(dict.fromkeys(waits)))
 
     @property
     def literal(self) -> bool:
         return self.value is not None
-
-    @property
-    def references(self) -> tuple[str, ...]:
-        """Node ids the prompt refers to, in order, without `item` and `fan_in`."""
-        found = [name for name in REFERENCE.findall(self.prompt) if name not in SPECIAL]
-        return tuple(dict.fromkeys(found))
-
-    @property
-    def dependencies(self) -> tuple[str, ...]:
-        """Every node this one waits for (fan-in sources, references, its map source, `after`)."""
-        found = [*self.references, *([self.map] if self.map else []), *self.after]
-        return tuple(dict.fromkeys(found))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,297 @@
+"""Makespan of the dataflow scheduler on random DAGs, against the lower bound and LangGraph.
+
+Random DAGs of 200, 1,000 and 10,000 nodes (random depth and layer widths; each node waits for
+1-3 nodes of earlier layers) run through `budgetflow.plans.run_plan` on a latency-only fake
+backend: a node's call sleeps its own log-normal latency (median --median-ms, sigma --sigma) and
+answers. Everything the engine adds is on: one `RunContext` with a token budget (every call
+reserved and settled in the ledger tree, each node a unit with its share), the event stream with
+a subscriber keeping every event, strategies run by the execution core.
+
+* makespan / lower bound, where the bound is max(critical path, total work / concurrency): the
+  best any scheduler can do with --concurrency calls in flight;
+* µs per node: the same DAGs with zero latency (the scheduler's and the engine's own cost), and
+  for reference the execution core alone (`core µs`: as many one-sample units, no plan);
+* for reference, a bare asyncio start-when-ready loop (no budget, ledger or events) on the same
+  DAGs and latencies (`bare/bd`): how close to the bound the DAG lets any scheduler come;
+* with --langgraph: the same DAGs and latencies through LangGraph's StateGraph (a node per DAG
+  node, `add_edge([sources], node)` so it waits for all of them, `max_concurrency`), run in the
+  benchmark's own virtual environment (benchmarks/.langgraph-venv, made on first use; LangGraph
+  is not a dependency of budgetflow).
+
+    python benchmarks/makespan.py [--sizes 200 1000 10000] [--concurrency 16] [--langgraph]
+
+Last stdout line: {"makespan_over_bound": worst over sizes, "langgraph_over_bound": …,
+"us_per_node": worst over sizes, "langgraph_us_per_node": …, "sizes": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from budgetflow.backends.scripted import FunctionBackend
+from budgetflow.budget import Budget
+from budgetflow.events import Event, EventStream
+from budgetflow.plans import Plan, plan_from_dict, run_plan
+from budgetflow.runtime.context import RunContext
+from budgetflow.runtime.strategy_runner import run_strategy
+from budgetflow.strategies.parse import parse_strategy
+from budgetflow.types import Message, Request, SamplingParams
+
+HERE = Path(__file__).resolve().parent
+LANGGRAPH_VENV = HERE / ".langgraph-venv"
+
+
+@dataclass(frozen=True)
+class Dag:
+    """Node i waits for `sources[i]`; its call takes `latency[i]` seconds."""
+
+    sources: list[list[int]]
+    latency: list[float]
+
+    def bound(self, concurrency: int) -> tuple[float, float]:
+        """(critical path, total work / concurrency) in seconds."""
+        finish = [0.0] * len(self.sources)
+        for node, before in enumerate(self.sources):  # nodes are in topological order
+            finish[node] = self.latency[node] + max((finish[s] for s in before), default=0.0)
+        return max(finish), sum(self.latency) / concurrency
+
+
+def random_dag(size: int, rng: random.Random, median_ms: float, sigma: float) -> Dag:
+    depth = rng.randint(max(2, int(math.sqrt(size) / 4)), max(3, int(math.sqrt(size) * 2)))
+    cuts = sorted(rng.sample(range(1, size), depth - 1))
+    widths = [b - a for a, b in zip([0, *cuts], [*cuts, size], strict=True)]
+    sources: list[list[int]] = []
+    first = 0  # first node of the current layer
+    for layer, width in enumerate(widths):
+        for _ in range(width):
+            if layer == 0:
+                sources.append([])
+            else:
+                earlier = range(0, first)
+                count = min(len(earlier), rng.randint(1, 3))
+                picks = {rng.randrange(max(0, first - widths[layer - 1]), first)}  # one from the layer above
+                picks.update(rng.sample(earlier, count - 1))
+                sources.append(sorted(picks))
+        first += width
+    median = median_ms / 1000
+    latency = [median * math.exp(rng.gauss(0.0, sigma)) for _ in range(size)]
+    return Dag(sources, latency)
+
+
+def as_plan(dag: Dag, budget_tokens: int) -> Plan:
+    nodes = [
+        {"id": f"n{i}", "prompt": f"n{i}", "after": [f"n{s}" for s in before]}
+        for i, before in enumerate(dag.sources)
+    ]
+    return plan_from_dict(
+        {"name": "random", "nodes": nodes, "budget_tokens": budget_tokens, "max_executions": len(nodes) + 1}
+    )
+
+
+async def budgetflow_makespan(dag: Dag, plan: Plan, concurrency: int, latency: bool) -> tuple[float, int]:
+    """(seconds, events kept) of one run of the plan."""
+
+    async def reply(request: Request, index: int) -> str:
+        if latency:
+            await asyncio.sleep(dag.latency[int(request.messages[-1].text[1:])])
+        return "done"
+
+    kept: list[Event] = []
+    events = EventStream("makespan")
+    events.subscribe(kept.append)
+    started = time.perf_counter()
+    result = await run_plan(
+        plan,
+        FunctionBackend(reply),
+        sampling=SamplingParams(max_tokens=4, seed=0),
+        concurrency=concurrency,
+        events=events,
+    )
+    seconds = time.perf_counter() - started
+    if not result.complete or len(result.failed):
+        raise SystemExit(f"the plan did not finish: {result.failed[:5]}")
+    return seconds, len(kept)
+
+
+async def bare_makespan(dag: Dag, concurrency: int) -> float:
+    """A bare asyncio start-when-ready loop (no budget, no ledger, no events): the reference."""
+    dependants: list[list[int]] = [[] for _ in dag.sources]
+    for node, before in enumerate(dag.sources):
+        for source in before:
+            dependants[source].append(node)
+    waiting = [len(before) for before in dag.sources]
+    slots = asyncio.Semaphore(concurrency)
+    finished = asyncio.Event()
+    left = len(dag.sources)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def start(node: int) -> None:
+        task = asyncio.ensure_future(run(node))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def run(node: int) -> None:
+        nonlocal left
+        async with slots:
+            await asyncio.sleep(dag.latency[node])
+        left -= 1
+        if left == 0:
+            finished.set()
+        for dependant in dependants[node]:
+            waiting[dependant] -= 1
+            if waiting[dependant] == 0:
+                start(dependant)
+
+    started = time.perf_counter()
+    for node, count in enumerate(waiting):
+        if count == 0:
+            start(node)
+    await finished.wait()
+    return time.perf_counter() - started
+
+
+async def core_us_per_unit(count: int, concurrency: int) -> float:
+    """The execution core alone: `count` one-sample units (budget, ledger, events on), no plan."""
+    kept: list[Event] = []
+    events = EventStream("core")
+    events.subscribe(kept.append)
+    context = RunContext(
+        FunctionBackend(lambda request, index: "done"),
+        budget=Budget(total_tokens=1_000 * count),
+        events=events,
+        seed=0,
+    )
+    single = parse_strategy("single")
+    slots = asyncio.Semaphore(concurrency)
+    sampling = SamplingParams(max_tokens=4, seed=0)
+
+    async def one(index: int) -> None:
+        async with slots:
+            unit = context.unit(f"n{index}", index=index, kind="node", budget=Budget(total_tokens=1_000))
+            await run_strategy(single, unit, (Message("user", f"n{index}"),), sampling=sampling)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(index) for index in range(count)))
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def langgraph_python() -> Path:
+    python = LANGGRAPH_VENV / "bin" / "python"
+    if not python.exists():
+        print("making benchmarks/.langgraph-venv (LangGraph, for comparison only)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(LANGGRAPH_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "langgraph"], check=True)
+    return python
+
+
+def langgraph_makespan(dag: Dag, concurrency: int, latency: bool) -> float:
+    document = json.dumps({"sources": dag.sources, "latency": dag.latency if latency else None})
+    done = subprocess.run(
+        [str(langgraph_python()), str(HERE / "makespan_langgraph.py"), str(concurrency)],
+        input=document,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the LangGraph run failed:\n{done.stderr[-2000:]}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000, 10000])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--median-ms", type=float, default=40.0)
+    parser.add_argument("--sigma", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--langgraph", action="store_true", help="Also run LangGraph (own venv).")
+    arguments = parser.parse_args()
+    rng = random.Random(arguments.seed)
+    rows: dict[str, dict[str, Any]] = {}
+    header = (
+        f"{'nodes':>6} {'depth':>5} {'bound s':>8} {'bare/bd':>8} {'ours s':>8} {'ours/bd':>8} "
+        f"{'µs/node':>8} {'core µs':>8}"
+    )
+    if arguments.langgraph:
+        header += f" {'LG s':>8} {'LG/bd':>8} {'LG µs/n':>8}"
+    print(header)
+    for size in arguments.sizes:
+        dag = random_dag(size, rng, arguments.median_ms, arguments.sigma)
+        plan = as_plan(dag, budget_tokens=1_000 * size)
+        critical, work = dag.bound(arguments.concurrency)
+        bound = max(critical, work)
+        ours, kept = asyncio.run(budgetflow_makespan(dag, plan, arguments.concurrency, latency=True))
+        quick, _ = asyncio.run(budgetflow_makespan(dag, plan, arguments.concurrency, latency=False))
+        bare = asyncio.run(bare_makespan(dag, arguments.concurrency))
+        core = asyncio.run(core_us_per_unit(size, arguments.concurrency))
+        row: dict[str, Any] = {
+            "depth": len({_layer(dag, i) for i in range(size)}),
+            "critical_path_s": round(critical, 3),
+            "work_over_concurrency_s": round(work, 3),
+            "makespan_s": round(ours, 3),
+            "makespan_over_bound": round(ours / bound, 4),
+            "us_per_node": round(quick / size * 1e6, 1),
+            "core_us_per_unit": round(core, 1),
+            "bare_asyncio_over_bound": round(bare / bound, 4),
+            "events_kept": kept,
+        }
+        line = (
+            f"{size:>6} {row['depth']:>5} {bound:>8.2f} {bare / bound:>8.3f} {ours:>8.2f} "
+            f"{ours / bound:>8.3f} {row['us_per_node']:>8.1f} {core:>8.1f}"
+        )
+        if arguments.langgraph:
+            theirs = langgraph_makespan(dag, arguments.concurrency, latency=True)
+            theirs_quick = langgraph_makespan(dag, arguments.concurrency, latency=False)
+            row.update(
+                langgraph_makespan_s=round(theirs, 3),
+                langgraph_over_bound=round(theirs / bound, 4),
+                langgraph_us_per_node=round(theirs_quick / size * 1e6, 1),
+            )
+            line += f" {theirs:>8.2f} {theirs / bound:>8.3f} {row['langgraph_us_per_node']:>8.1f}"
+        print(line, flush=True)
+        rows[str(size)] = row
+    summary = {
+        "makespan_over_bound": max(r["makespan_over_bound"] for r in rows.values()),
+        "langgraph_over_bound": max((r["langgraph_over_bound"] for r in rows.values()), default=None)
+        if arguments.langgraph
+        else None,
+        "us_per_node": max(r["us_per_node"] for r in rows.values()),
+        "bare_asyncio_over_bound": max(r["bare_asyncio_over_bound"] for r in rows.values()),
+        "core_us_per_unit": max(r["core_us_per_unit"] for r in rows.values()),
+        "langgraph_us_per_node": max(r["langgraph_us_per_node"] for r in rows.values())
+        if arguments.langgraph
+        else None,
+        "concurrency": arguments.concurrency,
+        "median_ms": arguments.median_ms,
+        "sigma": arguments.sigma,
+        "cpus": os.cpu_count(),
+        "sizes": rows,
+    }
+    print(json.dumps(summary))
+
+
+_LAYERS: dict[int, dict[int, int]] = {}
+
+
+def _layer(dag: Dag, node: int) -> int:
+    memo = _LAYERS.setdefault(id(dag), {})
+    for index, before in enumerate(dag.sources):  # topological order: one pass fills the memo
+        if index not in memo:
+            memo[index] = 1 + max((memo[s] for s in before), default=-1)
+    return memo[node]
+
+
+if __name__ == "__main__":
+    main()
