@@ -181,6 +181,12 @@ class Ledger:
             return None
         return limit - _measure(self._spent, limit_name) - _measure(self._reserved, limit_name)
 
+    def available(self, limit_name: str) -> float | None:
+        """What this ledger could still reserve of one limit: the smallest headroom along its
+        chain of ancestors (None: no ledger of the chain limits it)."""
+        found = [h for h in (ledger.headroom(limit_name) for ledger in self._chain()) if h is not None]
+        return min(found) if found else None
+
     # ---- movements -------------------------------------------------------------------------
 
     def reserve(self, amount: Spend) -> Reservation:

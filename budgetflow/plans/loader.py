@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -12,6 +13,7 @@ from budgetflow.errors import ConfigError
 from budgetflow.plans.allocation import PlanAllocator
 from budgetflow.plans.model import OUTPUT_TYPES, Consistency, FanIn, Limits, Node, Plan, Role
 from budgetflow.plans.validate import PlanError, validate_plan
+from budgetflow.types import AudioPart, ContentPart, ImagePart, VideoPart
 
 __all__ = ["load_plan", "plan_from_dict"]
 
@@ -22,11 +24,18 @@ _NODE_FIELDS: Final = (
 )  # fmt: skip
 _PLAN_FIELDS: Final = (
     "name", "nodes", "outputs", "budget_tokens", "roles", "max_executions", "allocator", "coupling",
+    "min_bid_value",
 )  # fmt: skip
 _CONSISTENCY_FIELDS: Final = ("min_agreement", "redispatch")
 _ALLOCATOR_FIELDS: Final = ("name", "cap", "min_gain", "temperature", "use_greedy", "reserve")
 _LIMIT_FIELDS: Final = ("budget_share", "max_tokens", "timeout_seconds", "retries")
-_ROLE_FIELDS: Final = ("name", "system", "modalities")
+_ROLE_FIELDS: Final = (
+    "name", "system", "modalities", "endpoint", "tools", "cost", "quality", "max_tool_calls", "tool_protocol",
+)  # fmt: skip
+_MEDIA_TYPES: Final = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+    ".webp": "image/webp",
+}  # fmt: skip
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -81,10 +90,11 @@ def plan_from_dict(
         budget_tokens=budget_tokens
         if budget_tokens is not None
         else _optional_int(document.get("budget_tokens"), f"{source}: budget_tokens"),
-        roles=roles if any(r.name == "default" for r in roles) else (Role("default"), *roles),
+        roles=roles if any(r.name == "default" for r in roles) else (Role("default", routable=False), *roles),
         max_executions=_optional_int(document.get("max_executions"), f"{source}: max_executions") or 10_000,
         allocator=_allocator(document.get("allocator"), allocator, source),
         coupling=_coupling(document.get("coupling", "loose"), source),
+        min_bid_value=_fraction(document.get("min_bid_value", 0.5), f"{source}: min_bid_value"),
         source=source,
     )
     validate_plan(plan)
@@ -106,6 +116,7 @@ def _node(entry: Any, index: int, source: str) -> Node:
     schema = entry.get("schema")
     if schema is not None and not isinstance(schema, Mapping):
         raise PlanError(f"{where}: schema must be a JSON Schema object")
+    media = _media(entry.get("media", []), where, Path(source).parent)
     return Node(
         id=entry["id"],
         prompt=str(entry.get("prompt", "")),
@@ -117,7 +128,8 @@ def _node(entry: Any, index: int, source: str) -> Node:
         reduce=str(entry.get("reduce", "list")),
         fan_in=_fan_in(entry.get("fan_in", "all"), where),
         after=tuple(_strings(entry.get("after", []), f"{where}: after")),
-        media=tuple(_strings(entry.get("media", []), f"{where}: media")),
+        media=tuple(item for item in media if isinstance(item, str)),
+        parts=tuple(item for item in media if not isinstance(item, str)),
         limits=_limits(entry.get("limits") or {}, where),
         value=_without_lines(entry["value"]) if literal else None,
         synthesis=None if entry.get("synthesis") is None else str(entry["synthesis"]),
@@ -214,11 +226,82 @@ def _role(entry: Any, source: str) -> Role:
         raise PlanError(f"{source}: each role needs a 'name'")
     where = f"{source}{_at(entry)}: role {entry['name']!r}"
     _known(entry, _ROLE_FIELDS, where)
+    protocol = entry.get("tool_protocol", "text")
+    if protocol not in ("text", "native"):
+        raise PlanError(f"{where}: tool_protocol must be text or native, got {protocol!r}")
+    cost = entry.get("cost", 1.0)
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
+        raise PlanError(f"{where}: cost must be a number >= 0 (per 1,000 tokens), got {cost!r}")
+    calls = _optional_int(entry.get("max_tool_calls"), f"{where}: max_tool_calls")
     return Role(
         name=entry["name"],
         system=entry.get("system"),
         modalities=tuple(_strings(entry.get("modalities", ["text"]), f"{where}: modalities")),
+        endpoint=str(entry.get("endpoint", "default")),
+        tools=tuple(_strings(entry.get("tools", []), f"{where}: tools")),
+        cost=float(cost),
+        quality=_fraction(entry.get("quality", 1.0), f"{where}: quality"),
+        max_tool_calls=4 if calls is None else calls,
+        tool_protocol="native" if protocol == "native" else "text",
     )
+
+
+def _fraction(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise PlanError(f"{where} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _media(value: Any, where: str, folder: Path) -> list[str | ContentPart]:
+    """`media:` entries: a modality name (declared only), or {image: PATH_OR_URL},
+    {audio: PATH} (wav or mp3), {video: URL}, {video: [FRAME, …]} (frames: sent as images)."""
+    if not isinstance(value, list):
+        raise PlanError(f"{where}: media must be a list")
+    found: list[str | ContentPart] = []
+    for index, item in enumerate(value):
+        at = f"{where}: media[{index}]"
+        if isinstance(item, str):
+            found.append(item)
+            continue
+        entry = _without_lines(item) if isinstance(item, Mapping) else None
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise PlanError(f"{at}: a modality name or one of {{image: …}}, {{audio: …}}, {{video: …}}")
+        ((kind, source),) = entry.items()
+        found.extend(_part(kind, source, at, folder))
+    return found
+
+
+def _part(kind: str, source: Any, at: str, folder: Path) -> list[ContentPart]:
+    if kind == "video" and isinstance(source, list):  # frames: a video as a sequence of images
+        return [part for frame in source for part in _part("image", frame, at, folder)]
+    if not isinstance(source, str) or not source:
+        raise PlanError(f"{at}: {kind} needs a file path or URL")
+    remote = source.startswith(("http://", "https://", "data:"))
+    if kind == "image":
+        return [ImagePart(url=source if remote else _data_url(_file(source, at, folder), at))]
+    if kind == "video":
+        return [VideoPart(url=source if remote else _data_url(_file(source, at, folder), at, "video/mp4"))]
+    if kind == "audio":
+        path = _file(source, at, folder)
+        audio_format = path.suffix.lstrip(".").lower()
+        if audio_format not in ("wav", "mp3"):
+            raise PlanError(f"{at}: audio must be a .wav or .mp3 file, got {path.name}")
+        return [AudioPart(data=base64.b64encode(path.read_bytes()).decode("ascii"), format=audio_format)]
+    raise PlanError(f"{at}: unknown medium {kind!r} (image, audio or video)")
+
+
+def _file(source: str, at: str, folder: Path) -> Path:
+    path = Path(source) if Path(source).is_absolute() else folder / source
+    if not path.is_file():
+        raise PlanError(f"{at}: no such file {path}")
+    return path
+
+
+def _data_url(path: Path, at: str, fallback: str | None = None) -> str:
+    mime = _MEDIA_TYPES.get(path.suffix.lower(), fallback)
+    if mime is None:
+        raise PlanError(f"{at}: cannot tell the image type of {path.name} (png, jpeg, gif or webp)")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
 def _known(entry: Mapping[str, Any], fields: tuple[str, ...], where: str) -> None:

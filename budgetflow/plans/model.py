@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from budgetflow.plans.allocation import PlanAllocator
+from budgetflow.types import AudioPart, ContentPart, ImagePart, VideoPart
 
 __all__ = [
     "OUTPUT_TYPES",
     "REDUCERS",
     "REFERENCE",
+    "ROUTED",
+    "SUBPLAN",
     "SYNTHESIS_PROMPT",
     "Consistency",
     "FanIn",
@@ -25,7 +28,26 @@ __all__ = [
     "Node",
     "Plan",
     "Role",
+    "modality_of",
 ]
+
+#: The strategy of a node that a planner decomposes into a sub-plan (recursive planning).
+SUBPLAN: Final = "plan"
+#: Node roles that are not a role's name: `auto` routes by the node's media and the roles'
+#: costs; `auction` lets every role that can take the node bid.
+ROUTED: Final = ("auto", "auction")
+
+
+def modality_of(part: ContentPart) -> str:
+    """`image`, `audio`, `video` (or `text`) for a content part."""
+    if isinstance(part, ImagePart):
+        return "image"
+    if isinstance(part, AudioPart):
+        return "audio"
+    if isinstance(part, VideoPart):
+        return "video"
+    return "text"
+
 
 OutputType = Literal["text", "number", "list", "json"]
 OUTPUT_TYPES: Final = ("text", "number", "list", "json")
@@ -72,11 +94,24 @@ class Consistency:
 
 @dataclass(frozen=True, slots=True)
 class Role:
-    """A sub-agent a node runs as: its system prompt and the modalities it accepts."""
+    """A sub-agent a node runs as: its endpoint (a name given to `run_plan`'s `endpoints`;
+    `default` is the run's backend), system prompt, the modalities it accepts, its tools (a role
+    with tools runs its nodes as a tool-calling loop with `max_tool_calls`), its cost per 1,000
+    tokens (routing prefers the cheapest role that can take a node) and its quality (0-1: what
+    it bids as its value in an auction)."""
 
     name: str
     system: str | None = None
     modalities: tuple[str, ...] = ("text",)
+    endpoint: str = "default"
+    tools: tuple[str, ...] = ()
+    cost: float = 1.0
+    quality: float = 1.0
+    max_tool_calls: int = 4
+    tool_protocol: Literal["text", "native"] = "text"
+    #: False for the `default` role a plan gets without declaring it: `auto` and `auction`
+    #: route among the declared roles.
+    routable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +127,11 @@ class Node:
     reduce: str = "list"
     fan_in: FanIn = field(default_factory=FanIn)
     after: tuple[str, ...] = ()
-    media: tuple[str, ...] = ()  # modalities of literal inputs (image, audio, video)
+    #: Modalities of the node's literal media inputs (image, audio, video); from `parts` when
+    #: those are given, else declared.
+    media: tuple[str, ...] = ()
+    #: Literal media inputs as content parts, sent beside the prompt's text (never flattened).
+    parts: tuple[ContentPart, ...] = ()
     limits: Limits = field(default_factory=Limits)
     #: A literal input: the node's output is this value, and it makes no call (`prompt` unused).
     value: Any = None
@@ -110,6 +149,9 @@ class Node:
         found = [name for name in REFERENCE.findall(self.prompt) if name not in SPECIAL]
         references = tuple(dict.fromkeys(found))
         waits = [*references, *([self.map] if self.map else []), *self.after]
+        if self.parts:
+            kinds = tuple(dict.fromkeys([*self.media, *(modality_of(part) for part in self.parts)]))
+            object.__setattr__(self, "media", kinds)
         object.__setattr__(self, "references", references)
         object.__setattr__(self, "dependencies", tuple(dict.fromkeys(waits)))
 
@@ -133,6 +175,8 @@ class Plan:
     allocator: PlanAllocator | None = None
     #: `tight`: the outputs a hierarchical or hybrid plan merges must agree (see `topology`).
     coupling: Literal["loose", "tight"] = "loose"
+    #: An auction's winner is the cheapest bid whose value is at least this.
+    min_bid_value: float = 0.5
     source: str = "<plan>"
 
     def node(self, node_id: str) -> Node:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from budgetflow.errors import ConfigError
 from budgetflow.plans.allocation import ALLOCATE
-from budgetflow.plans.model import REDUCERS, Node, Plan
+from budgetflow.plans.model import REDUCERS, ROUTED, SUBPLAN, Node, Plan
 from budgetflow.strategies.parse import parse_strategy
 
 __all__ = ["PlanError", "rerunnable_sources", "topological_order", "validate_plan"]
@@ -107,6 +107,8 @@ def _kinds(plan: Plan) -> Iterable[str]:
         if node.literal:
             yield from _literal(node, where)
             continue
+        if node.strategy == SUBPLAN:
+            continue
         if node.strategy == ALLOCATE:
             if plan.allocator is None:
                 yield f"{where}: strategy allocate needs the plan's allocator (allocator:, or --allocator)"
@@ -167,6 +169,12 @@ def _fan_in(node: Node, where: str) -> Iterable[str]:
 def _roles(plan: Plan) -> Iterable[str]:
     roles = {role.name: role for role in plan.roles}
     for node in plan.nodes:
+        if node.role in ROUTED:
+            candidates = [role for role in plan.roles if role.routable] or plan.roles
+            if not any(all(m in role.modalities for m in node.media) for role in candidates):
+                needs = ", ".join(node.media) or "text"
+                yield f"{_where(node)}: role {node.role}: no configured role takes {needs}"
+            continue
         role = roles.get(node.role)
         if role is None:
             yield f"{_where(node)}: no configured role is {node.role!r} (roles: {', '.join(roles)})"

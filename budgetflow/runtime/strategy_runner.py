@@ -49,13 +49,15 @@ async def run_strategy(
     events: EventStream | None = None,
     question_id: str = "",
     max_rounds: int = 256,
+    lane: int = 0,
 ) -> StrategyOutcome:
     """Run `strategy` to completion on one conversation.
 
     `backend` is a unit of a run (`RunContext.unit`) or a bare backend (a one-unit run is made
     for it). `sampling` supplies max_tokens, stop strings, top_p and the base seed; each `Draw`
     sets the temperature and count and may override the rest. Seeds follow the run's seed policy
-    (`seed_for`): every rollout of the unit draws a fresh, reproducible seed.
+    (`seed_for`): every rollout of the unit draws a fresh, reproducible seed. `lane` picks the
+    run's endpoint (0: its backend; a plan role's own endpoint otherwise).
     """
     unit = backend if isinstance(backend, Unit) else _one_unit(backend, events, question_id)
     samples: list[Sample] = []
@@ -65,12 +67,12 @@ async def run_strategy(
         if isinstance(decision, Finish):
             return _outcome(unit, decision.answer, decision.reason, samples, round_index)
         if isinstance(decision, Verify):
-            scored = await _score(samples, decision, messages, unit)
+            scored = await _score(samples, decision, messages, unit, lane)
             if scored is None:
                 return _starved(unit, strategy, samples, round_index)
             samples = scored
             continue
-        response = await unit.draw(_request_for(decision, messages, sampling))
+        response = await unit.draw(_request_for(decision, messages, sampling), lane=lane)
         if response is None:
             return _starved(unit, strategy, samples, round_index)
         samples.extend(
@@ -114,13 +116,13 @@ def _starved(unit: Unit, strategy: Strategy, samples: list[Sample], rounds: int)
 
 
 async def _score(
-    samples: list[Sample], verify: Verify, messages: tuple[Message, ...], unit: Unit
+    samples: list[Sample], verify: Verify, messages: tuple[Message, ...], unit: Unit, lane: int = 0
 ) -> list[Sample] | None:
     """The samples with the verifier's scores, or None when the budget refuses a verifier call
     (the verifier's requests go through the unit's ledger like any other)."""
     if any(not 0 <= index < len(samples) for index in verify.indices):
         raise ConfigError(f"Verify asked for samples {verify.indices}, but only {len(samples)} exist")
-    backend = unit.journaled()
+    backend = unit.journaled(lane)
     try:
         scores = await run_all(
             verify.verifier.score(messages, samples[i].trace, backend=backend) for i in verify.indices
