@@ -32,7 +32,7 @@ from budgetflow.events import EventStream, UnitFinished
 from budgetflow.journal import RecordedStep
 from budgetflow.plans.allocation import ALLOCATE, node_budget
 from budgetflow.plans.consistency import agreement
-from budgetflow.plans.model import SYNTHESIS_PROMPT, Node, Plan
+from budgetflow.plans.model import SUBPLAN, SYNTHESIS_PROMPT, Node, Plan
 from budgetflow.plans.node_runner import NodeCall, PlanResources, execute_node
 from budgetflow.plans.outputs import extractor, render, value_of
 from budgetflow.plans.routing import route
@@ -43,7 +43,10 @@ from budgetflow.strategies.base import Decision, Sample, Strategy
 from budgetflow.strategies.parse import parse_strategy
 from budgetflow.types import ContentPart, Message, SamplingParams, Spend, TextPart
 
-__all__ = ["NodeResult", "PlanResult", "run_plan"]
+__all__ = ["STREAM_STRIDE", "NodeResult", "PlanResult", "run_plan", "run_streamed_plan"]
+
+#: The most nodes a streamed plan may have (the stride of its units' seeds).
+STREAM_STRIDE = 1000
 
 
 @dataclass(slots=True)
@@ -131,15 +134,46 @@ async def run_plan(
     run = _PlanRun(plan, context, sampling or SamplingParams(seed=0), concurrency, total, on_node, resources)
     started = time.perf_counter()
     await run.run()
-    outputs = {name: run.results[name].value for name in plan.results if run.results[name].status == "ok"}
+    return _plan_result(run, plan, time.perf_counter() - started)
+
+
+async def run_streamed_plan(
+    template: Plan,
+    incoming: asyncio.Queue[Node | None],
+    context: RunContext,
+    *,
+    sampling: SamplingParams,
+    concurrency: int = 4,
+    resources: PlanResources | None = None,
+    prefix: str = "",
+    on_node: Callable[[NodeResult], None] | None = None,
+) -> PlanResult:
+    """Run the nodes put on `incoming` (until None) as they arrive, on `context`: a node
+    starts the moment it and its dependencies are there, while later nodes are still being
+    written. `template` gives the roles, allocator and limits (its nodes run first); `prefix`
+    goes before every unit id."""
+    resources = resources or PlanResources()
+    resources.check(template)
+    total = context.ledger.budget.total_tokens
+    run = _PlanRun(template, context, sampling, concurrency, total, on_node, resources)
+    run.stride, run.prefix = STREAM_STRIDE, prefix
+    started = time.perf_counter()
+    await run.run(incoming)
+    final = replace(template, nodes=tuple(run.nodes.values()))
+    return _plan_result(run, final, time.perf_counter() - started)
+
+
+def _plan_result(run: _PlanRun, plan: Plan, seconds: float) -> PlanResult:
+    wanted = plan.results
+    outputs = {name: run.results[name].value for name in wanted if run.results[name].status == "ok"}
     return PlanResult(
         plan=plan.name,
         nodes=run.results,
         outputs=outputs,
-        spent=context.ledger.spent,
-        budget_tokens=total,
-        seconds=time.perf_counter() - started,
-        wanted=plan.results,
+        spent=run.context.ledger.spent,
+        budget_tokens=run.budget_tokens,
+        seconds=seconds,
+        wanted=wanted,
         topology=run.topology,
     )
 
@@ -170,6 +204,11 @@ class _PlanRun:
     ) -> None:
         self.plan = plan
         self.resources = resources
+        #: Unit indices of a node's executions lie this far apart (a streamed plan's size is not
+        #: known in advance: it gets a fixed stride).
+        self.stride = len(plan.nodes) or STREAM_STRIDE
+        #: Put before every unit id (a re-plan's units are apart from the first plan's).
+        self.prefix = ""
         self.lanes = resources.lanes()
         self.routes = {node.id: route(node, plan, bidders=resources.bidders) for node in plan.nodes}
         self.context = context
@@ -218,23 +257,33 @@ class _PlanRun:
 
     # ---- the dispatch loop ---------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, incoming: asyncio.Queue[Node | None] | None = None) -> None:
+        """Run every node; with `incoming`, also every node put on it while the run goes on (a
+        streaming planner's), until None arrives."""
         roots = [node.id for node in self.plan.nodes if self.waiting[node.id] == 0]
         for root in roots:  # a literal root readies its dependants at once: list roots first
             self._ready(root)
+        arrivals: asyncio.Future[Node | None] | None = None
+        if incoming is not None:
+            arrivals = asyncio.ensure_future(incoming.get())
         try:
-            while (self.ready or self.running) and not self.halted:
+            while (self.ready or self.running or arrivals is not None) and not self.halted:
                 while self.ready and len(self.running) < self.concurrency and not self.halted:
                     work = heapq.heappop(self.ready)
                     if self.results[work.node].status in ("ready", "running"):
                         self._start(work)
-                if not self.running:
+                if not self.running and arrivals is None:
                     continue
-                done, _ = await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+                waits: set[asyncio.Future[Any]] = {*self.running, *([arrivals] if arrivals else [])}
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task in self.running:  # else cancelled meanwhile by a fan-in or a failure
                         self._finished(self.running.pop(task), task)
+                if arrivals is not None and arrivals in done:
+                    arrivals = self._arrived(arrivals.result(), incoming)
         finally:
+            if arrivals is not None:
+                arrivals.cancel()
             for task in self.running:
                 task.cancel()
             stopped = [*self.running, *self.cancelled]
@@ -245,6 +294,47 @@ class _PlanRun:
                     if result.status in ("pending", "ready", "running"):
                         result.status, result.reason = "skipped", f"the run stopped: {self.halted}"
                         self._close(result)
+
+    def _arrived(
+        self, node: Node | None, incoming: asyncio.Queue[Node | None] | None
+    ) -> asyncio.Future[Node | None] | None:
+        """Take a streamed node into the run; the next arrival to wait for (None: no more)."""
+        if node is None or incoming is None:
+            return None
+        self.add_node(node)
+        return asyncio.ensure_future(incoming.get())
+
+    def add_node(self, node: Node) -> None:
+        """A node that arrives while the run goes on (its dependencies arrived before it: a
+        streamed plan is acyclic by construction). It starts at once when they are done."""
+        self.nodes[node.id] = node
+        self.results[node.id] = NodeResult(node.id, "")
+        self.dependants[node.id] = []
+        self.positions[node.id] = len(self.positions)
+        self.critical[node.id] = 1
+        self.routes[node.id] = route(node, self.plan, bidders=self.resources.bidders)
+        strategy = self.strategies[node.id] = self._strategy(node)
+        result = self.results[node.id]
+        result.strategy, result.role, result.route = (
+            strategy.name,
+            self.routes[node.id].role.name,
+            self.routes[node.id].reason,
+        )
+        if node.limits.budget_share is None and not node.literal:
+            self.unstarted.add(node.id)
+        self.waiting[node.id] = len(node.dependencies)
+        for dependency in node.dependencies:
+            self.dependants[dependency].append(node.id)
+        if not node.dependencies:
+            self._ready(node.id)
+            return
+        for dependency in node.dependencies:
+            status = self.results[dependency].status
+            if status == "ok":
+                self._source_done(node.id, dependency)
+            elif status in ("failed", "skipped", "cancelled") and result.status == "pending":
+                result.status, result.reason = "skipped", f"{dependency!r} {status}"
+                self._close(result)
 
     def _ready(self, node_id: str, fan_in: str | None = None) -> None:
         node = self.nodes[node_id]
@@ -333,7 +423,7 @@ class _PlanRun:
         raise _NodeFailed(last + (f" (after {attempts} attempts)" if attempts > 1 else ""))
 
     async def _once(self, node: Node, work: _Work, attempt: int) -> Any:
-        unit_id = _unit_id(node, work, attempt)
+        unit_id = self.prefix + _unit_id(node, work, attempt)
         index = self._unit_index(node, work, attempt)
         if attempt == 1:
             self.starting -= 1
@@ -376,7 +466,7 @@ class _PlanRun:
         if work.synthesis:
             slot = len(self.items[node.id]) + 1
         within = (slot + work.redo) * (node.limits.retries + 1) + attempt - 1  # maps never re-run
-        return self.positions[node.id] + len(self.plan.nodes) * within
+        return self.positions[node.id] + self.stride * within
 
     def _strategy(self, node: Node) -> Strategy:
         if node.literal:
@@ -384,6 +474,8 @@ class _PlanRun:
         if node.strategy == ALLOCATE:
             assert self.plan.allocator is not None  # validated
             return self.plan.allocator.strategy()
+        if node.strategy == SUBPLAN:
+            return _Named(SUBPLAN)
         return parse_strategy(node.strategy)
 
     def _share(self, node: Node) -> Budget | None:
@@ -607,16 +699,17 @@ class _PlanRun:
 
 
 @dataclass(frozen=True, slots=True)
-class _Literal:
-    """The strategy name of a literal node (it never runs a strategy)."""
+class _Named:
+    """The strategy name of a node that runs no strategy: a literal (it makes no call) or one a
+    node runner handles (`plan`)."""
 
     name: str = "literal"
 
     def decide(self, samples: Sequence[Sample]) -> Decision:
-        raise AssertionError("a literal node makes no call")
+        raise AssertionError(f"a {self.name} node runs no strategy")
 
 
-_LITERAL = _Literal()
+_LITERAL = _Named()
 
 
 class _NodeFailed(Exception):

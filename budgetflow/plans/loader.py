@@ -15,7 +15,7 @@ from budgetflow.plans.model import OUTPUT_TYPES, Consistency, FanIn, Limits, Nod
 from budgetflow.plans.validate import PlanError, validate_plan
 from budgetflow.types import AudioPart, ContentPart, ImagePart, VideoPart
 
-__all__ = ["load_plan", "plan_from_dict"]
+__all__ = ["load_plan", "node_from_dict", "plan_from_dict"]
 
 _LINE: Final = "__line__"
 _NODE_FIELDS: Final = (
@@ -99,6 +99,13 @@ def plan_from_dict(
     )
     validate_plan(plan)
     return plan
+
+
+def node_from_dict(entry: Any, index: int, source: str = "<plan>") -> Node:
+    """One node from its YAML/JSON shape (a streaming planner's line, say); `PlanError` naming
+    the node and field when it is malformed. Checks against the rest of a plan are
+    `validate_plan`'s."""
+    return _node(entry, index, source)
 
 
 def _node(entry: Any, index: int, source: str) -> Node:

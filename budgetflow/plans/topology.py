@@ -37,6 +37,8 @@ class Topology:
 def choose_topology(plan: Plan) -> Topology:
     """The plan's topology and why, and where consistency is checked."""
     levels = _levels(plan)
+    if not levels:  # a streamed plan before its first node
+        return Topology("sequential", "no nodes yet", 0, 0)
     depth = 1 + max(levels.values())
     counts: dict[int, int] = {}
     for level in levels.values():
