@@ -76,6 +76,8 @@ class PlanWriter:
         self._pending: list[str] = []  # this round's rejections, fed back in the next
         self._read = 0
         self._calls = 0
+        self._partial = ""  # a node written over several lines, until its braces close
+        self._streaming = False
 
     async def write(self, prompt: str) -> WrittenPlan:
         messages: list[Message] = [Message("user", prompt)]
@@ -105,6 +107,7 @@ class PlanWriter:
         unit = self._unit()
         request = Request(messages=tuple(messages), sampling=self.sampling)
         buffer, pieces = "", []
+        self._streaming = True
         try:
             async for delta in unit.stream(request):
                 if isinstance(delta, StreamTail):
@@ -116,6 +119,7 @@ class PlanWriter:
                 for line in lines:
                     self._take(line, streaming=True)
         except NotImplementedError:  # the endpoint cannot stream: the whole reply at once
+            self._streaming = False
             return await self._ask_whole(unit, request)
         except BudgetExceeded:
             self.written.starved = True
@@ -129,8 +133,10 @@ class PlanWriter:
             self.written.starved = True
             return ""
         text = response.completions[0].text
-        for line in text.split("\n"):
-            self._take(line, streaming=False)
+        *lines, last = text.split("\n")
+        for line in lines:
+            self._take(line, streaming=True)
+        self._take(last, streaming=False)
         return text
 
     def _unit(self) -> Unit:
@@ -138,9 +144,20 @@ class PlanWriter:
         return self.context.unit(name, index=self.unit_base + self._calls, kind="planner")
 
     def _take(self, line: str, *, streaming: bool) -> None:
-        text = line.strip().strip(",")
+        """One line of the planner's text: a node, part of a node written over several lines
+        (pretty-printed JSON), or prose, code fences and blank lines (ignored)."""
+        text = line.strip()
+        if self._partial:
+            self._partial += "\n" + text
+            if _depth(self._partial) > 0 and streaming:
+                return
+            text, self._partial = self._partial, ""
+        elif text.startswith("{") and _depth(text) > 0 and streaming:
+            self._partial = text
+            return
+        text = text.strip(",")
         if not text.startswith("{"):
-            return  # prose, code fences, blank lines: not nodes
+            return
         try:
             node = self._node(text)
         except (ConfigError, ValueError) as error:
@@ -149,7 +166,7 @@ class PlanWriter:
             self._pending.append(message)
             return
         self.written.accepted.append(node)
-        self.written.streamed = self.written.streamed or streaming
+        self.written.streamed = self.written.streamed or (streaming and self._streaming)
         self.written.dispatched_at.append(self._read)
         self.queue.put_nowait(node)
 
@@ -164,3 +181,18 @@ class PlanWriter:
         candidate = replace(self.template, nodes=(*self.written.accepted, node), outputs=(), source="planner")
         validate_plan(candidate)
         return node
+
+
+def _depth(text: str) -> int:
+    """Braces opened and not closed in `text`, outside JSON strings."""
+    depth, quoted, escaped = 0, False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif not quoted and char in "{}":
+            depth += 1 if char == "{" else -1
+    return depth

@@ -186,3 +186,16 @@ def test_a_node_is_planned_recursively_inside_its_own_budget() -> None:
     assert inner.tokens > 0 and result.spent.total_tokens <= 8_000
     # every call the backend served is in the task's ledger once: the nested plan's included
     assert result.spent.total_tokens == backend.served
+
+
+def test_a_node_written_over_several_lines_is_read_whole() -> None:
+    pretty = [
+        "{",
+        '  "id": "left",',
+        '  "prompt": "What is 3 + 4? {braces} in text",',
+        '  "output": "number"',
+        "}",
+    ]
+    backend = PlannerBackend(lambda request, call: pretty, _sums)
+    result = asyncio.run(run_task("What is 3 + 4?", backend, sampling=SAMPLING))
+    assert [node.id for node in result.attempts[0][0].accepted] == ["left"] and result.answer == 7
