@@ -18,7 +18,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from budgetflow.errors import BudgetExceeded, ConfigError
 from budgetflow.events import (
@@ -186,6 +186,14 @@ class Ledger:
         chain of ancestors (None: no ledger of the chain limits it)."""
         found = [h for h in (ledger.headroom(limit_name) for ledger in self._chain()) if h is not None]
         return min(found) if found else None
+
+    def extend_tokens(self, tokens: int) -> None:
+        """Raise this ledger's token limit by `tokens` (a plan handing budget that a finished node
+        left unused to the nodes still running). Its ancestors' limits still hold."""
+        if tokens <= 0 or "total_tokens" not in self._limits:
+            return
+        self.budget = replace(self.budget, total_tokens=(self.budget.total_tokens or 0) + tokens)
+        self._limits["total_tokens"] += tokens
 
     # ---- movements -------------------------------------------------------------------------
 

@@ -230,6 +230,7 @@ class _PlanRun:
         self.items_left: dict[str, int] = {}
         self.items_waiting: dict[str, int] = {}  # a map node's items not started yet
         self.live: dict[str, Unit] = {}  # running units, for what they may still spend
+        self.unit_nodes: dict[str, str] = {}  # unit id -> its node
         self.starting = 0  # executions started whose first unit is not open yet
         # Units not started yet, kept as they change (a budget share is O(1), not O(nodes)):
         # nodes without a fixed share, nodes with one, and map items.
@@ -279,6 +280,8 @@ class _PlanRun:
                 for task in done:
                     if task in self.running:  # else cancelled meanwhile by a fan-in or a failure
                         self._finished(self.running.pop(task), task)
+                if self.adaptive:
+                    self._rebalance()
                 if arrivals is not None and arrivals in done:
                     arrivals = self._arrived(arrivals.result(), incoming)
         finally:
@@ -429,6 +432,7 @@ class _PlanRun:
             self.starting -= 1
         unit = self.context.unit(unit_id, index=index, kind="node", budget=self._share(node))
         self.live[unit_id] = unit
+        self.unit_nodes[unit_id] = node.id
         result = self.results[node.id]
         if result.budget_tokens is None and unit.ledger.budget.total_tokens is not None:
             result.budget_tokens = unit.ledger.budget.total_tokens
@@ -490,9 +494,10 @@ class _PlanRun:
         free = headroom - self._claimed() - self._set_aside()
         waiting = self._units_waiting(node.id)
         allocator = self.plan.allocator
-        if node.strategy == ALLOCATE and allocator is not None and self.adaptive:
-            tokens = node_budget(free, waiting, allocator.reserve) or 0
-        else:
+        alone = not self.live and waiting == 0
+        if node.strategy == ALLOCATE and allocator is not None and self.adaptive and alone:
+            tokens = node_budget(free, waiting, allocator.reserve) or 0  # alone: may draw past its share
+        else:  # beside running units: an equal part; `_rebalance` moves what settled nodes leave
             tokens = int(free // (waiting + 1))
         return Budget(total_tokens=max(0, tokens))
 
@@ -566,6 +571,21 @@ class _PlanRun:
                 self._push(node.id, None, synthesis=True)
                 return
             self._succeed(work.node, self._reduce(node, values), f"{len(values)} items, {node.reduce}")
+
+    def _rebalance(self) -> None:
+        """Budget a finished adaptive node left unused goes to the `allocate` nodes still running
+        (an equal part each, beside the equal parts kept for units not started yet): a node that
+        started late with a small share is not starved by one that settled early."""
+        running = [
+            unit for unit in self.live.values() if self.nodes[self.unit_nodes[unit.id]].strategy == ALLOCATE
+        ]
+        headroom = self.context.ledger.headroom("total_tokens")
+        if not running or headroom is None:
+            return
+        free = headroom - self._claimed() - self._set_aside()
+        share = int(free // (len(running) + self._units_waiting("")))
+        for unit in running:
+            unit.ledger.extend_tokens(share)
 
     def _reduce(self, node: Node, values: list[Any]) -> Any:
         if node.reduce == "concat":
