@@ -23,9 +23,9 @@ import sys
 
 from budgetflow.evaluate.fanoutqa import (
     FanOutQuestion,
-    SubQuestion,
     decomposition_score,
     load_fanoutqa_dev,
+    scrambled_decomposition,
     sub_questions_of_plan,
 )
 from budgetflow.planner import Planner
@@ -34,21 +34,6 @@ from budgetflow.plans.model import Node
 from budgetflow.runtime.context import RunContext
 from budgetflow.runtime.endpoints import EndpointSpec, open_backend
 from budgetflow.types import SamplingParams
-
-
-def scrambled(gold: tuple[SubQuestion, ...], rng: random.Random) -> list[SubQuestion]:
-    words = [word for q in gold for word in q.question.split()]
-    rng.shuffle(words)
-    size = max(1, len(words) // max(1, len(gold)))
-    ids = [q.id for q in gold]
-    return [
-        SubQuestion(
-            q.id,
-            " ".join(words[i * size : (i + 1) * size]),
-            tuple(rng.sample(ids, k=min(len(q.depends_on), len(ids)))),
-        )
-        for i, q in enumerate(gold)
-    ]
 
 
 async def model_decompositions(
@@ -90,7 +75,9 @@ def main() -> None:
     questions = load_fanoutqa_dev()[: args.limit]
     rng = random.Random(0)
     gold = [decomposition_score(q.decomposition, q.decomposition) for q in questions]
-    floor = [decomposition_score(scrambled(q.decomposition, rng), q.decomposition) for q in questions]
+    floor = [
+        decomposition_score(scrambled_decomposition(q.decomposition, rng), q.decomposition) for q in questions
+    ]
     row = {"questions": len(questions), "gold": sum(gold) / len(gold), "scrambled": sum(floor) / len(floor)}
     if not args.no_model:
         spec = (

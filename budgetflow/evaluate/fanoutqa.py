@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ __all__ = [
     "SubQuestion",
     "decomposition_score",
     "load_fanoutqa_dev",
+    "scrambled_decomposition",
     "sub_questions_of_plan",
 ]
 
@@ -103,6 +105,23 @@ def _flatten(entries: Sequence[dict[str, Any]], inherited: tuple[str, ...]) -> l
         found.append(SubQuestion(entry["id"], entry["question"], depends))
         found.extend(_flatten(entry.get("decomposition") or [], depends))
     return found
+
+
+def scrambled_decomposition(gold: Sequence[SubQuestion], rng: random.Random) -> list[SubQuestion]:
+    """A floor for the scorer: the gold sub-questions' words shuffled across them, and their
+    dependencies rewired at random (as many edges per sub-question as the gold has)."""
+    words = [word for q in gold for word in q.question.split()]
+    rng.shuffle(words)
+    size = max(1, len(words) // max(1, len(gold)))
+    ids = [q.id for q in gold]
+    return [
+        SubQuestion(
+            q.id,
+            " ".join(words[index * size : (index + 1) * size]),
+            tuple(rng.sample(ids, k=min(len(q.depends_on), len(ids)))),
+        )
+        for index, q in enumerate(gold)
+    ]
 
 
 def sub_questions_of_plan(nodes: Sequence[Any]) -> list[SubQuestion]:

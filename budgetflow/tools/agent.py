@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Final, Literal
 
@@ -143,14 +143,7 @@ def _turn_request(
     if options.protocol == "native" and offer_tools:
         passthrough = (("tools", json.dumps([tool.spec.openai() for tool in options.tools])),)
     elif options.protocol == "text":
-        sampling = SamplingParams(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            stop=(*sampling.stop, _RESULT),
-            seed=sampling.seed,
-            logprobs=sampling.logprobs,
-        )
+        sampling = replace(sampling, stop=(*sampling.stop, _RESULT))
     return Request(messages=tuple(shown), sampling=sampling, passthrough=passthrough)
 
 

@@ -41,6 +41,16 @@ class ToolSpec:
     #: The argument a text-protocol call (`CALL name: …`) fills.
     main_argument: str = "input"
 
+    @classmethod
+    def one_argument(cls, name: str, description: str, argument: str, meaning: str) -> ToolSpec:
+        """A tool taking one string argument (what a text-protocol call fills)."""
+        parameters = {
+            "type": "object",
+            "properties": {argument: {"type": "string", "description": meaning}},
+            "required": [argument],
+        }
+        return cls(name, description, parameters, main_argument=argument)
+
     def openai(self) -> dict[str, Any]:
         """The entry of an OpenAI `tools` list."""
         return {
@@ -59,14 +69,6 @@ class Tool(Protocol):
 def tool_error(message: str) -> str:
     """A tool's answer to a call it cannot carry out (the model reads it and may retry)."""
     return f"error: {message}"
-
-
-def _one_argument(spec: ToolSpec, description: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {spec.main_argument: {"type": "string", "description": description}},
-        "required": [spec.main_argument],
-    }
 
 
 # ---- calculator ---------------------------------------------------------------------------------
@@ -91,15 +93,11 @@ class Calculator:
     bounded, names and attributes are refused."""
 
     spec: ToolSpec = field(
-        default_factory=lambda: ToolSpec(
+        default_factory=lambda: ToolSpec.one_argument(
             "calculator",
             "Evaluate an arithmetic expression such as (17 + 26) * 3 / 2 or sqrt(2).",
-            {
-                "type": "object",
-                "properties": {"expression": {"type": "string", "description": "the expression"}},
-                "required": ["expression"],
-            },
-            main_argument="expression",
+            "expression",
+            "the expression",
         )
     )
 
@@ -156,15 +154,11 @@ class DocumentSearch:
         self.passages = list(passages)
         self.top_k = top_k
         self._index = BM25Okapi([_words(p.text) or [""] for p in self.passages])
-        self.spec = ToolSpec(
+        self.spec = ToolSpec.one_argument(
             "search",
             "Search the user's documents; returns the most relevant passages.",
-            {
-                "type": "object",
-                "properties": {"query": {"type": "string", "description": "what to look for"}},
-                "required": ["query"],
-            },
-            main_argument="query",
+            "query",
+            "what to look for",
         )
 
     @classmethod

@@ -49,16 +49,12 @@ class PythonRunner:
     memory_bytes: int = 512 * 1024 * 1024
     max_output: int = 4000
     spec: ToolSpec = field(
-        default_factory=lambda: ToolSpec(
+        default_factory=lambda: ToolSpec.one_argument(
             "python",
             "Run a short Python program and return what it prints. No network, no files outside "
             "a scratch space, a few seconds of CPU.",
-            {
-                "type": "object",
-                "properties": {"code": {"type": "string", "description": "the program; print the result"}},
-                "required": ["code"],
-            },
-            main_argument="code",
+            "code",
+            "the program; print the result",
         )
     )
 

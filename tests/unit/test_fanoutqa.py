@@ -9,22 +9,10 @@ from budgetflow.evaluate.fanoutqa import (
     SubQuestion,
     decomposition_score,
     load_fanoutqa_dev,
+    scrambled_decomposition,
     sub_questions_of_plan,
 )
 from budgetflow.plans import plan_from_dict
-
-
-def _scrambled(gold: tuple[SubQuestion, ...], rng: random.Random) -> list[SubQuestion]:
-    """Words shuffled across sub-questions, dependencies rewired at random."""
-    words = [word for q in gold for word in q.question.split()]
-    rng.shuffle(words)
-    size = max(1, len(words) // max(1, len(gold)))
-    ids = [q.id for q in gold]
-    scrambled = []
-    for index, q in enumerate(gold):
-        depends = tuple(rng.sample(ids, k=min(len(q.depends_on), len(ids))))
-        scrambled.append(SubQuestion(q.id, " ".join(words[index * size : (index + 1) * size]), depends))
-    return scrambled
 
 
 def test_the_gold_decompositions_score_one_and_scrambled_ones_lower() -> None:
@@ -32,7 +20,9 @@ def test_the_gold_decompositions_score_one_and_scrambled_ones_lower() -> None:
     assert len(dev) == 310 and all(q.decomposition for q in dev)
     rng = random.Random(0)
     gold_scores = [decomposition_score(q.decomposition, q.decomposition) for q in dev]
-    scrambled = [decomposition_score(_scrambled(q.decomposition, rng), q.decomposition) for q in dev]
+    scrambled = [
+        decomposition_score(scrambled_decomposition(q.decomposition, rng), q.decomposition) for q in dev
+    ]
     assert min(gold_scores) == 1.0
     assert sum(scrambled) / len(scrambled) < 0.6
     assert all(s < 1.0 for s in scrambled)
