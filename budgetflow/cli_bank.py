@@ -6,6 +6,7 @@ import asyncio
 import json
 import statistics
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -29,21 +30,13 @@ from budgetflow.cli_bank_options import (
     SeedsOpt,
     TableOpt,
 )
-from budgetflow.cli_journal import (
-    JOURNAL_DEFAULT,
-    JournalOpt,
-    ReplayOpt,
-    SessionOpt,
-    interrupted,
-    open_journaling,
-)
+from budgetflow.cli_groups import option_groups
+from budgetflow.cli_journal import JournalOptions, run_journaled
 from budgetflow.cli_options import (
-    BackendOpt,
-    BaseUrlOpt,
     DatasetOpt,
+    EndpointOptions,
     LimitOpt,
     MaxTokensOpt,
-    ModelOpt,
     ModelPathOpt,
     SeedOpt,
     ThreadsOpt,
@@ -61,10 +54,11 @@ from budgetflow.evaluate.bank import (
     write_bank,
 )
 from budgetflow.evaluate.calibrate import calibrate
-from budgetflow.evaluate.datasets import load_dataset
+from budgetflow.evaluate.datasets import Dataset, load_dataset
 from budgetflow.evaluate.replay import ReplayConfig, ReplaySummary, replay_bank
+from budgetflow.evaluate.session import Journaling
 from budgetflow.events import EventStream
-from budgetflow.runtime.endpoints import open_backend
+from budgetflow.runtime.endpoints import EndpointSpec, open_backend
 from budgetflow.types import SamplingParams
 
 bank_app = typer.Typer(
@@ -75,91 +69,90 @@ bank_app.command("tune")(tune_command)
 T = TypeVar("T")
 
 
-@bank_app.command("record")
-def record_command(
-    output: Annotated[Path, typer.Option(help="Where to write the bank (JSONL).")],
-    dataset: DatasetOpt = "chain_sum",
-    limit: LimitOpt = 50,
-    seed: SeedOpt = 0,
-    k: Annotated[int, typer.Option(min=1, help="Samples per question (plus one greedy answer).")] = 16,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature of the K samples.")] = 0.5,
-    max_tokens: MaxTokensOpt = 48,
-    backend: BackendOpt = "embedded",
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    threads: ThreadsOpt = None,
+@dataclass(frozen=True)
+class RecordOptions:
+    output: Annotated[Path, typer.Option(help="Where to write the bank (JSONL).")]
+    dataset: DatasetOpt = "chain_sum"
+    limit: LimitOpt = 50
+    seed: SeedOpt = 0
+    k: Annotated[int, typer.Option(min=1, help="Samples per question (plus one greedy answer).")] = 16
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature of the K samples.")] = 0.5
+    max_tokens: MaxTokensOpt = 48
     prompt_ensemble: Annotated[
         bool,
         typer.Option(
             help="Spread the K samples over each question's alternative prompts (built-in tasks: four "
             "few-shot variants); the greedy answer keeps the question's own prompt."
         ),
-    ] = False,
+    ] = False
     verify: Annotated[
         bool,
         typer.Option(
             help="Also score every answer with the likelihood verifier while its prompt is cached "
             "(embedded backend; the same scores `bank score` adds later)."
         ),
-    ] = False,
-    journal: JournalOpt = JOURNAL_DEFAULT,
-    session: SessionOpt = None,
-    replay: ReplayOpt = False,
-) -> None:
+    ] = False
+
+    @property
+    def partial(self) -> Path:
+        """Where finished questions are appended as they finish."""
+        return self.output.with_suffix(self.output.suffix + ".partial.jsonl")
+
+
+@bank_app.command("record")
+@option_groups
+def record_command(options: RecordOptions, endpoint: EndpointOptions, journaled: JournalOptions) -> None:
     """Draw one greedy answer and K samples per question with any backend, and write a bank.
     Journaled like `eval`: a killed recording continues with `budgetflow resume SESSION`."""
     try:
-        data = load_dataset(dataset, limit=limit, seed=seed)
+        data = load_dataset(options.dataset, limit=options.limit, seed=options.seed)
         # a bank is reference data: the embedded model records it one request at a time, so the
         # same seed gives the same bank whatever else runs (continuous batching would not)
-        spec = endpoint_spec(
-            backend, base_url, model, "OPENAI_API_KEY", 120.0, None, threads, batching="serial"
-        )
-        sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
-        setting = (spec, data.name, len(data), k, temperature, max_tokens, seed, prompt_ensemble, verify)
-        journaling = open_journaling(journal, session, setting, replay=replay)
+        spec = endpoint.spec(batching="serial")
+        journaling = journaled.open((spec, data.name, len(data), options))
     except BudgetflowError as exc:
         raise exit_for(exc) from None
+
+    async def record(advance: Callable[[object], None]) -> list[BankQuestion]:
+        return await _record(data, spec, options, journaling, advance)
+
+    bank = run_journaled(journaling, lambda: _with_progress("recording", len(data), record))
+    write_bank(options.output, bank)
+    mean_correct = statistics.fmean(sum(s.correct for s in q.samples) / len(q.samples) for q in bank)
+    greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
+    console.print(f"bank of {len(bank)} questions x {options.k} samples written to {options.output}")
+    stdout.print(f"greedy accuracy {greedy:.1%}, mean sample accuracy {mean_correct:.1%}")
+
+
+async def _record(
+    data: Dataset,
+    spec: EndpointSpec,
+    options: RecordOptions,
+    journaling: Journaling,
+    advance: Callable[[object], None],
+) -> list[BankQuestion]:
     chosen = journaling.backends((spec,))[0]
     events = EventStream(journaling.run_id("bank"))
     if not journaling.replay:
         journaling.journal.attach(events)
-    recorded = journaling.journal.recorded(events.run_id)
-    partial = output.with_suffix(output.suffix + ".partial.jsonl")
 
-    async def record(advance: Callable[[object], None]) -> list[BankQuestion]:
-        def finished(entry: BankQuestion) -> None:
-            append_bank_line(partial, entry)  # on disk at once, not only at the end
-            advance(entry)
+    def finished(entry: BankQuestion) -> None:
+        append_bank_line(options.partial, entry)  # on disk at once, not only at the end
+        advance(entry)
 
-        async with chosen:
-            return await record_bank(
-                data,
-                chosen,
-                k=k,
-                sampling=sampling,
-                temperature=temperature,
-                on_question=finished,
-                ensemble=prompt_ensemble,
-                verify=verify,
-                events=events,
-                recorded=recorded,
-            )
-
-    try:
-        bank = _with_progress("recording", len(data), record)
-        journaling.journal.finish_session(journaling.session)
-    except KeyboardInterrupt:
-        raise interrupted(journaling) from None
-    except BudgetflowError as exc:
-        raise exit_for(exc) from None
-    finally:
-        journaling.journal.close()
-    write_bank(output, bank)
-    mean_correct = statistics.fmean(sum(s.correct for s in q.samples) / len(q.samples) for q in bank)
-    greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
-    console.print(f"bank of {len(bank)} questions x {k} samples written to {output}")
-    stdout.print(f"greedy accuracy {greedy:.1%}, mean sample accuracy {mean_correct:.1%}")
+    async with chosen:
+        return await record_bank(
+            data,
+            chosen,
+            k=options.k,
+            sampling=SamplingParams(max_tokens=options.max_tokens, seed=options.seed),
+            temperature=options.temperature,
+            on_question=finished,
+            ensemble=options.prompt_ensemble,
+            verify=options.verify,
+            events=events,
+            recorded=journaling.journal.recorded(events.run_id),
+        )
 
 
 def _with_progress(

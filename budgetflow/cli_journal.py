@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -21,11 +22,15 @@ from budgetflow.journal import Journal
 __all__ = [
     "JOURNAL_DEFAULT",
     "JournalOpt",
+    "JournalOptions",
     "SessionOpt",
     "interrupted",
     "open_journaling",
     "resume_arguments",
+    "run_journaled",
 ]
+
+T = TypeVar("T")
 
 JOURNAL_DEFAULT = ".budgetflow/journal.sqlite"
 OUTPUT = "Output"
@@ -76,12 +81,40 @@ def interrupted(journaling: Journaling) -> typer.Exit:
     return typer.Exit(130)
 
 
+def run_journaled(journaling: Journaling, work: Callable[[], T]) -> T:
+    """`work()` (a command's run) with its session closed when it finishes; Ctrl-C says what was
+    kept and how to resume, a library error exits with its message, and the journal is closed
+    either way."""
+    try:
+        result = work()
+        journaling.journal.finish_session(journaling.session)
+        return result
+    except KeyboardInterrupt:
+        raise interrupted(journaling) from None
+    except BudgetflowError as exc:
+        raise exit_for(exc) from None
+    finally:
+        journaling.journal.close()
+
+
 ReplayOpt = Annotated[
     bool,
     typer.Option(
         rich_help_panel=OUTPUT, help="With --session: answer every call from the journal, send none."
     ),
 ]
+
+
+@dataclass(frozen=True)
+class JournalOptions:
+    """Where a command journals its calls, and which session it resumes or replays."""
+
+    journal: JournalOpt = JOURNAL_DEFAULT
+    session: SessionOpt = None
+    replay: ReplayOpt = False
+
+    def open(self, config: object) -> Journaling:
+        return open_journaling(self.journal, self.session, config, replay=self.replay)
 
 
 def resume_arguments(session: str, journal: str, *, replay: bool = False) -> list[str]:

@@ -7,6 +7,7 @@ range x>=1`), before anything runs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -37,6 +38,7 @@ __all__ = [
     "ConfidenceWeightOpt",
     "DatasetOpt",
     "DeadlineOpt",
+    "EndpointOptions",
     "FirstKOpt",
     "GreedyEvidenceOpt",
     "IdFieldOpt",
@@ -426,6 +428,32 @@ OutputOpt = Annotated[
     ),
 ]
 PlotsOpt = Annotated[bool, typer.Option(rich_help_panel=OUTPUT, help="Write the PNG plots beside --output.")]
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    """Which backend answers: the options every command that sends requests shares."""
+
+    backend: BackendOpt = "embedded"
+    base_url: BaseUrlOpt = None
+    model: ModelOpt = None
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY"
+    timeout: TimeoutOpt = 120.0
+    model_path: ModelPathOpt = None
+    threads: ThreadsOpt = None
+
+    def spec(self, limits: EndpointLimits | None = None, batching: str = "continuous") -> EndpointSpec:
+        return endpoint_spec(
+            self.backend,
+            self.base_url,
+            self.model,
+            self.api_key_env,
+            self.timeout,
+            self.model_path,
+            self.threads,
+            limits,
+            batching,
+        )
 
 
 def endpoint_spec(

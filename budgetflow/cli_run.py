@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,32 +13,16 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from budgetflow.cli_journal import (
-    JOURNAL_DEFAULT,
-    JournalOpt,
-    ReplayOpt,
-    SessionOpt,
-    interrupted,
-    open_journaling,
-)
-from budgetflow.cli_options import (
-    ApiKeyEnvOpt,
-    BackendConcurrencyOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    ModelPathOpt,
-    SeedOpt,
-    ThreadsOpt,
-    TimeoutOpt,
-    endpoint_spec,
-)
+from budgetflow.cli_groups import option_groups
+from budgetflow.cli_journal import JournalOptions, run_journaled
+from budgetflow.cli_options import BackendConcurrencyOpt, EndpointOptions, MaxTokensOpt, SeedOpt
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError, ConfigError
+from budgetflow.evaluate.session import Journaling
 from budgetflow.events import EventStream
-from budgetflow.plans import NodeResult, PlanResult, load_plan, run_plan
+from budgetflow.plans import NodeResult, Plan, PlanResult, load_plan, run_plan
 from budgetflow.runtime.context import EndpointLimits
+from budgetflow.runtime.endpoints import EndpointSpec
 from budgetflow.types import SamplingParams
 
 __all__ = ["plan_json", "run_command"]
@@ -45,8 +30,8 @@ __all__ = ["plan_json", "run_command"]
 PLAN = "Plan"
 
 
-def run_command(
-    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan: a YAML or JSON file.")],
+@dataclass(frozen=True)
+class PlanOptions:
     budget_tokens: Annotated[
         int | None,
         typer.Option(
@@ -55,7 +40,7 @@ def run_command(
             help="Hard cap on the plan's tokens (replaces the plan's budget_tokens); split across "
             "its nodes by their shares, else evenly, else by the plan's allocator.",
         ),
-    ] = None,
+    ] = None
     allocator: Annotated[
         str | None,
         typer.Option(
@@ -63,78 +48,73 @@ def run_command(
             help="The allocator of the plan's `allocate` nodes (replaces the plan's): uniform, "
             "online, difficulty, early_stop …",
         ),
-    ] = None,
+    ] = None
     concurrency: Annotated[
         int, typer.Option(min=1, rich_help_panel=PLAN, help="Node executions in flight at once.")
-    ] = 4,
-    max_tokens: MaxTokensOpt = 128,
-    seed: SeedOpt = 0,
+    ] = 4
+    max_tokens: MaxTokensOpt = 128
+    seed: SeedOpt = 0
     output: Annotated[
         Path | None, typer.Option(rich_help_panel=PLAN, help="Write the result and every node as JSON.")
-    ] = None,
-    backend: BackendOpt = "embedded",
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-    timeout: TimeoutOpt = 120.0,
-    model_path: ModelPathOpt = None,
-    threads: ThreadsOpt = None,
-    backend_concurrency: BackendConcurrencyOpt = 8,
-    journal: JournalOpt = JOURNAL_DEFAULT,
-    session: SessionOpt = None,
-    replay: ReplayOpt = False,
+    ] = None
+    backend_concurrency: BackendConcurrencyOpt = 8
+
+    def limits(self) -> EndpointLimits:
+        return EndpointLimits(concurrency=self.backend_concurrency)
+
+
+@option_groups
+def run_command(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="The plan: a YAML or JSON file.")],
+    options: PlanOptions,
+    endpoint: EndpointOptions,
+    journaled: JournalOptions,
 ) -> None:
     """Run a plan: every node starts when its inputs are ready, within the budget.
 
     Prints the plan's outputs and, per node, its strategy, samples, tokens, budget share,
     seconds and why it stopped. Journaled: a killed run continues with `budgetflow resume`."""
     try:
-        plan = load_plan(plan_file, budget_tokens=budget_tokens, allocator=allocator)
-        limits = EndpointLimits(concurrency=backend_concurrency)
-        spec = endpoint_spec(backend, base_url, model, api_key_env, timeout, model_path, threads, limits)
-        sampling = SamplingParams(max_tokens=max_tokens, seed=seed)
-        setting = (spec, plan, concurrency, max_tokens, seed)
-        journaling = open_journaling(journal, session, setting, replay=replay)
+        plan = load_plan(plan_file, budget_tokens=options.budget_tokens, allocator=options.allocator)
+        spec = endpoint.spec(options.limits())
+        setting = (spec, plan, options.concurrency, options.max_tokens, options.seed)
+        journaling = journaled.open(setting)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
+    with console.status(f"running {plan.name} ({len(plan.nodes)} nodes)"):
+        result = run_journaled(journaling, lambda: asyncio.run(_execute(plan, spec, options, journaling)))
+    _show(result)
+    if options.output is not None:
+        _write(options.output, plan_json(result, session=journaling.session))
+    if not result.complete:
+        raise typer.Exit(1)
+
+
+async def _execute(
+    plan: Plan, spec: EndpointSpec, options: PlanOptions, journaling: Journaling
+) -> PlanResult:
+    """The plan on the chosen backend, its events journaled (answered from the journal when
+    resuming or replaying)."""
     chosen = journaling.backends((spec,))[0]
     events = EventStream(journaling.run_id("plan"))
     if not journaling.replay:
         journaling.journal.attach(events)
-    recorded = journaling.journal.recorded(events.run_id)
 
     def finished(node: NodeResult) -> None:
         if node.status != "ok":
             console.print(escape(f"{node.node}: {node.status} — {node.reason}"), highlight=False)
 
-    async def execute() -> PlanResult:
-        async with chosen:
-            return await run_plan(
-                plan,
-                chosen,
-                sampling=sampling,
-                concurrency=concurrency,
-                limits=limits,
-                events=events,
-                on_node=finished,
-                recorded=recorded,
-            )
-
-    try:
-        with console.status(f"running {plan.name} ({len(plan.nodes)} nodes)"):
-            result = asyncio.run(execute())
-        journaling.journal.finish_session(journaling.session)
-    except KeyboardInterrupt:
-        raise interrupted(journaling) from None
-    except BudgetflowError as exc:
-        raise exit_for(exc) from None
-    finally:
-        journaling.journal.close()
-    _show(result)
-    if output is not None:
-        _write(output, plan_json(result, session=journaling.session))
-    if not result.complete:
-        raise typer.Exit(1)
+    async with chosen:
+        return await run_plan(
+            plan,
+            chosen,
+            sampling=SamplingParams(max_tokens=options.max_tokens, seed=options.seed),
+            concurrency=options.concurrency,
+            limits=options.limits(),
+            events=events,
+            on_node=finished,
+            recorded=journaling.journal.recorded(events.run_id),
+        )
 
 
 def _show(result: PlanResult) -> None:

@@ -113,7 +113,7 @@ def test_progress_spend_counts_every_settled_reservation() -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from budgetflow.cli import _ProgressView
+    from budgetflow.cli_eval import _ProgressView
     from budgetflow.events import BudgetReserved, BudgetSettled
     from budgetflow.types import Spend
 

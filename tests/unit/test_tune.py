@@ -171,7 +171,7 @@ def test_bank_tune_then_eval_with_the_policy(stub_url: str, tmp_path: Path) -> N
 
 
 def test_allocators_default_to_greedy_evidence_and_confidence_votes_where_logprobs_are_sure() -> None:
-    from budgetflow.cli import _confidence_weight
+    from budgetflow.cli_eval_options import confidence_weight_for as _confidence_weight
     from budgetflow.cli_options import CONFIDENCE_WEIGHT_DEFAULT, GREEDY_EVIDENCE_DEFAULT
 
     assert GREEDY_EVIDENCE_DEFAULT is True
