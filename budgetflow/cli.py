@@ -22,6 +22,7 @@ from budgetflow.cli_run import run_command
 from budgetflow.cli_serve import keys_app, serve_command
 from budgetflow.errors import BudgetflowError
 from budgetflow.evaluate.datasets import BUILTIN_DATASETS, BUILTIN_MIXES
+from budgetflow.runtime.collector import tune_garbage_collector
 
 app = typer.Typer(
     help="budgetflow: turn a fixed inference budget into the most correct answers.",
@@ -47,6 +48,7 @@ def main(
     ] = False,
 ) -> None:
     """Run evaluations on the embedded model or any OpenAI-compatible endpoint."""
+    tune_garbage_collector()
 
 
 @app.command("datasets")
