@@ -148,7 +148,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         process.kill()
         process.wait()
-    rps = {name: statistics.median(values) for name, values in rates.items()}
+    median_rps = {name: statistics.median(values) for name, values in rates.items()}
     p50 = {name: statistics.median(values) * 1000 for name, values in latencies.items()}
     ratio = _round_ratio(rates, "engine")
     quiet_ratio = _round_ratio(rates, "quiet")
@@ -156,9 +156,9 @@ async def main(args: argparse.Namespace) -> None:
     assert not silent.events, "the quiet run had no subscriber"
     print(
         "\n| client | req/s at c=64 (median) | p50 ms at c=1 |\n|---|---|---|\n"
-        f"| budgetflow core, every event kept | {rps['engine']:.0f} | {p50['engine']:.3f} |\n"
-        f"| budgetflow core, no subscriber | {rps['quiet']:.0f} | {p50['quiet']:.3f} |\n"
-        f"| plain aiohttp + json | {rps['raw']:.0f} | {p50['raw']:.3f} |\n"
+        f"| budgetflow core, every event kept | {median_rps['engine']:.0f} | {p50['engine']:.3f} |\n"
+        f"| budgetflow core, no subscriber | {median_rps['quiet']:.0f} | {p50['quiet']:.3f} |\n"
+        f"| plain aiohttp + json | {median_rps['raw']:.0f} | {p50['raw']:.3f} |\n"
         f"| openai SDK alone | {reference or 0:.0f} | - |\n"
         f"ratio {ratio:.2f} (no subscriber: {quiet_ratio:.2f}; medians over rounds of each round's "
         "ratio to plain aiohttp), "
@@ -169,11 +169,11 @@ async def main(args: argparse.Namespace) -> None:
     print(
         json.dumps(
             {
-                "engine_rps": round(rps["engine"], 1),
-                "raw_rps": round(rps["raw"], 1),
+                "engine_rps": round(median_rps["engine"], 1),
+                "raw_rps": round(median_rps["raw"], 1),
                 "ratio": round(ratio, 3),
                 "p50_added_ms": round(p50["engine"] - p50["raw"], 4),
-                "quiet_rps": round(rps["quiet"], 1),
+                "quiet_rps": round(median_rps["quiet"], 1),
                 "ratio_no_subscriber": round(quiet_ratio, 3),
                 "p50_added_ms_no_subscriber": round(p50["quiet"] - p50["raw"], 4),
                 "sdk_rps": round(reference, 1) if reference else None,
