@@ -18,7 +18,10 @@ a subscriber keeping every event, strategies run by the execution core.
   benchmark's own virtual environment (benchmarks/.langgraph-venv, made on first use; LangGraph
   is not a dependency of budgetflow).
 
-    python benchmarks/makespan.py [--sizes 200 1000 10000] [--concurrency 16] [--langgraph]
+The process runs with the collector setting of budgetflow's own commands (first threshold 10,000,
+`budgetflow.runtime.collector`); `--default-gc` keeps CPython's.
+
+    python benchmarks/makespan.py [--sizes 200 1000 10000] [--concurrency 16] [--langgraph] [--default-gc]
 
 Last stdout line: {"makespan_over_bound": worst over sizes, "langgraph_over_bound": …,
 "us_per_node": worst over sizes, "langgraph_us_per_node": …, "sizes": {...}}
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -43,6 +47,7 @@ from budgetflow.backends.scripted import FunctionBackend
 from budgetflow.budget import Budget
 from budgetflow.events import Event, EventStream
 from budgetflow.plans import Plan, plan_from_dict, run_plan
+from budgetflow.runtime.collector import tune_garbage_collector
 from budgetflow.runtime.context import RunContext
 from budgetflow.runtime.strategy_runner import run_strategy
 from budgetflow.strategies.parse import parse_strategy
@@ -217,7 +222,10 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--langgraph", action="store_true", help="Also run LangGraph (own venv).")
+    parser.add_argument("--default-gc", action="store_true", help="Keep CPython's collector thresholds.")
     arguments = parser.parse_args()
+    if not arguments.default_gc:
+        tune_garbage_collector()
     rng = random.Random(arguments.seed)
     rows: dict[str, dict[str, Any]] = {}
     header = (
@@ -277,6 +285,7 @@ def main() -> None:
         "median_ms": arguments.median_ms,
         "sigma": arguments.sigma,
         "cpus": os.cpu_count(),
+        "gc_threshold": gc.get_threshold()[0],
         "sizes": rows,
     }
     print(json.dumps(summary))

@@ -11,7 +11,8 @@ from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget
 from budgetflow.events import EventStream
 from budgetflow.planner.writer import PLANNER_UNIT_BASE, PlanWriter, WrittenPlan, planner_prompt
-from budgetflow.plans.executor import PlanResult, run_streamed_plan
+from budgetflow.plans.executor import run_streamed_plan
+from budgetflow.plans.results import PlanResult
 from budgetflow.plans.model import SUBPLAN, Node, Plan, Role
 from budgetflow.plans.node_runner import NodeCall, NodeRunner, PlanResources
 from budgetflow.plans.outputs import render

@@ -7,9 +7,10 @@ moment its inputs are ready, the longest remaining critical path first, each one
 fan-in policies (`all`, `first`, `quorum`).
 """
 
-from budgetflow.plans.executor import NodeResult, PlanResult, run_plan
+from budgetflow.plans.executor import run_plan
 from budgetflow.plans.loader import load_plan, plan_from_dict
 from budgetflow.plans.model import FanIn, Limits, Node, Plan, Role
+from budgetflow.plans.results import NodeResult, PlanResult
 from budgetflow.plans.validate import PlanError, validate_plan
 
 __all__ = [

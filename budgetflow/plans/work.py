@@ -1,0 +1,87 @@
+"""The scheduler's pieces of work and the small rules about them: how a node execution is named
+and indexed, how prompts are filled in, and each node's critical path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from budgetflow.plans.model import REFERENCE, Node, Plan
+from budgetflow.plans.validate import topological_order
+from budgetflow.strategies.base import Decision, Sample
+
+__all__ = [
+    "LITERAL",
+    "NamedStrategy",
+    "NodeFailed",
+    "Work",
+    "critical_paths",
+    "describe_error",
+    "substitute",
+    "unit_id_of",
+]
+
+
+@dataclass(order=True, slots=True)
+class Work:
+    priority: int
+    order: int
+    node: str = field(compare=False)
+    item: int | None = field(compare=False, default=None)
+    fan_in: str | None = field(compare=False, default=None)
+    #: Which run of the node this is: 0 first, k its k-th re-run by a consistency check.
+    redo: int = field(compare=False, default=0)
+    #: A map node's synthesis call (`reduce: synthesize`), after its items.
+    synthesis: bool = field(compare=False, default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NamedStrategy:
+    """The strategy name of a node that runs no strategy: a literal (it makes no call) or one a
+    node runner handles (`plan`)."""
+
+    name: str = "literal"
+
+    def decide(self, samples: Sequence[Sample]) -> Decision:
+        raise AssertionError(f"a {self.name} node runs no strategy")
+
+
+LITERAL = NamedStrategy()
+
+
+class NodeFailed(Exception):
+    """A node's last attempt failed; the message says why."""
+
+
+def unit_id_of(node: Node, work: Work, attempt: int) -> str:
+    """`node`, `node[3]` (an item), `node/synthesis`, `node/redo1` (a re-run), with `/try2` …"""
+    unit_id = node.id
+    if work.item is not None:
+        unit_id += f"[{work.item}]"
+    if work.synthesis:
+        unit_id += "/synthesis"
+    if work.redo:
+        unit_id += f"/redo{work.redo}"
+    return unit_id + ("" if attempt == 1 else f"/try{attempt}")
+
+
+def describe_error(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error)
+
+
+def substitute(prompt: str, values: dict[str, str]) -> str:
+    return REFERENCE.sub(lambda match: values.get(match.group(1), match.group(0)), prompt)
+
+
+def critical_paths(plan: Plan) -> dict[str, int]:
+    """Per node, the number of nodes on the longest path from it to a sink (itself included)."""
+    dependants: dict[str, list[str]] = {node.id: [] for node in plan.nodes}
+    for node in plan.nodes:
+        for dependency in node.dependencies:
+            dependants[dependency].append(node.id)
+    length: dict[str, int] = {}
+    for name in reversed(topological_order(plan)):
+        length[name] = 1 + max((length[d] for d in dependants[name]), default=0)
+    return length
