@@ -12,10 +12,10 @@ from budgetflow.budget import Budget
 from budgetflow.events import EventStream
 from budgetflow.planner.writer import PLANNER_UNIT_BASE, PlanWriter, WrittenPlan, planner_prompt
 from budgetflow.plans.executor import run_streamed_plan
-from budgetflow.plans.results import PlanResult
 from budgetflow.plans.model import SUBPLAN, Node, Plan, Role
 from budgetflow.plans.node_runner import NodeCall, NodeRunner, PlanResources
 from budgetflow.plans.outputs import render
+from budgetflow.plans.results import PlanResult
 from budgetflow.runtime.context import RunContext
 from budgetflow.runtime.strategy_runner import StrategyOutcome, run_strategy
 from budgetflow.strategies.parse import parse_strategy

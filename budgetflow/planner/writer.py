@@ -77,7 +77,7 @@ class PlanWriter:
         self._read = 0
         self._calls = 0
         self._partial = ""  # a node written over several lines, until its braces close
-        self._streaming = False
+        self._live = False  # whether the reply arrives as a stream (nodes dispatched as written)
 
     async def write(self, prompt: str) -> WrittenPlan:
         messages: list[Message] = [Message("user", prompt)]
@@ -107,7 +107,7 @@ class PlanWriter:
         unit = self._unit()
         request = Request(messages=tuple(messages), sampling=self.sampling)
         buffer, pieces = "", []
-        self._streaming = True
+        self._live = True
         try:
             async for delta in unit.stream(request):
                 if isinstance(delta, StreamTail):
@@ -117,13 +117,13 @@ class PlanWriter:
                 buffer += delta
                 *lines, buffer = buffer.split("\n")
                 for line in lines:
-                    self._take(line, streaming=True)
+                    self._take(line, more_follows=True)
         except NotImplementedError:  # the endpoint cannot stream: the whole reply at once
-            self._streaming = False
+            self._live = False
             return await self._ask_whole(unit, request)
         except BudgetExceeded:
             self.written.starved = True
-        self._take(buffer, streaming=False)
+        self._take(buffer, more_follows=False)
         return "".join(pieces)
 
     async def _ask_whole(self, unit: Unit, request: Request) -> str:
@@ -135,24 +135,25 @@ class PlanWriter:
         text = response.completions[0].text
         *lines, last = text.split("\n")
         for line in lines:
-            self._take(line, streaming=True)
-        self._take(last, streaming=False)
+            self._take(line, more_follows=True)
+        self._take(last, more_follows=False)
         return text
 
     def _unit(self) -> Unit:
         name = f"{self.prefix}planner" + ("" if self._calls == 1 else f"/repair{self._calls - 1}")
         return self.context.unit(name, index=self.unit_base + self._calls, kind="planner")
 
-    def _take(self, line: str, *, streaming: bool) -> None:
+    def _take(self, line: str, *, more_follows: bool) -> None:
         """One line of the planner's text: a node, part of a node written over several lines
-        (pretty-printed JSON), or prose, code fences and blank lines (ignored)."""
+        (pretty-printed JSON), or prose, code fences and blank lines (ignored). `more_follows`: the
+        reply goes on after this line (an unclosed node waits for the rest)."""
         text = line.strip()
         if self._partial:
             self._partial += "\n" + text
-            if _depth(self._partial) > 0 and streaming:
+            if _depth(self._partial) > 0 and more_follows:
                 return
             text, self._partial = self._partial, ""
-        elif text.startswith("{") and _depth(text) > 0 and streaming:
+        elif text.startswith("{") and _depth(text) > 0 and more_follows:
             self._partial = text
             return
         text = text.strip(",")
@@ -166,7 +167,7 @@ class PlanWriter:
             self._pending.append(message)
             return
         self.written.accepted.append(node)
-        self.written.streamed = self.written.streamed or (streaming and self._streaming)
+        self.written.streamed = self.written.streamed or (more_follows and self._live)
         self.written.dispatched_at.append(self._read)
         self.queue.put_nowait(node)
 
