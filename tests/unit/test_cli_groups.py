@@ -56,7 +56,7 @@ def test_a_command_gets_one_object_per_group_from_flat_options() -> None:
 
 
 def test_group_defaults_ranges_and_help_are_the_fields_own() -> None:
-    app, seen = _app()
+    app, _ = _app()
     assert CliRunner().invoke(app, []).output.strip() == "hello world!"
     refused = CliRunner().invoke(app, ["--times", "0"])
     assert refused.exit_code == 2 and "--times" in refused.output
