@@ -55,6 +55,8 @@ DEFAULTS = {
 FIXED = (
     Policy(allocator="online", use_greedy=True),
     Policy(allocator="online", use_greedy=True, confidence_weight=10.0),
+    Policy(allocator="online", use_greedy=True, greedy_weight=4.0, confidence_weight=10.0),
+    Policy(allocator="online", use_greedy=True, confidence_weight=10.0, verifier_weight=3.0),
     Policy(allocator="uniform", use_greedy=True, confidence_weight=10.0),
     Policy(allocator="difficulty", use_greedy=True),
     Policy(allocator="early_stop", use_greedy=True),

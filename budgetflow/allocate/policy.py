@@ -32,6 +32,8 @@ class Policy:
 
     allocator: str = "uniform"
     use_greedy: bool = True
+    #: How many samples the greedy answer's vote weighs (with `use_greedy`).
+    greedy_weight: float = 1.0
     confidence_weight: float | None = None
     verifier_weight: float | None = None
     stop_confidence: float | None = None
@@ -43,6 +45,7 @@ class Policy:
         return make_allocator(
             self.allocator,
             use_greedy=self.use_greedy,
+            greedy_weight=self.greedy_weight,
             cap=cap,
             confidence_weight=self.confidence_weight,
             verifier_weight=self.verifier_weight,
@@ -57,7 +60,7 @@ class Policy:
         if self.allocator == "early_stop":
             parts[0] += f"({self.stop_confidence or 0.85:g}/{self.hopeless_after})"
         if self.use_greedy:
-            parts.append("greedy")
+            parts.append("greedy" if self.greedy_weight == 1 else f"greedy({self.greedy_weight:g})")
         if self.confidence_weight is not None:
             parts.append(f"confidence({self.confidence_weight:g})")
         if self.verifier_weight is not None:

@@ -1,9 +1,10 @@
 """Choose the whole allocation policy on a calibration bank, and say how it does on held-out data.
 
 Candidates (`candidate_policies`): every allocator (uniform, online, difficulty, early_stop with
-two stop rules) with and without the greedy answer as evidence, with plain votes and, where the
-bank has what they need, confidence-weighted (mean token log-probabilities) and verifier-weighted
-votes (verifier scores), and, when the bank comes at several temperatures, each temperature.
+two stop rules) without the greedy answer as evidence or with it weighing one or four samples,
+with plain votes and, where the bank has what they need, confidence-weighted (mean token
+log-probabilities), verifier-weighted (verifier scores) or both, and, when the bank comes at
+several temperatures, each temperature.
 "Uniform with greedy evidence, plain votes" (`BASELINE`) is among them.
 
 Every candidate is replayed on the bank at each budget (`replay_questions`; several pooled
@@ -49,6 +50,12 @@ __all__ = [
 BASELINE = Policy(allocator="uniform", use_greedy=True)
 CONFIDENCE_WEIGHTS = (10.0, 20.0)
 VERIFIER_WEIGHTS = (1.0, 3.0)
+#: Confidence and verifier weights together (on the five banks of benchmarks/policies.py the
+#: pair beat either alone on three: a verifier that misleads on one family is held in check).
+BOTH_WEIGHTS = ((10.0, 3.0),)
+#: How many samples the greedy answer's vote may weigh (4: where greedy decoding beats noisy
+#: samples, as on letter counting and T=1.0 multiplication, a few samples no longer outvote it).
+GREEDY_WEIGHTS = (1.0, 4.0)
 EARLY_STOP_RULES = ((0.85, 4), (0.95, 6))
 ALLOCATORS = ("uniform", "online", "difficulty", "early_stop")
 
@@ -100,28 +107,38 @@ def candidate_policies(
     bank: Sequence[BankQuestion], temperatures: Sequence[float | None] = (None,)
 ) -> list[Policy]:
     """Every policy `tune` considers on `bank` (votes limited to what its samples carry)."""
+    policies = [
+        Policy(
+            allocator=allocator,
+            use_greedy=greedy_weight is not None,
+            greedy_weight=greedy_weight or 1.0,
+            confidence_weight=confidence,
+            verifier_weight=verifier,
+            stop_confidence=stop,
+            hopeless_after=hopeless,
+        )
+        for allocator in ALLOCATORS
+        for greedy_weight in (*GREEDY_WEIGHTS, None)
+        for confidence, verifier in _votes(bank)
+        for stop, hopeless in (EARLY_STOP_RULES if allocator == "early_stop" else ((None, 4),))
+    ]
+    return [replace(p, temperature=t) for t in temperatures for p in policies]
+
+
+def _votes(bank: Sequence[BankQuestion]) -> list[tuple[float | None, float | None]]:
+    """(confidence weight, verifier weight) pairs the bank's samples can be counted with: plain
+    votes, confidence- or verifier-weighted, and both together."""
     samples = [s for q in bank for s in q.samples if s.answer is not None]
     votes: list[tuple[float | None, float | None]] = [(None, None)]
-    if all(s.mean_logprob is not None for s in samples):
+    confident = all(s.mean_logprob is not None for s in samples)
+    verified = all(s.verifier_score is not None for s in samples)
+    if confident:
         votes += [(weight, None) for weight in CONFIDENCE_WEIGHTS]
-    if all(s.verifier_score is not None for s in samples):
+    if verified:
         votes += [(None, weight) for weight in VERIFIER_WEIGHTS]
-    policies = []
-    for allocator in ALLOCATORS:
-        rules = EARLY_STOP_RULES if allocator == "early_stop" else ((None, 4),)
-        for greedy in (True, False):
-            for (confidence, verifier), (stop, hopeless) in ((v, r) for v in votes for r in rules):
-                policies.append(
-                    Policy(
-                        allocator=allocator,
-                        use_greedy=greedy,
-                        confidence_weight=confidence,
-                        verifier_weight=verifier,
-                        stop_confidence=stop,
-                        hopeless_after=hopeless,
-                    )
-                )
-    return [replace(p, temperature=t) for t in temperatures for p in policies]
+    if confident and verified:
+        votes += list(BOTH_WEIGHTS)
+    return votes
 
 
 def tune(
