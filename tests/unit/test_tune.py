@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from budgetflow.allocate.policy import Policy, PolicyTable
+from budgetflow.answers.voting import Evidence, final_answer
 from budgetflow.cli import app
 from budgetflow.cli_tune import bank_variants
 from budgetflow.errors import ConfigError
@@ -91,6 +93,27 @@ def test_candidates_use_only_what_the_bank_carries() -> None:
     assert BASELINE in policies and any(p.allocator == "early_stop" for p in policies)
 
 
+def test_candidates_weigh_the_greedy_answer_and_join_confidence_and_verifier_votes() -> None:
+    verified = [
+        replace(q, samples=tuple(replace(s, verifier_score=-1.0) for s in q.samples)) for q in _bank(6)
+    ]
+    policies = candidate_policies(verified)
+    assert {p.greedy_weight for p in policies if p.use_greedy} == {1.0, 4.0}
+    both = [p for p in policies if p.confidence_weight is not None and p.verifier_weight is not None]
+    assert both and all(p.confidence_weight == 10.0 and p.verifier_weight == 3.0 for p in both)
+    assert not any(p.verifier_weight is not None for p in candidate_policies(_bank(6)))  # no scores
+    assert Policy(use_greedy=True, greedy_weight=4.0).label == "uniform+greedy(4)"
+
+
+def test_a_heavier_greedy_vote_holds_against_a_few_disagreeing_samples() -> None:
+    evidence = Evidence()
+    for answer in ("7", "7", "7"):
+        evidence.add(answer)
+    evidence.set_greedy("42")
+    assert final_answer(evidence, Policy(greedy_weight=1.0).build().voting) == "7"
+    assert final_answer(evidence, Policy(greedy_weight=4.0).build().voting) == "42"
+
+
 def test_banks_at_several_temperatures_make_the_temperature_a_choice() -> None:
     variants, _ = bank_variants([_bank(temperature=0.5), _bank(seed=1, temperature=1.0)])
     assert set(variants) == {0.5, 1.0}
@@ -115,7 +138,10 @@ def replace_id(question: BankQuestion, prefix: str) -> BankQuestion:
 def test_a_policy_file_round_trips_and_bad_ones_name_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "policy.json"
     table = PolicyTable(
-        plans={2: BASELINE, 8: Policy(allocator="online", use_greedy=True, verifier_weight=3.0)}
+        plans={
+            2: BASELINE,
+            8: Policy(allocator="online", use_greedy=True, greedy_weight=4.0, verifier_weight=3.0),
+        }
     )
     table.save(path)
     loaded = PolicyTable.load(path)
