@@ -26,6 +26,7 @@ from budgetflow.cli_options import (
     DeadlineOpt,
     FirstKOpt,
     GreedyEvidenceOpt,
+    GreedyVoteWeightOpt,
     IdFieldOpt,
     LaneOpt,
     LimitOpt,
@@ -172,6 +173,7 @@ class AllocationOptions:
     policy: PolicyOpt = None
     budget_samples: BudgetSamplesOpt = None
     greedy_evidence: GreedyEvidenceOpt = GREEDY_EVIDENCE_DEFAULT
+    greedy_weight: GreedyVoteWeightOpt = 1.0
     confidence_weight: ConfidenceWeightOpt = None
     verifier_weight: VerifierWeightOpt = None
     lane: LaneOpt = None
@@ -187,6 +189,7 @@ class AllocationOptions:
             make_allocator(
                 name,
                 use_greedy=self.greedy_evidence,
+                greedy_weight=self.greedy_weight,
                 confidence_weight=weight,
                 verifier_weight=self.verifier_weight,
             )

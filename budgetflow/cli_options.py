@@ -41,6 +41,7 @@ __all__ = [
     "EndpointOptions",
     "FirstKOpt",
     "GreedyEvidenceOpt",
+    "GreedyVoteWeightOpt",
     "IdFieldOpt",
     "LaneOpt",
     "LimitOpt",
@@ -292,6 +293,16 @@ GreedyEvidenceOpt = Annotated[
         rich_help_panel=ALLOCATION,
         help="Allocators spend one sample per question on a greedy answer that votes (the default: it "
         "helped on every held-out bank of benchmarks/policies.py).",
+    ),
+]
+GreedyVoteWeightOpt = Annotated[
+    float,
+    typer.Option(
+        "--greedy-weight",
+        parser=positive_number,
+        rich_help_panel=ALLOCATION,
+        help="How many samples the greedy answer's vote weighs, with greedy evidence (`bank tune` "
+        "chooses 1 or 4: 4 where greedy decoding beats noisy samples).",
     ),
 ]
 ConfidenceWeightOpt = Annotated[

@@ -204,3 +204,13 @@ def test_allocators_default_to_greedy_evidence_and_confidence_votes_where_logpro
     assert _confidence_weight(None, "embedded") == CONFIDENCE_WEIGHT_DEFAULT
     assert _confidence_weight(None, "openai") is None  # not every server returns logprobs
     assert _confidence_weight(0.0, "embedded") is None and _confidence_weight(20.0, "openai") == 20.0
+
+
+def test_eval_greedy_weight_reaches_the_allocators_votes() -> None:
+    from budgetflow.cli_eval_options import AllocationOptions
+
+    chosen = AllocationOptions(allocator=["uniform", "online"], greedy_weight=4.0).allocators("embedded")
+    assert [a.voting.greedy_weight for a in chosen] == [4.0, 4.0]
+    assert AllocationOptions(allocator=["online"]).allocators("openai")[0].voting.greedy_weight == 1.0
+    refused = runner.invoke(app, ["eval", "--allocator", "uniform", "--greedy-weight", "0"])
+    assert refused.exit_code == 2 and "--greedy-weight" in refused.output
