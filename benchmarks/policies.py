@@ -17,7 +17,7 @@ At each budget (samples per question): accuracy, and gap closed = (policy - unif
 uniform). Every figure here is out of sample except `oracle`, `uniform`, `greedy` and `vote@16`,
 which choose nothing.
 
-    python benchmarks/policies.py [--banks results/banks] [--budgets 2 4 8] [--seeds 8]
+    python benchmarks/policies.py [--banks results/banks] [--budgets 2 4 8] [--seeds 8] [--held-out BANK ...]
 
 Prints a table per held-out bank, then one JSON line:
 {"banks": [...], "budgets": [...], "lobo": {bank: [...]}, "own": {...}, "default": {...},
@@ -175,14 +175,19 @@ def main() -> None:
     parser.add_argument("--banks", type=Path, default=RESULTS / "banks")
     parser.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument(
+        "--held-out", nargs="+", metavar="BANK", help="hold out only these banks (default: each in turn)"
+    )
     args = parser.parse_args()
-    paths = sorted(args.banks.glob("*.jsonl"))
+    paths = sorted(p for p in args.banks.glob("*.jsonl") if not p.name.endswith(".partial.jsonl"))
     if len(paths) < 2:
         raise SystemExit(f"need at least two banks in {args.banks}: run bash benchmarks/record_banks.sh")
     banks = {path.stem: load_bank(path) for path in paths}
     started = time.perf_counter()
     rows = {}
-    for name in banks:
+    for name in args.held_out or list(banks):
+        if name not in banks:
+            raise SystemExit(f"--held-out {name!r}: no such bank in {args.banks} (have: {', '.join(banks)})")
         rows[name] = _held_out(name, banks, args.budgets, args.seeds)
         _print(name, rows[name], args.budgets, len(banks[name]))
     print(f"\n{len(banks)} banks, {time.perf_counter() - started:.0f} s")

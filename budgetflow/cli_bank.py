@@ -118,6 +118,7 @@ def record_command(options: RecordOptions, endpoint: EndpointOptions, journaled:
 
     bank = run_journaled(journaling, lambda: _with_progress("recording", len(data), record))
     write_bank(options.output, bank)
+    options.partial.unlink(missing_ok=True)  # the bank holds all of it now
     mean_correct = statistics.fmean(sum(s.correct for s in q.samples) / len(q.samples) for q in bank)
     greedy = statistics.fmean(bool(q.greedy and q.greedy.correct) for q in bank)
     console.print(f"bank of {len(bank)} questions x {options.k} samples written to {options.output}")

@@ -97,8 +97,8 @@ def test_bank_record_is_journaled_and_replays_without_a_backend(
     )  # fmt: skip
     assert recorded.returncode == 0, recorded.stderr[-2000:]
     first = bank.read_text()
-    partial = bank.with_suffix(".jsonl.partial.jsonl").read_text().splitlines()
-    assert len(first.splitlines()) == len(partial) == 6  # each question on disk as it finished
+    assert len(first.splitlines()) == 6
+    assert not bank.with_suffix(".jsonl.partial.jsonl").exists()  # the bank holds it all: no stale copy
     sent = stub.served_requests
     assert sent == 6 * (1 + 4)  # a greedy answer and four samples each, one choice a request
     reader = Journal(journal)
