@@ -3,8 +3,8 @@
 Candidates (`candidate_policies`): every allocator (uniform, online, difficulty, early_stop with
 two stop rules) without the greedy answer as evidence or with it weighing one or four samples,
 with plain votes and, where the bank has what they need, confidence-weighted (mean token
-log-probabilities), verifier-weighted (verifier scores) or both, and, when the bank comes at
-several temperatures, each temperature.
+log-probabilities) or verifier-weighted (verifier scores), and, when the bank comes at several
+temperatures, each temperature.
 "Uniform with greedy evidence, plain votes" (`BASELINE`) is among them.
 
 Every candidate is replayed on the bank at each budget (`replay_questions`; several pooled
@@ -50,9 +50,6 @@ __all__ = [
 BASELINE = Policy(allocator="uniform", use_greedy=True)
 CONFIDENCE_WEIGHTS = (10.0, 20.0)
 VERIFIER_WEIGHTS = (1.0, 3.0)
-#: Confidence and verifier weights together (on the five banks of benchmarks/policies.py the
-#: pair beat either alone on three: a verifier that misleads on one family is held in check).
-BOTH_WEIGHTS = ((10.0, 3.0),)
 #: How many samples the greedy answer's vote may weigh (4: where greedy decoding beats noisy
 #: samples, as on letter counting and T=1.0 multiplication, a few samples no longer outvote it).
 GREEDY_WEIGHTS = (1.0, 4.0)
@@ -127,17 +124,15 @@ def candidate_policies(
 
 def _votes(bank: Sequence[BankQuestion]) -> list[tuple[float | None, float | None]]:
     """(confidence weight, verifier weight) pairs the bank's samples can be counted with: plain
-    votes, confidence- or verifier-weighted, and both together."""
+    votes, confidence- or verifier-weighted. Not both together: on benchmarks/policies.py that
+    pair won in-sample on three of five banks, but chosen from the other banks it lost 13-15
+    points of the gap on letter counting and products, where the verifier misleads."""
     samples = [s for q in bank for s in q.samples if s.answer is not None]
     votes: list[tuple[float | None, float | None]] = [(None, None)]
-    confident = all(s.mean_logprob is not None for s in samples)
-    verified = all(s.verifier_score is not None for s in samples)
-    if confident:
+    if all(s.mean_logprob is not None for s in samples):
         votes += [(weight, None) for weight in CONFIDENCE_WEIGHTS]
-    if verified:
+    if all(s.verifier_score is not None for s in samples):
         votes += [(None, weight) for weight in VERIFIER_WEIGHTS]
-    if confident and verified:
-        votes += list(BOTH_WEIGHTS)
     return votes
 
 
