@@ -57,7 +57,6 @@ from budgetflow.evaluate.calibrate import calibrate
 from budgetflow.evaluate.datasets import Dataset, load_dataset
 from budgetflow.evaluate.replay import ReplayConfig, ReplaySummary, replay_bank
 from budgetflow.evaluate.session import Journaling
-from budgetflow.events import EventStream
 from budgetflow.runtime.endpoints import EndpointSpec, open_backend
 from budgetflow.types import SamplingParams
 
@@ -133,9 +132,7 @@ async def _record(
     advance: Callable[[object], None],
 ) -> list[BankQuestion]:
     chosen = journaling.backends((spec,))[0]
-    events = EventStream(journaling.run_id("bank"))
-    if not journaling.replay:
-        journaling.journal.attach(events)
+    events = journaling.events("bank")
 
     def finished(entry: BankQuestion) -> None:
         append_bank_line(options.partial, entry)  # on disk at once, not only at the end

@@ -76,8 +76,8 @@ async def _run_with_progress(
     config: EvalConfig,
     data: Dataset,
     output: Path,
-    journaling: Journaling | None = None,
-    tracing: Tracing | None = None,
+    journaling: Journaling,
+    tracing: Tracing,
 ) -> list[StrategyReport]:
     """Run `config` with a progress bar per run, writing the results after every run."""
     with _progress() as progress:
@@ -89,7 +89,7 @@ async def _run_with_progress(
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text("", encoding="utf-8")
         watch = partial_results(partial, progress_view)
-        watch = tracing.watching(watch) if tracing is not None else watch
+        watch = tracing.watching(watch)
 
         def save(reports: list[StrategyReport]) -> None:
             write_results(output, data, reports, config.sampling, audit=_audit(config, journaling))
@@ -97,7 +97,7 @@ async def _run_with_progress(
         return await run_eval(config, data, watch=watch, on_report=save, journaling=journaling)
 
 
-def _audit(config: EvalConfig, journaling: Journaling | None) -> dict[str, object]:
+def _audit(config: EvalConfig, journaling: Journaling) -> dict[str, object]:
     """What an auditor needs beside the results: who ran what, where, when, with which version."""
     from budgetflow import __version__
     from budgetflow.journal import redact
@@ -108,9 +108,7 @@ def _audit(config: EvalConfig, journaling: Journaling | None) -> dict[str, objec
         "budgetflow_version": __version__,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "backend": {"kind": endpoint.kind, "base_url": endpoint.base_url, "model": endpoint.model},
-        "journal": None
-        if journaling is None
-        else {"path": journaling.journal.location, "session": journaling.session},
+        "journal": {"path": journaling.journal.location, "session": journaling.session},
     }
 
 

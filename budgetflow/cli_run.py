@@ -19,7 +19,6 @@ from budgetflow.cli_options import BackendConcurrencyOpt, EndpointOptions, MaxTo
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError, ConfigError
 from budgetflow.evaluate.session import Journaling
-from budgetflow.events import EventStream
 from budgetflow.plans import NodeResult, Plan, PlanResult, load_plan, run_plan
 from budgetflow.runtime.context import EndpointLimits
 from budgetflow.runtime.endpoints import EndpointSpec
@@ -96,9 +95,7 @@ async def _execute(
     """The plan on the chosen backend, its events journaled (answered from the journal when
     resuming or replaying)."""
     chosen = journaling.backends((spec,))[0]
-    events = EventStream(journaling.run_id("plan"))
-    if not journaling.replay:
-        journaling.journal.attach(events)
+    events = journaling.events("plan")
 
     def finished(node: NodeResult) -> None:
         if node.status != "ok":
@@ -110,7 +107,7 @@ async def _execute(
             chosen,
             sampling=SamplingParams(max_tokens=options.max_tokens, seed=options.seed),
             concurrency=options.concurrency,
-            limits=options.limits(),
+            limits=spec.limits,
             events=events,
             on_node=finished,
             recorded=journaling.journal.recorded(events.run_id),

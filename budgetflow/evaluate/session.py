@@ -113,6 +113,13 @@ class Journaling:
     def run_id(self, name: str) -> str:
         return f"{self.session}/{name}"
 
+    def events(self, name: str) -> EventStream:
+        """The event stream of run `name`, journaled (a replay reads the journal, writes nothing)."""
+        events = EventStream(self.run_id(name))
+        if not self.replay:
+            self.journal.attach(events)
+        return events
+
     def backends(self, specs: tuple[EndpointSpec, ...]) -> list[Backend]:
         if self.replay:
             return [JournalOnly(spec.model or spec.kind) for spec in specs]
@@ -206,9 +213,7 @@ def _events(
     budget_samples: int | None = None,
 ) -> EventStream:
     """A run's event stream, journaled and watched; its first event says what the run is."""
-    events = EventStream(journaling.run_id(name) if journaling else None)
-    if journaling is not None and not journaling.replay:  # a replay reads the journal, writes nothing
-        journaling.journal.attach(events)
+    events = journaling.events(name) if journaling is not None else EventStream()
     subscriber = watch(name, questions) if watch is not None else None
     if subscriber is not None:
         events.subscribe(subscriber)

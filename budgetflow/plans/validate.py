@@ -17,7 +17,7 @@ from budgetflow.plans.allocation import ALLOCATE
 from budgetflow.plans.model import REDUCERS, ROUTED, SUBPLAN, Node, Plan
 from budgetflow.strategies.parse import parse_strategy
 
-__all__ = ["PlanError", "rerunnable_sources", "topological_order", "validate_plan"]
+__all__ = ["PlanError", "dependants_of", "rerunnable_sources", "topological_order", "validate_plan"]
 
 
 class PlanError(ConfigError):
@@ -213,14 +213,20 @@ def _unused(plan: Plan) -> Iterable[str]:
             yield f"{_where(node)}: its output reaches none of the plan's outputs ({', '.join(plan.outputs)})"
 
 
-def topological_order(plan: Plan) -> list[str]:
-    """Node ids, every node after its dependencies, in plan order where free (Kahn's algorithm;
-    a validated plan has no cycle)."""
-    waiting = {node.id: len(node.dependencies) for node in plan.nodes}
+def dependants_of(plan: Plan) -> dict[str, list[str]]:
+    """Per node, the nodes that depend on it, in plan order."""
     dependants: dict[str, list[str]] = {node.id: [] for node in plan.nodes}
     for node in plan.nodes:
         for dependency in node.dependencies:
             dependants[dependency].append(node.id)
+    return dependants
+
+
+def topological_order(plan: Plan, dependants: dict[str, list[str]] | None = None) -> list[str]:
+    """Node ids, every node after its dependencies, in plan order where free (Kahn's algorithm;
+    a validated plan has no cycle). `dependants`: `dependants_of(plan)`, when the caller has it."""
+    waiting = {node.id: len(node.dependencies) for node in plan.nodes}
+    dependants = dependants if dependants is not None else dependants_of(plan)
     order = [node.id for node in plan.nodes if waiting[node.id] == 0]
     for name in order:  # grows while it is walked
         for dependant in dependants[name]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from budgetflow.plans.model import REFERENCE, Node, Plan
-from budgetflow.plans.validate import topological_order
+from budgetflow.plans.validate import dependants_of, topological_order
 from budgetflow.strategies.base import Decision, Sample
 
 __all__ = [
@@ -77,11 +77,8 @@ def substitute(prompt: str, values: dict[str, str]) -> str:
 
 def critical_paths(plan: Plan) -> dict[str, int]:
     """Per node, the number of nodes on the longest path from it to a sink (itself included)."""
-    dependants: dict[str, list[str]] = {node.id: [] for node in plan.nodes}
-    for node in plan.nodes:
-        for dependency in node.dependencies:
-            dependants[dependency].append(node.id)
+    dependants = dependants_of(plan)
     length: dict[str, int] = {}
-    for name in reversed(topological_order(plan)):
+    for name in reversed(topological_order(plan, dependants)):
         length[name] = 1 + max((length[d] for d in dependants[name]), default=0)
     return length
