@@ -126,7 +126,6 @@ def _chat_completion() -> dict[str, Any]:
 
 
 def openapi_schema() -> dict[str, Any]:
-    json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -135,79 +134,60 @@ def openapi_schema() -> dict[str, Any]:
             "description": "An OpenAI-compatible server with budgets",
         },
         "paths": {
-            "/v1/chat/completions": {
-                "post": {
-                    "operationId": "createChatCompletion",
-                    "requestBody": {"required": True, "content": json_body},
-                    "responses": {
-                        "200": {
-                            "description": "A completion (or server-sent events with stream: true)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/ChatCompletion"}
-                                },
-                                # server-sent events: chat.completion.chunk objects, `: budgetflow
-                                # progress` comments, then [DONE] (see docs/server.md)
-                                "text/event-stream": {"schema": {}},
-                            },
-                        },
-                        **_errors(400, 401, 404, 413, 429, 502, 503, 504),
-                    },
-                }
-            },
-            "/v1/models": {
-                "get": {
-                    "operationId": "listModels",
-                    "responses": {
-                        "200": {
-                            "description": "The upstream model and its strategy-prefixed names",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        **_errors(401, 503),
-                    },
-                }
-            },
-            "/health": {
-                "get": {
-                    "operationId": "health",
-                    "responses": {
-                        "200": {
-                            "description": "Serving",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        **_errors(503),
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "responses": {
-                        "200": {
-                            "description": "This document",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
+            "/v1/chat/completions": {"post": _chat_completions_operation()},
+            "/v1/models": _get(
+                "listModels", "The upstream model and its strategy-prefixed names", errors=(401, 503)
+            ),
+            "/health": _get("health", "Serving", errors=(503,)),
+            "/openapi.json": _get("openapi", "This document", errors=()),
         },
         "components": {
             "schemas": {
                 "ChatCompletionRequest": _chat_request(),
                 "Message": _message(),
                 "ChatCompletion": _chat_completion(),
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["message", "type"],
-                            "properties": {"message": {"type": "string"}, "type": {"type": "string"}},
-                        }
-                    },
-                },
+                "Error": _error_schema(),
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _chat_completions_operation() -> dict[str, Any]:
+    json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}
+    return {
+        "operationId": "createChatCompletion",
+        "requestBody": {"required": True, "content": json_body},
+        "responses": {
+            "200": {
+                "description": "A completion (or server-sent events with stream: true)",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletion"}},
+                    # server-sent events: chat.completion.chunk objects, `: budgetflow
+                    # progress` comments, then [DONE] (see docs/server.md)
+                    "text/event-stream": {"schema": {}},
+                },
+            },
+            **_errors(400, 401, 404, 413, 429, 502, 503, 504),
+        },
+    }
+
+
+def _get(operation: str, description: str, *, errors: tuple[int, ...]) -> dict[str, Any]:
+    """A GET operation answering a JSON object, and the error statuses it may answer instead."""
+    ok = {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {"get": {"operationId": operation, "responses": {"200": ok, **_errors(*errors)}}}
+
+
+def _error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type"],
+                "properties": {"message": {"type": "string"}, "type": {"type": "string"}},
+            }
         },
     }
