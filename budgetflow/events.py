@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from budgetflow.types import JsonFields, Message, SamplingParams, Spend
+from budgetflow.types import Completion, JsonFields, Message, SamplingParams, Spend
 from budgetflow.usage import NO_USAGE, Usage
 
 __all__ = [
@@ -104,34 +104,61 @@ class UnitStarted(Event):
 
 @dataclass(slots=True, kw_only=True)
 class UnitRequested(Event):
-    """What a unit asked for: rollouts `first_rollout .. first_rollout + n - 1`, seeds `seeds`."""
+    """What a unit asked for: rollouts `first_rollout .. first_rollout + n - 1`, with seeds
+    `first_seed .. first_seed + n - 1` (`seeds`; all None when unseeded)."""
 
     step: int
     messages: tuple[Message, ...]
     sampling: SamplingParams
     n: int
     first_rollout: int
-    seeds: tuple[int | None, ...]
+    first_seed: int | None
     prefill: str = ""
     keep_first: int | None = None
     kind: str = "complete"
 
+    @property
+    def seeds(self) -> tuple[int | None, ...]:
+        """Each rollout's seed (sample j of a request runs with its first seed + j)."""
+        if self.first_seed is None:
+            return (None,) * self.n
+        return tuple(range(self.first_seed, self.first_seed + self.n))
+
 
 @dataclass(slots=True, kw_only=True)
 class UnitCompleted(Event):
-    """What came back for one `UnitRequested` step (scores for a scoring step)."""
+    """What came back for one `UnitRequested` step (scores for a scoring step): the completions
+    themselves, read through `texts`, `finish_reasons`, `logprobs`, `tokens` and `fields`. It holds
+    the reply's own tuple, so building one per request allocates nothing else."""
 
     step: int
-    texts: tuple[str, ...]
-    finish_reasons: tuple[str, ...]
+    completions: tuple[Completion, ...] = ()
     usage: Usage
     unreported: Usage = NO_USAGE
-    logprobs: tuple[float | None, ...] = ()
     scores: tuple[float, ...] = ()
     refused: bool = False
-    #: Each completion's generated tokens, and its verbatim reply fields (tool calls, …).
-    tokens: tuple[int, ...] = ()
-    fields: tuple[JsonFields, ...] = ()
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return tuple([c.text for c in self.completions])
+
+    @property
+    def finish_reasons(self) -> tuple[str, ...]:
+        return tuple([c.finish_reason for c in self.completions])
+
+    @property
+    def logprobs(self) -> tuple[float | None, ...]:
+        return tuple([c.mean_logprob for c in self.completions])
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """Each completion's generated tokens."""
+        return tuple([c.completion_tokens for c in self.completions])
+
+    @property
+    def fields(self) -> tuple[JsonFields, ...]:
+        """Each completion's verbatim reply fields (tool calls, …)."""
+        return tuple([c.fields for c in self.completions])
 
 
 @dataclass(slots=True, kw_only=True)

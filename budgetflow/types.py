@@ -125,6 +125,18 @@ class SamplingParams:
         if "" in self.stop:
             raise ConfigError("stop strings must not be empty")
 
+    def for_draw(self, *, temperature: float, max_tokens: int, stop: tuple[str, ...]) -> SamplingParams:
+        """These parameters as one draw of a strategy sets them (cheaper than `replace`; a new
+        field must be carried here and in `with_seed`)."""
+        return SamplingParams(
+            temperature=temperature,
+            top_p=self.top_p,
+            max_tokens=max_tokens,
+            stop=stop,
+            seed=self.seed,
+            logprobs=self.logprobs,
+        )
+
     def with_seed(self, seed: int | None) -> SamplingParams:
         """The same parameters with another seed (what every draw does: cheaper than `replace`)."""
         return SamplingParams(

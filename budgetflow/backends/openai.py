@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import aiohttp
+import yarl
 
 from budgetflow.backends.base import Backend, ScoredContinuations, StreamTail
 from budgetflow.backends.openai_scoring import (
@@ -103,8 +104,9 @@ class OpenAICompatibleBackend(Backend):
         if timeout <= 0:
             raise ConfigError(f"timeout must be > 0, got {timeout}")
         self.base_url = base_url.rstrip("/")
-        self._completions_url = f"{self.base_url}/chat/completions"
-        self._text_completions_url = f"{self.base_url}/completions"
+        # parsed once: aiohttp would parse a string URL again on every request
+        self._completions_url = yarl.URL(f"{self.base_url}/chat/completions")
+        self._text_completions_url = yarl.URL(f"{self.base_url}/completions")
         self.chat_rendering = chat_rendering
         #: Whether the endpoint returns prompt log-probabilities; None until the first scoring call.
         self.scores_text: bool | None = None
@@ -130,7 +132,14 @@ class OpenAICompatibleBackend(Backend):
             if self._api_key:
                 headers["Authorization"] = f"Bearer {self._api_key}"
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(headers=headers, timeout=self._timeout, connector=connector)
+            # no cookie jar: an inference API keeps no session state in cookies, and aiohttp's jar
+            # filters and updates cookies on every request (~10 µs each, benchmarks/overhead.py)
+            self._session = aiohttp.ClientSession(
+                headers=headers,
+                timeout=self._timeout,
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
         return self._session
 
     async def aclose(self) -> None:
@@ -227,13 +236,13 @@ class OpenAICompatibleBackend(Backend):
                 if reply.status >= 300:
                     if self.scores_text is None:  # the probe: this endpoint cannot score
                         raise cannot_score(
-                            self.name, url, f"HTTP {reply.status}: {(await reply.text())[:200]}"
+                            self.name, str(url), f"HTTP {reply.status}: {(await reply.text())[:200]}"
                         )
                     raise await self._status_error(reply)
                 body = await reply.read()
         except _TRANSPORT_FAILURES as exc:
             raise self._transport_error(url, exc) from exc
-        return continuation_score(body, continuation, backend=self.name, url=url)
+        return continuation_score(body, continuation, backend=self.name, url=str(url))
 
     async def _post_exact_one(self, request: Request, seed: int) -> tuple[Completion, Usage]:
         completions, usage = await self._post(request, n=1, seed=seed)
@@ -258,14 +267,14 @@ class OpenAICompatibleBackend(Backend):
         return error_for_status(reply.status, body, backend=self.name, retry_after=retry_after)
 
     @contextlib.contextmanager
-    def _transport_errors(self, url: str) -> Iterator[None]:
+    def _transport_errors(self, url: yarl.URL) -> Iterator[None]:
         """Map aiohttp's connection failures and timeouts to budgetflow's typed errors."""
         try:
             yield
         except _TRANSPORT_FAILURES as exc:
             raise self._transport_error(url, exc) from exc
 
-    def _transport_error(self, url: str, exc: BaseException) -> BackendError:
+    def _transport_error(self, url: yarl.URL, exc: BaseException) -> BackendError:
         """The typed error for a connection failure or timeout talking to `url`."""
         if isinstance(exc, aiohttp.ClientConnectorError):
             return EndpointUnreachable(f"{self.name}: cannot connect to {url}: {exc}", backend=self.name)
@@ -314,7 +323,8 @@ def _message_json(message: Message) -> dict[str, Any]:
         body: dict[str, Any] = {"role": message.role, "content": message.content}
     else:
         body = {"role": message.role, "content": [_part_json(part) for part in message.content]}
-    body.update(_fields_json(message.fields))
+    if message.fields:
+        body.update(_fields_json(message.fields))
     return body
 
 

@@ -4,6 +4,7 @@ retries and failures. `budgetflow.plans.executor` starts it (`run_plan`, `run_st
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import time
@@ -89,6 +90,9 @@ class PlanRun:
             self._register(node, paths[node.id])
         self.ready: list[Work] = []
         self.running: dict[asyncio.Task[Any], Work] = {}
+        #: Executions that ended, in order, not yet taken by the dispatch loop (which `wakeup` wakes).
+        self.finished: collections.deque[asyncio.Task[Any]] = collections.deque()
+        self.wakeup = asyncio.Event()
         self.items: dict[str, list[Any]] = {}  # a map node's item values, by index
         self.items_left: dict[str, int] = {}
         self.items_waiting: dict[str, int] = {}  # a map node's items not started yet
@@ -117,7 +121,7 @@ class PlanRun:
             self._ready(root)
         arrivals: asyncio.Future[Node | None] | None = None
         if incoming is not None:
-            arrivals = asyncio.ensure_future(incoming.get())
+            arrivals = self._watched(asyncio.ensure_future(incoming.get()))
         try:
             while (self.ready or self.running or arrivals is not None) and not self.halted:
                 while self.ready and len(self.running) < self.concurrency and not self.halted:
@@ -126,14 +130,14 @@ class PlanRun:
                         self._start(work)
                 if not self.running and arrivals is None:
                     continue
-                waits: set[asyncio.Future[Any]] = {*self.running, *([arrivals] if arrivals else [])}
-                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                await self._next_finished()
+                while self.finished:
+                    task = self.finished.popleft()
                     if task in self.running:  # else cancelled meanwhile by a fan-in or a failure
                         self._finished(self.running.pop(task), task)
                 if self.adaptive:
                     self._rebalance()
-                if arrivals is not None and arrivals in done:
+                if arrivals is not None and arrivals.done():
                     arrivals = self._arrived(arrivals.result(), incoming)
         finally:
             if arrivals is not None:
@@ -156,7 +160,25 @@ class PlanRun:
         if node is None or incoming is None:
             return None
         self.add_node(node)
-        return asyncio.ensure_future(incoming.get())
+        return self._watched(asyncio.ensure_future(incoming.get()))
+
+    def _watched(self, future: asyncio.Future[Node | None]) -> asyncio.Future[Node | None]:
+        """`future` (the next streamed node), waking the dispatch loop when it arrives."""
+        future.add_done_callback(lambda _: self.wakeup.set())
+        return future
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A node execution ended: queue it for the dispatch loop, in the order they end (one
+        callback per task, where `asyncio.wait` would add and remove one on every running task
+        each time around the loop)."""
+        self.finished.append(task)
+        self.wakeup.set()
+
+    async def _next_finished(self) -> None:
+        """Wait until an execution ends or a streamed node arrives."""
+        if not self.finished:
+            await self.wakeup.wait()
+        self.wakeup.clear()
 
     def _register(self, node: Node, critical: int) -> None:
         """Take `node` into the run's books (before it runs, whether from the plan or streamed)."""
@@ -254,7 +276,9 @@ class PlanRun:
             self.halted = reason
             return
         self.starting += 1
-        self.running[asyncio.ensure_future(self._execute(work))] = work
+        task = asyncio.ensure_future(self._execute(work))
+        task.add_done_callback(self._task_done)
+        self.running[task] = work
 
     # ---- one execution -------------------------------------------------------------------------
 

@@ -325,17 +325,15 @@ class Unit:
         self.steps += 1
         events = self.context.events
         if events.active:
-            count = request.n if n is None else n
-            seed = request.sampling.seed
             events.emit(
                 UnitRequested(
                     unit_id=self.id,
                     step=self.steps,
                     messages=request.messages,
                     sampling=request.sampling,
-                    n=count,
+                    n=request.n if n is None else n,
                     first_rollout=self.rollouts - request.n if kind != "score" else 0,
-                    seeds=_seeds(seed, count),
+                    first_seed=request.sampling.seed,
                     prefill=request.prefill,
                     keep_first=request.keep_first,
                     kind=kind,
@@ -354,29 +352,17 @@ class Unit:
         events = self.context.events
         if not events.active:
             return
-        completions = response.completions if response is not None else ()
         events.emit(
             UnitCompleted(
                 unit_id=self.id,
                 step=step,
-                texts=tuple([c.text for c in completions]),
-                finish_reasons=tuple([c.finish_reason for c in completions]),
+                completions=response.completions if response is not None else (),
                 usage=response.usage if response is not None else NO_USAGE,
                 unreported=response.unreported if response is not None else NO_USAGE,
-                logprobs=tuple([c.mean_logprob for c in completions]),
                 scores=scores,
                 refused=refused,
-                tokens=tuple([c.completion_tokens for c in completions]),
-                fields=tuple([c.fields for c in completions]),
             )
         )
-
-
-def _seeds(first: int | None, count: int) -> tuple[int | None, ...]:
-    """The seeds of `count` rollouts from `first` (sample j runs with first + j)."""
-    if first is None:
-        return (None,) * count
-    return (first,) if count == 1 else tuple(range(first, first + count))
 
 
 def _halved(request: Request) -> Request:

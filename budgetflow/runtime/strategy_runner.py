@@ -137,11 +137,10 @@ async def _score(
 
 
 def _request_for(draw: Draw, messages: tuple[Message, ...], sampling: SamplingParams) -> Request:
-    params = replace(
-        sampling,
+    params = sampling.for_draw(
         temperature=draw.temperature,
-        stop=sampling.stop if draw.stop is None else draw.stop,
         max_tokens=draw.max_tokens or sampling.max_tokens,
+        stop=sampling.stop if draw.stop is None else draw.stop,
     )
     return Request(
         messages=messages + draw.append,

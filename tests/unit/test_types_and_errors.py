@@ -80,10 +80,12 @@ def test_rate_limited_carries_retry_after_and_user_errors_are_separate() -> None
 
 
 def test_seeding_copies_keep_every_other_field() -> None:
-    """`with_seed` and `sent_as` (the hot path's cheap copies) must equal `replace`: a field added
-    to either type later cannot be dropped silently."""
+    """`with_seed`, `for_draw` and `sent_as` (the hot path's cheap copies) must equal `replace`: a
+    field added to either type later cannot be dropped silently."""
     sampling = SamplingParams(temperature=0.3, top_p=0.9, max_tokens=7, stop=("\n",), seed=1, logprobs=True)
     assert sampling.with_seed(42) == replace(sampling, seed=42)
+    drawn = sampling.for_draw(temperature=0.8, max_tokens=3, stop=("END",))
+    assert drawn == replace(sampling, temperature=0.8, max_tokens=3, stop=("END",))
     request = Request(
         messages=(Message("user", "hi"),),
         sampling=sampling,
