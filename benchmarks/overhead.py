@@ -9,7 +9,8 @@ A zero-model-time OpenAI-compatible stub (aiohttp, its own process) serves 127.0
   journal-ready UnitRequested/UnitCompleted included, kept by an `EventLog` subscriber) and
   through a plain aiohttp client that also parses each JSON reply, and through the same core
   with no subscriber, in rotated order over --rounds rounds; the ratio is the median over rounds
-  of each round's rate over plain aiohttp's;
+  of each round's rate over plain aiohttp's (12 rounds: on 2 shared cores one round's ratio
+  ranges over ±0.1 as the machine drifts, and a median of 5 still moved by ±0.06 run to run);
 * latency at concurrency 1: p50 per request for both, interleaved;
 * for reference, the official `openai` SDK alone (AsyncOpenAI, default httpx transport, retries off)
   at concurrency 64.
@@ -20,7 +21,7 @@ alike; `--default-gc` keeps CPython's default (700), under which the run that ke
 spends 30-45 µs per request in the collector (its retained events trigger a young collection
 every ~64 requests, each walking every in-flight request's objects).
 
-    python benchmarks/overhead.py [--requests 5000] [--rounds 5] [--latency-requests 1000] [--default-gc]
+    python benchmarks/overhead.py [--requests 5000] [--rounds 12] [--latency-requests 1000] [--default-gc]
 
 Last stdout line: {"engine_rps": …, "raw_rps": …, "ratio": …, "p50_added_ms": …, "quiet_rps": …,
 "ratio_no_subscriber": …, "p50_added_ms_no_subscriber": …, "sdk_rps": …, "events_kept": …,
@@ -201,7 +202,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--latency-requests", type=int, default=1000)
     parser.add_argument("--sdk-requests", type=int, default=2000)
     parser.add_argument("--default-gc", action="store_true", help="keep CPython's collector thresholds")
