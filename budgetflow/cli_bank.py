@@ -31,6 +31,7 @@ from budgetflow.cli_bank_options import (
     TableOpt,
 )
 from budgetflow.cli_groups import option_groups
+from budgetflow.cli_help import PanelledCommand, PanelledGroup
 from budgetflow.cli_journal import JournalOptions, run_journaled
 from budgetflow.cli_options import (
     DatasetOpt,
@@ -61,9 +62,11 @@ from budgetflow.runtime.endpoints import EndpointSpec, open_backend
 from budgetflow.types import SamplingParams
 
 bank_app = typer.Typer(
-    help="Record sample banks and replay budget allocators against them.", no_args_is_help=True
+    cls=PanelledGroup,
+    help="Record sample banks and replay budget allocators against them.",
+    no_args_is_help=True,
 )
-bank_app.command("tune")(tune_command)
+bank_app.command("tune", cls=PanelledCommand)(tune_command)
 
 T = TypeVar("T")
 
@@ -98,7 +101,7 @@ class RecordOptions:
         return self.output.with_suffix(self.output.suffix + ".partial.jsonl")
 
 
-@bank_app.command("record")
+@bank_app.command("record", cls=PanelledCommand)
 @option_groups
 def record_command(options: RecordOptions, endpoint: EndpointOptions, journaled: JournalOptions) -> None:
     """Draw one greedy answer and K samples per question with any backend, and write a bank.
@@ -163,7 +166,7 @@ def _with_progress(
         return asyncio.run(work(lambda _: progress.advance(task)))
 
 
-@bank_app.command("score")
+@bank_app.command("score", cls=PanelledCommand)
 def score_command(
     bank: Annotated[Path, typer.Option(help="The bank to score (JSONL).")],
     output: Annotated[Path, typer.Option(help="Where to write the scored bank (JSONL).")],
@@ -201,7 +204,7 @@ def score_command(
     console.print(f"{len(scored)} questions scored, written to {output}")
 
 
-@bank_app.command("simulate")
+@bank_app.command("simulate", cls=PanelledCommand)
 def simulate_command(
     bank: BankOpt,
     allocator: ReplayAllocatorOpt = "difficulty",
@@ -246,7 +249,7 @@ def simulate_command(
     print(json.dumps(replayed.figures))
 
 
-@bank_app.command("calibrate")
+@bank_app.command("calibrate", cls=PanelledCommand)
 def calibrate_command(
     bank: Annotated[Path, typer.Option(help="The calibration bank (JSONL).")],
     output: Annotated[Path, typer.Option(help="Where to write the table (JSON).")],

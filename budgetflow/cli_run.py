@@ -13,6 +13,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from budgetflow.allocate.registry import ALLOCATORS
 from budgetflow.cli_groups import option_groups
 from budgetflow.cli_journal import JournalOptions, run_journaled
 from budgetflow.cli_options import BackendConcurrencyOpt, EndpointOptions, MaxTokensOpt, SeedOpt
@@ -44,8 +45,8 @@ class PlanOptions:
         str | None,
         typer.Option(
             rich_help_panel=PLAN,
-            help="The allocator of the plan's `allocate` nodes (replaces the plan's): uniform, "
-            "online, difficulty, early_stop …",
+            help="The allocator of the plan's `allocate` nodes (replaces the plan's): "
+            f"{', '.join(ALLOCATORS)}.",
         ),
     ] = None
     concurrency: Annotated[

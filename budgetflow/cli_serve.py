@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from budgetflow.cli_help import PanelledCommand, PanelledGroup
 from budgetflow.cli_options import ApiKeyEnvOpt, ModelPathOpt, PriceOpt, ThreadsOpt, TimeoutOpt, parse_prices
 from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError, ConfigError
@@ -26,6 +27,7 @@ KEYS_DEFAULT = Path("budgetflow-keys.sqlite")
 KeysOpt = Annotated[Path, typer.Option("--keys", help="The SQLite key store.")]
 
 keys_app = typer.Typer(
+    cls=PanelledGroup,
     help="Create, list and revoke the server's API keys.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -143,7 +145,7 @@ def _open_store(path: Path | None) -> KeyStore | None:
     return store
 
 
-@keys_app.command("create")
+@keys_app.command("create", cls=PanelledCommand)
 def create_key(
     name: Annotated[str, typer.Argument(help="A label for the key (who or what uses it).")],
     budget_tokens: Annotated[int | None, typer.Option(min=0, help="Tokens per period.")] = None,
@@ -169,7 +171,7 @@ def create_key(
     stdout.print(secret, highlight=False)
 
 
-@keys_app.command("list")
+@keys_app.command("list", cls=PanelledCommand)
 def list_keys(keys: KeysOpt = KEYS_DEFAULT) -> None:
     """List keys with their budgets and this period's spend (never the secrets)."""
     try:
@@ -193,7 +195,7 @@ def list_keys(keys: KeysOpt = KEYS_DEFAULT) -> None:
     stdout.print(table)
 
 
-@keys_app.command("revoke")
+@keys_app.command("revoke", cls=PanelledCommand)
 def revoke_key(
     key_id: Annotated[str, typer.Argument(help="The key's id (from 'keys list').")],
     keys: KeysOpt = KEYS_DEFAULT,

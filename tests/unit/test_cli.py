@@ -85,6 +85,28 @@ def test_help_explains_every_eval_option() -> None:
         assert option in result.output
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["--help"], ["eval", "--help"], ["run", "--help"], ["bank", "--help"], ["bank", "tune", "--help"]],
+)
+def test_help_reads_at_80_columns(command: list[str]) -> None:
+    """Every line fits 80 columns, no option name is cut short, and options sit under their
+    panel's heading (`eval`: Dataset, Budgets, Allocation, Output, …)."""
+    result = runner.invoke(app, command, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.output
+    if command == ["eval", "--help"]:
+        headings = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
+        assert headings[:3] == ["Dataset:", "Strategies and sampling:", "Budgets:"]
+        assert "Allocation:" in headings and "Output:" in headings
+        budgets = lines[lines.index("Budgets:") : lines.index("Allocation:")]
+        assert any(line.startswith("  --question-budget-tokens INT") for line in budgets)
+        assert "  -s, --strategy TEXT" in result.output
+        assert "  --greedy-evidence / --no-greedy-evidence" in result.output
+
+
 def test_cost_budget_with_a_price_table(stub_url: str, tmp_path: Path) -> None:
     data = tmp_path / "qs.jsonl"
     data.write_text("".join(f'{{"question": "{i} + 7", "answer": 7}}\n' for i in range(6)))
