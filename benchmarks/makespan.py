@@ -12,7 +12,8 @@ a subscriber keeping every event, strategies run by the execution core.
 * µs per node: the same DAGs with zero latency (the scheduler's and the engine's own cost), and
   for reference the execution core alone (`core µs`: as many one-sample units, no plan);
 * for reference, a bare asyncio start-when-ready loop (no budget, ledger or events) on the same
-  DAGs and latencies (`bare/bd`): how close to the bound the DAG lets any scheduler come;
+  DAGs and latencies (`bare/bd`): how close to the bound the DAG lets any scheduler come; and its
+  µs per node with zero latency (`bare µs`), the floor of any asyncio scheduler on this machine;
 * with --langgraph: the same DAGs and latencies through LangGraph's StateGraph (a node per DAG
   node, `add_edge([sources], node)` so it waits for all of them, `max_concurrency`), run in the
   benchmark's own virtual environment (benchmarks/.langgraph-venv, made on first use; LangGraph
@@ -129,7 +130,7 @@ async def budgetflow_makespan(dag: Dag, plan: Plan, concurrency: int, latency: b
     return seconds, len(kept)
 
 
-async def bare_makespan(dag: Dag, concurrency: int) -> float:
+async def bare_makespan(dag: Dag, concurrency: int, latency: bool = True) -> float:
     """A bare asyncio start-when-ready loop (no budget, no ledger, no events): the reference."""
     dependants: list[list[int]] = [[] for _ in dag.sources]
     for node, before in enumerate(dag.sources):
@@ -149,7 +150,8 @@ async def bare_makespan(dag: Dag, concurrency: int) -> float:
     async def run(node: int) -> None:
         nonlocal left
         async with slots:
-            await asyncio.sleep(dag.latency[node])
+            if latency:
+                await asyncio.sleep(dag.latency[node])
         left -= 1
         if left == 0:
             finished.set()
@@ -230,7 +232,7 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     header = (
         f"{'nodes':>6} {'depth':>5} {'bound s':>8} {'bare/bd':>8} {'ours s':>8} {'ours/bd':>8} "
-        f"{'µs/node':>8} {'core µs':>8}"
+        f"{'µs/node':>8} {'bare µs':>8} {'core µs':>8}"
     )
     if arguments.langgraph:
         header += f" {'LG s':>8} {'LG/bd':>8} {'LG µs/n':>8}"
@@ -243,6 +245,7 @@ def main() -> None:
         ours, kept = asyncio.run(budgetflow_makespan(dag, plan, arguments.concurrency, latency=True))
         quick, _ = asyncio.run(budgetflow_makespan(dag, plan, arguments.concurrency, latency=False))
         bare = asyncio.run(bare_makespan(dag, arguments.concurrency))
+        bare_quick = asyncio.run(bare_makespan(dag, arguments.concurrency, latency=False))
         core = asyncio.run(core_us_per_unit(size, arguments.concurrency))
         row: dict[str, Any] = {
             "depth": len({_layer(dag, i) for i in range(size)}),
@@ -253,11 +256,12 @@ def main() -> None:
             "us_per_node": round(quick / size * 1e6, 1),
             "core_us_per_unit": round(core, 1),
             "bare_asyncio_over_bound": round(bare / bound, 4),
+            "bare_us_per_node": round(bare_quick / size * 1e6, 1),
             "events_kept": kept,
         }
         line = (
             f"{size:>6} {row['depth']:>5} {bound:>8.2f} {bare / bound:>8.3f} {ours:>8.2f} "
-            f"{ours / bound:>8.3f} {row['us_per_node']:>8.1f} {core:>8.1f}"
+            f"{ours / bound:>8.3f} {row['us_per_node']:>8.1f} {row['bare_us_per_node']:>8.1f} {core:>8.1f}"
         )
         if arguments.langgraph:
             theirs = langgraph_makespan(dag, arguments.concurrency, latency=True)
@@ -277,6 +281,7 @@ def main() -> None:
         else None,
         "us_per_node": max(r["us_per_node"] for r in rows.values()),
         "bare_asyncio_over_bound": max(r["bare_asyncio_over_bound"] for r in rows.values()),
+        "bare_us_per_node": max(r["bare_us_per_node"] for r in rows.values()),
         "core_us_per_unit": max(r["core_us_per_unit"] for r in rows.values()),
         "langgraph_us_per_node": max(r["langgraph_us_per_node"] for r in rows.values())
         if arguments.langgraph
