@@ -19,6 +19,7 @@ from budgetflow.backends.wrappers import (
     Retry,
     TokenBucket,
 )
+from budgetflow.backends.wrappers.metered import LATENCY_WINDOW
 from budgetflow.errors import BadRequest, CircuitOpen, EndpointUnreachable, RateLimited, ServerError
 from budgetflow.events import (
     EventLog,
@@ -204,6 +205,21 @@ def test_metered_counts_and_emits_request_events() -> None:
     assert metered.reading.requests == 2 and metered.reading.failures == 1
     assert metered.reading.usage.completion_tokens == 2
     assert [type(e) for e in log.events] == [RequestStarted, RequestFinished, RequestStarted, RequestFailed]
+
+
+def test_a_meter_keeps_a_window_of_latencies_not_every_one() -> None:
+    """A server meters millions of requests: the latencies behind `p50_seconds` are the latest
+    `LATENCY_WINDOW`, so a meter's memory does not grow with the requests it has seen."""
+    metered = Metered(FunctionBackend(lambda request, index: "ok"))
+
+    async def many() -> None:
+        for _ in range(LATENCY_WINDOW + 500):
+            await metered.complete(Request.from_prompt("q"))
+
+    asyncio.run(many())
+    assert metered.reading.requests == LATENCY_WINDOW + 500
+    assert len(metered.reading.latencies) == LATENCY_WINDOW
+    assert 0 < metered.reading.p50_seconds < 1
 
 
 class _ConfidentBackend(Backend):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from budgetflow.backends.base import Backend, ScoredContinuations, StreamTail
 from budgetflow.backends.wrappers.base import Wrapper
@@ -14,7 +16,12 @@ from budgetflow.events import EventStream, RequestFailed, RequestFinished, Reque
 from budgetflow.types import Request, Response
 from budgetflow.usage import NO_USAGE, Usage
 
-__all__ = ["MeterReading", "Metered"]
+__all__ = ["LATENCY_WINDOW", "MeterReading", "Metered"]
+
+
+#: How many of the latest requests' latencies a meter keeps (a server meters millions of requests:
+#: a list of every latency would grow without end).
+LATENCY_WINDOW: Final = 1024
 
 
 @dataclass(slots=True)
@@ -22,10 +29,14 @@ class MeterReading:
     requests: int = 0
     failures: int = 0
     usage: Usage = field(default_factory=Usage)
-    latencies: list[float] = field(default_factory=list)
+    #: The latest `LATENCY_WINDOW` requests' latencies, oldest first.
+    latencies: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW)
+    )
 
     @property
     def p50_seconds(self) -> float:
+        """The median latency of the latest `LATENCY_WINDOW` requests (0 before any)."""
         return statistics.median(self.latencies) if self.latencies else 0.0
 
 
