@@ -76,6 +76,7 @@ class PlanRun:
         self.results: dict[str, NodeResult] = {}
         self.routes: dict[str, Routed] = {}
         self.strategies: dict[str, Strategy] = {}
+        self.parsed: dict[str, Strategy] = {}  # by spec
         self.dependants: dict[str, list[str]] = {}
         self.waiting: dict[str, int] = {}
         self.critical: dict[str, int] = {}
@@ -88,7 +89,9 @@ class PlanRun:
         paths = critical_paths(plan)
         for node in plan.nodes:
             self._register(node, paths[node.id])
-        self.ready: list[Work] = []
+        #: Work ready to start, as (priority, order, work): plain tuples compare faster than a
+        #: dataclass's generated ordering.
+        self.ready: list[tuple[int, int, Work]] = []
         self.running: dict[asyncio.Task[Any], Work] = {}
         #: Executions that ended, in order, not yet taken by the dispatch loop (which `wakeup` wakes).
         self.finished: collections.deque[asyncio.Task[Any]] = collections.deque()
@@ -125,7 +128,7 @@ class PlanRun:
         try:
             while (self.ready or self.running or arrivals is not None) and not self.halted:
                 while self.ready and len(self.running) < self.concurrency and not self.halted:
-                    work = heapq.heappop(self.ready)
+                    _, _, work = heapq.heappop(self.ready)
                     if self.results[work.node].status in ("ready", "running"):
                         self._start(work)
                 if not self.running and arrivals is None:
@@ -236,7 +239,7 @@ class PlanRun:
         work = Work(-self.critical[node_id], next(self.order), node_id, item, fan_in, redo, synthesis)
         if self.results[node_id].status == "pending":
             self.results[node_id].status = "ready"
-        heapq.heappush(self.ready, work)
+        heapq.heappush(self.ready, (work.priority, work.order, work))
 
     def _expand(self, node: Node) -> None:
         assert node.map is not None
@@ -357,7 +360,10 @@ class PlanRun:
             return self.plan.allocator.strategy()
         if node.strategy == SUBPLAN:
             return NamedStrategy(SUBPLAN)
-        return parse_strategy(node.strategy)
+        parsed = self.parsed.get(node.strategy)
+        if parsed is None:  # strategies are frozen: nodes with one spec share one
+            parsed = self.parsed[node.strategy] = parse_strategy(node.strategy)
+        return parsed
 
     def _share(self, node: Node) -> Budget | None:
         """A unit's token budget: its node's fixed share, else an equal part of what is free (what

@@ -4,7 +4,7 @@ and indexed, how prompts are filled in, and each node's critical path."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from budgetflow.plans.model import REFERENCE, Node, Plan
 from budgetflow.plans.validate import dependants_of, topological_order
@@ -22,17 +22,19 @@ __all__ = [
 ]
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True)
 class Work:
+    """One execution to start: the ready heap orders by (priority, order), then runs it."""
+
     priority: int
     order: int
-    node: str = field(compare=False)
-    item: int | None = field(compare=False, default=None)
-    fan_in: str | None = field(compare=False, default=None)
+    node: str
+    item: int | None = None
+    fan_in: str | None = None
     #: Which run of the node this is: 0 first, k its k-th re-run by a consistency check.
-    redo: int = field(compare=False, default=0)
+    redo: int = 0
     #: A map node's synthesis call (`reduce: synthesize`), after its items.
-    synthesis: bool = field(compare=False, default=False)
+    synthesis: bool = False
 
 
 @dataclass(frozen=True, slots=True)
