@@ -9,7 +9,8 @@ a subscriber keeping every event, strategies run by the execution core.
 
 * makespan / lower bound, where the bound is max(critical path, total work / concurrency): the
   best any scheduler can do with --concurrency calls in flight;
-* µs per node: the same DAGs with zero latency (the scheduler's and the engine's own cost), and
+* µs per node: the same DAGs with zero latency (the scheduler's and the engine's own cost; the
+  median of --repeats runs, interleaved with the references below), and
   for reference the execution core alone (`core µs`: as many one-sample units, no plan);
 * for reference, a bare asyncio start-when-ready loop (no budget, ledger or events) on the same
   DAGs and latencies (`bare/bd`): how close to the bound the DAG lets any scheduler come; and its
@@ -22,7 +23,8 @@ a subscriber keeping every event, strategies run by the execution core.
 The process runs with the collector setting of budgetflow's own commands (first threshold 10,000,
 `budgetflow.runtime.collector`); `--default-gc` keeps CPython's.
 
-    python benchmarks/makespan.py [--sizes 200 1000 10000] [--concurrency 16] [--langgraph] [--default-gc]
+    python benchmarks/makespan.py [--sizes 200 1000 10000] [--concurrency 16] [--repeats 5]
+                                   [--langgraph] [--default-gc]
 
 Last stdout line: {"makespan_over_bound": worst over sizes, "langgraph_over_bound": …,
 "us_per_node": worst over sizes, "langgraph_us_per_node": …, "sizes": {...}}
@@ -37,6 +39,7 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -193,6 +196,19 @@ async def core_us_per_unit(count: int, concurrency: int) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
+def _zero_latency_costs(dag: Dag, plan: Plan, concurrency: int, repeats: int) -> tuple[float, float, float]:
+    """(ours, bare loop) seconds for the whole DAG with zero latency, and the core's µs per unit:
+    each the median of `repeats` runs, interleaved (one short run is at the mercy of the machine)."""
+    ours: list[float] = []
+    bare: list[float] = []
+    core: list[float] = []
+    for _ in range(repeats):
+        ours.append(asyncio.run(budgetflow_makespan(dag, plan, concurrency, latency=False))[0])
+        bare.append(asyncio.run(bare_makespan(dag, concurrency, latency=False)))
+        core.append(asyncio.run(core_us_per_unit(len(dag.sources), concurrency)))
+    return statistics.median(ours), statistics.median(bare), statistics.median(core)
+
+
 def langgraph_python() -> Path:
     python = LANGGRAPH_VENV / "bin" / "python"
     if not python.exists():
@@ -223,6 +239,7 @@ def main() -> None:
     parser.add_argument("--median-ms", type=float, default=40.0)
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=5, help="Zero-latency runs per size (median).")
     parser.add_argument("--langgraph", action="store_true", help="Also run LangGraph (own venv).")
     parser.add_argument("--default-gc", action="store_true", help="Keep CPython's collector thresholds.")
     arguments = parser.parse_args()
@@ -243,10 +260,8 @@ def main() -> None:
         critical, work = dag.bound(arguments.concurrency)
         bound = max(critical, work)
         ours, kept = asyncio.run(budgetflow_makespan(dag, plan, arguments.concurrency, latency=True))
-        quick, _ = asyncio.run(budgetflow_makespan(dag, plan, arguments.concurrency, latency=False))
         bare = asyncio.run(bare_makespan(dag, arguments.concurrency))
-        bare_quick = asyncio.run(bare_makespan(dag, arguments.concurrency, latency=False))
-        core = asyncio.run(core_us_per_unit(size, arguments.concurrency))
+        quick, bare_quick, core = _zero_latency_costs(dag, plan, arguments.concurrency, arguments.repeats)
         row: dict[str, Any] = {
             "depth": len({_layer(dag, i) for i in range(size)}),
             "critical_path_s": round(critical, 3),
