@@ -10,7 +10,8 @@ a subscriber keeping every event, strategies run by the execution core.
 * makespan / lower bound, where the bound is max(critical path, total work / concurrency): the
   best any scheduler can do with --concurrency calls in flight;
 * µs per node: the same DAGs with zero latency (the scheduler's and the engine's own cost; the
-  median of --repeats runs, interleaved with the references below), and
+  median of --repeats runs, interleaved with the references below), the scheduler's share of it
+  (`sched µs`: µs per node minus the core's µs per unit), and
   for reference the execution core alone (`core µs`: as many one-sample units, no plan);
 * for reference, a bare asyncio start-when-ready loop (no budget, ledger or events) on the same
   DAGs and latencies (`bare/bd`): how close to the bound the DAG lets any scheduler come; and its
@@ -249,7 +250,7 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     header = (
         f"{'nodes':>6} {'depth':>5} {'bound s':>8} {'bare/bd':>8} {'ours s':>8} {'ours/bd':>8} "
-        f"{'µs/node':>8} {'bare µs':>8} {'core µs':>8}"
+        f"{'µs/node':>8} {'bare µs':>8} {'core µs':>8} {'sched µs':>8}"
     )
     if arguments.langgraph:
         header += f" {'LG s':>8} {'LG/bd':>8} {'LG µs/n':>8}"
@@ -270,13 +271,16 @@ def main() -> None:
             "makespan_over_bound": round(ours / bound, 4),
             "us_per_node": round(quick / size * 1e6, 1),
             "core_us_per_unit": round(core, 1),
+            # what the plan adds to a one-sample unit of the core: the scheduler's own cost
+            "scheduler_us_per_node": round(quick / size * 1e6 - core, 1),
             "bare_asyncio_over_bound": round(bare / bound, 4),
             "bare_us_per_node": round(bare_quick / size * 1e6, 1),
             "events_kept": kept,
         }
         line = (
             f"{size:>6} {row['depth']:>5} {bound:>8.2f} {bare / bound:>8.3f} {ours:>8.2f} "
-            f"{ours / bound:>8.3f} {row['us_per_node']:>8.1f} {row['bare_us_per_node']:>8.1f} {core:>8.1f}"
+            f"{ours / bound:>8.3f} {row['us_per_node']:>8.1f} {row['bare_us_per_node']:>8.1f} {core:>8.1f} "
+            f"{row['scheduler_us_per_node']:>8.1f}"
         )
         if arguments.langgraph:
             theirs = langgraph_makespan(dag, arguments.concurrency, latency=True)
@@ -298,6 +302,7 @@ def main() -> None:
         "bare_asyncio_over_bound": max(r["bare_asyncio_over_bound"] for r in rows.values()),
         "bare_us_per_node": max(r["bare_us_per_node"] for r in rows.values()),
         "core_us_per_unit": max(r["core_us_per_unit"] for r in rows.values()),
+        "scheduler_us_per_node": max(r["scheduler_us_per_node"] for r in rows.values()),
         "langgraph_us_per_node": max(r["langgraph_us_per_node"] for r in rows.values())
         if arguments.langgraph
         else None,
