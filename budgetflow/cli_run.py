@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,10 @@ from budgetflow.cli_output import console, exit_for, stdout
 from budgetflow.errors import BudgetflowError, ConfigError
 from budgetflow.evaluate.session import Journaling
 from budgetflow.plans import NodeResult, Plan, PlanResult, load_plan, run_plan
+from budgetflow.plans.node_runner import PlanResources
 from budgetflow.runtime.context import EndpointLimits
 from budgetflow.runtime.endpoints import EndpointSpec
+from budgetflow.tools import DocumentSearch, Tool, default_tools
 from budgetflow.types import SamplingParams
 
 __all__ = ["plan_json", "run_command"]
@@ -58,9 +61,47 @@ class PlanOptions:
         Path | None, typer.Option(rich_help_panel=PLAN, help="Write the result and every node as JSON.")
     ] = None
     backend_concurrency: BackendConcurrencyOpt = 8
+    endpoint_lanes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint",
+            metavar="NAME=BASE_URL=MODEL",
+            rich_help_panel=PLAN,
+            help="An OpenAI-compatible endpoint the plan's roles name (`endpoint: NAME`), with the "
+            "backend's key variable, timeout and limits (repeatable). Roles without one run on the "
+            "backend (`default`).",
+        ),
+    ] = None
+    documents: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            rich_help_panel=PLAN,
+            help="Give the plan's roles a `search` tool over the .txt and .md files in this folder (BM25).",
+        ),
+    ] = None
 
     def limits(self) -> EndpointLimits:
         return EndpointLimits(concurrency=self.backend_concurrency)
+
+    def named_endpoints(self, template: EndpointSpec) -> dict[str, EndpointSpec]:
+        """`--endpoint NAME=BASE_URL=MODEL` values by name; `ConfigError` naming a bad one."""
+        named: dict[str, EndpointSpec] = {}
+        for text in self.endpoint_lanes or []:
+            name, _, lane = text.partition("=")
+            base_url, _, model = lane.rpartition("=")
+            if not name or not base_url or not model or name == "default" or name in named:
+                raise ConfigError(
+                    f"--endpoint must be NAME=BASE_URL=MODEL, each NAME once and not 'default'; got {text!r}"
+                )
+            named[name] = EndpointSpec.from_lane(lane, template=template)
+        return named
+
+    def tools(self) -> dict[str, Tool] | None:
+        """The default tools, with document search over `--documents` (None: the defaults)."""
+        if self.documents is None:
+            return None
+        return {**default_tools(), "search": DocumentSearch.from_directory(self.documents)}
 
 
 @option_groups
@@ -77,12 +118,25 @@ def run_command(
     try:
         plan = load_plan(plan_file, budget_tokens=options.budget_tokens, allocator=options.allocator)
         spec = endpoint.spec(options.limits())
-        setting = (spec, plan, options.concurrency, options.max_tokens, options.seed)
+        named = options.named_endpoints(spec)
+        tools = options.tools()
+        _check_roles(plan, named, options.documents)
+        setting = (
+            spec,
+            named,
+            options.documents,
+            plan,
+            options.concurrency,
+            options.max_tokens,
+            options.seed,
+        )
         journaling = journaled.open(setting)
     except BudgetflowError as exc:
         raise exit_for(exc) from None
     with console.status(f"running {plan.name} ({len(plan.nodes)} nodes)"):
-        result = run_journaled(journaling, lambda: asyncio.run(_execute(plan, spec, options, journaling)))
+        result = run_journaled(
+            journaling, lambda: asyncio.run(_execute(plan, (spec, named, tools), options, journaling))
+        )
     _show(result)
     if options.output is not None:
         _write(options.output, plan_json(result, session=journaling.session))
@@ -90,19 +144,40 @@ def run_command(
         raise typer.Exit(1)
 
 
+def _check_roles(plan: Plan, named: dict[str, EndpointSpec], documents: Path | None) -> None:
+    """Every role's endpoint is `default` or given with `--endpoint`, and a role that searches has
+    `--documents` (checked before a session opens)."""
+    for role in plan.roles:
+        if role.endpoint != "default" and role.endpoint not in named:
+            raise ConfigError(
+                f"role {role.name!r} runs on endpoint {role.endpoint!r}: give it with "
+                f"--endpoint {role.endpoint}=BASE_URL=MODEL"
+            )
+        if "search" in role.tools and documents is None:
+            raise ConfigError(
+                f"role {role.name!r} uses the search tool: give its documents with --documents DIR"
+            )
+
+
 async def _execute(
-    plan: Plan, spec: EndpointSpec, options: PlanOptions, journaling: Journaling
+    plan: Plan,
+    endpoints: tuple[EndpointSpec, dict[str, EndpointSpec], dict[str, Tool] | None],
+    options: PlanOptions,
+    journaling: Journaling,
 ) -> PlanResult:
-    """The plan on the chosen backend, its events journaled (answered from the journal when
-    resuming or replaying)."""
-    chosen = journaling.backends((spec,))[0]
+    """The plan on the chosen backend and the roles' named endpoints, its events journaled
+    (answered from the journal when resuming or replaying)."""
+    spec, named, tools = endpoints
+    chosen, *others = journaling.backends((spec, *named.values()))
     events = journaling.events("plan")
 
     def finished(node: NodeResult) -> None:
         if node.status != "ok":
             console.print(escape(f"{node.node}: {node.status} — {node.reason}"), highlight=False)
 
-    async with chosen:
+    async with contextlib.AsyncExitStack() as stack:
+        for backend in (chosen, *others):
+            await stack.enter_async_context(backend)
         return await run_plan(
             plan,
             chosen,
@@ -112,6 +187,7 @@ async def _execute(
             events=events,
             on_node=finished,
             recorded=journaling.journal.recorded(events.run_id),
+            resources=PlanResources(endpoints=dict(zip(named, others, strict=True)), tools=tools),
         )
 
 
