@@ -89,24 +89,14 @@ class PlanRun:
         paths = critical_paths(plan)
         for node in plan.nodes:
             self._register(node, paths[node.id])
-        #: Work ready to start, as (priority, order, work): plain tuples compare faster than a
-        #: dataclass's generated ordering.
-        self.ready: list[tuple[int, int, Work]] = []
-        self.running: dict[asyncio.Task[Any], Work] = {}
-        #: Executions that ended, in order, not yet taken by the dispatch loop (which `wakeup` wakes).
-        self.finished: collections.deque[asyncio.Task[Any]] = collections.deque()
-        self.wakeup = asyncio.Event()
+        self._open_dispatch()
         self.items: dict[str, list[Any]] = {}  # a map node's item values, by index
         self.items_left: dict[str, int] = {}
         self.items_waiting: dict[str, int] = {}  # a map node's items not started yet
         self.live: dict[str, Unit] = {}  # running units, for what they may still spend
         self.unit_nodes: dict[str, str] = {}  # unit id -> its node
-        self.starting = 0  # executions started whose first unit is not open yet
         self.fan_in: dict[str, list[Any]] = {}  # a first/quorum node's sources' values so far
-        self.order = itertools.count()
-        self.executions = 0
         self.origin = time.perf_counter()
-        self.cancelled: list[asyncio.Task[Any]] = []
         self.topology = choose_topology(plan)
         self.checks = dict(self.topology.checks)  # merge nodes whose sources must agree
         self.redone: dict[str, int] = {}  # re-runs of a checked node's sources so far
@@ -115,6 +105,20 @@ class PlanRun:
         self.halted = ""
 
     # ---- the dispatch loop ---------------------------------------------------------------------
+
+    def _open_dispatch(self) -> None:
+        """The dispatch loop's state: work ready to start, executions running and ended."""
+        #: Work ready to start, as (priority, order, work): plain tuples compare faster than a
+        #: dataclass's generated ordering.
+        self.ready: list[tuple[int, int, Work]] = []
+        self.order = itertools.count()
+        self.running: dict[asyncio.Task[Any], Work] = {}
+        self.starting = 0  # executions started whose first unit is not open yet
+        self.executions = 0
+        #: Executions that ended, in order, not yet taken by the loop (which `wakeup` wakes).
+        self.finished: collections.deque[asyncio.Task[Any]] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.cancelled: list[asyncio.Task[Any]] = []
 
     async def run(self, incoming: asyncio.Queue[Node | None] | None = None) -> None:
         """Run every node; with `incoming`, also every node put on it while the run goes on (a
