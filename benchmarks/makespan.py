@@ -2,8 +2,8 @@
 
 Random DAGs of 200, 1,000 and 10,000 nodes (random depth and layer widths; each node waits for
 1-3 nodes of earlier layers) run through `budgetflow.plans.run_plan` on a latency-only fake
-backend: a node's call sleeps its own log-normal latency (median --median-ms, sigma --sigma) and
-answers. Everything the engine adds is on: one `RunContext` with a token budget (every call
+backend (`LatencyBackend`): a node's call sleeps its own log-normal latency (median --median-ms,
+sigma --sigma) and answers. Everything the engine adds is on: one `RunContext` with a token budget (every call
 reserved and settled in the ledger tree, each node a unit with its share), the event stream with
 a subscriber keeping every event, strategies run by the execution core.
 
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from budgetflow.backends.scripted import FunctionBackend
+from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget
 from budgetflow.events import Event, EventStream
 from budgetflow.plans import Plan, plan_from_dict, run_plan
@@ -56,7 +56,7 @@ from budgetflow.runtime.collector import tune_garbage_collector
 from budgetflow.runtime.context import RunContext
 from budgetflow.runtime.strategy_runner import run_strategy
 from budgetflow.strategies.parse import parse_strategy
-from budgetflow.types import Message, Request, SamplingParams
+from budgetflow.types import Completion, Message, Request, Response, SamplingParams, Usage
 
 HERE = Path(__file__).resolve().parent
 LANGGRAPH_VENV = HERE / ".langgraph-venv"
@@ -109,21 +109,39 @@ def as_plan(dag: Dag, budget_tokens: int) -> Plan:
     )
 
 
+class LatencyBackend(Backend):
+    """The latency-only fake model: node `n<i>`'s call sleeps `latency[i]` seconds (none without
+    latencies) and answers "done", one token. Unlike the test suite's `FunctionBackend` it keeps
+    no request and counts no words: what a run costs here is the engine's, not the fake's."""
+
+    name = "latency"
+
+    def __init__(self, latency: list[float] | None) -> None:
+        self._latency = latency
+
+    @property
+    def model_name(self) -> str:
+        return "fake"
+
+    async def complete(self, request: Request) -> Response:
+        if self._latency is not None:
+            await asyncio.sleep(self._latency[int(request.messages[-1].text[1:])])
+        return Response(completions=_DONE, usage=_DONE_USAGE, model="fake")
+
+
+_DONE = (Completion(text="done", completion_tokens=1),)
+_DONE_USAGE = Usage(8, 1)
+
+
 async def budgetflow_makespan(dag: Dag, plan: Plan, concurrency: int, latency: bool) -> tuple[float, int]:
     """(seconds, events kept) of one run of the plan."""
-
-    async def reply(request: Request, index: int) -> str:
-        if latency:
-            await asyncio.sleep(dag.latency[int(request.messages[-1].text[1:])])
-        return "done"
-
     kept: list[Event] = []
     events = EventStream("makespan")
     events.subscribe(kept.append)
     started = time.perf_counter()
     result = await run_plan(
         plan,
-        FunctionBackend(reply),
+        LatencyBackend(dag.latency if latency else None),
         sampling=SamplingParams(max_tokens=4, seed=0),
         concurrency=concurrency,
         events=events,
@@ -178,7 +196,7 @@ async def core_us_per_unit(count: int, concurrency: int) -> float:
     events = EventStream("core")
     events.subscribe(kept.append)
     context = RunContext(
-        FunctionBackend(lambda request, index: "done"),
+        LatencyBackend(None),
         budget=Budget(total_tokens=1_000 * count),
         events=events,
         seed=0,
