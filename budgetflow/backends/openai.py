@@ -275,14 +275,16 @@ class OpenAICompatibleBackend(Backend):
             raise self._transport_error(url, exc) from exc
 
     def _transport_error(self, url: yarl.URL, exc: BaseException) -> BackendError:
-        """The typed error for a connection failure or timeout talking to `url`."""
+        """The typed error for a connection failure or timeout talking to `url` (written as the
+        user gave it, not percent-encoded)."""
+        shown = url.human_repr()
         if isinstance(exc, aiohttp.ClientConnectorError):
-            return EndpointUnreachable(f"{self.name}: cannot connect to {url}: {exc}", backend=self.name)
+            return EndpointUnreachable(f"{self.name}: cannot connect to {shown}: {exc}", backend=self.name)
         if isinstance(exc, TimeoutError):
             return BackendTimeout(
-                f"{self.name}: no reply from {url} within {self._timeout.total} s", backend=self.name
+                f"{self.name}: no reply from {shown} within {self._timeout.total} s", backend=self.name
             )
-        return EndpointUnreachable(f"{self.name}: connection to {url} dropped: {exc!r}", backend=self.name)
+        return EndpointUnreachable(f"{self.name}: connection to {shown} dropped: {exc!r}", backend=self.name)
 
     def _payload(self, request: Request, *, n: int, seed: int) -> dict[str, Any]:
         sampling = request.sampling

@@ -68,14 +68,16 @@ def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
     assert "broken.jsonl:2: not valid JSON" in " ".join(result.output.split())
 
 
-def test_unreachable_endpoint_fails_with_exit_1(tmp_path: Path) -> None:
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:9/v1", "http://127.0.0.1:9/[red]v1:x:"])
+def test_unreachable_endpoint_fails_with_exit_1(tmp_path: Path, base_url: str) -> None:
+    """The message names the URL as the user wrote it: no Rich markup eaten, no percent-encoding."""
     result = runner.invoke(
         app,
-        ["eval", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--limit", "1",
+        ["eval", "--backend", "openai", "--base-url", base_url, "--model", "m", "--limit", "1",
          "--output", str(tmp_path / "o.json")],
     )  # fmt: skip
     assert result.exit_code == 1
-    assert "cannot connect to http://127.0.0.1:9/v1" in " ".join(result.output.split())
+    assert f"cannot connect to {base_url}/chat/completions" in " ".join(result.output.split())
 
 
 def test_help_explains_every_eval_option() -> None:
