@@ -4,7 +4,6 @@ retries and failures. `budgetflow.plans.executor` starts it (`run_plan`, `run_st
 from __future__ import annotations
 
 import asyncio
-import collections
 import heapq
 import itertools
 import time
@@ -26,6 +25,7 @@ from budgetflow.plans.routing import Routed, route
 from budgetflow.plans.topology import choose_topology
 from budgetflow.plans.work import (
     LITERAL,
+    Endings,
     NamedStrategy,
     NodeFailed,
     Work,
@@ -115,9 +115,8 @@ class PlanRun:
         self.running: dict[asyncio.Task[Any], Work] = {}
         self.starting = 0  # executions started whose first unit is not open yet
         self.executions = 0
-        #: Executions that ended, in order, not yet taken by the loop (which `wakeup` wakes).
-        self.finished: collections.deque[asyncio.Task[Any]] = collections.deque()
-        self.wakeup = asyncio.Event()
+        #: Executions (and streamed-node arrivals) that ended, not yet taken by the loop.
+        self.endings = Endings()
         self.cancelled: list[asyncio.Task[Any]] = []
 
     async def run(self, incoming: asyncio.Queue[Node | None] | None = None) -> None:
@@ -126,9 +125,9 @@ class PlanRun:
         roots = [node.id for node in self.plan.nodes if self.waiting[node.id] == 0]
         for root in roots:  # a literal root readies its dependants at once: list roots first
             self._ready(root)
-        arrivals: asyncio.Future[Node | None] | None = None
+        arrivals: asyncio.Task[Node | None] | None = None
         if incoming is not None:
-            arrivals = self._watched(asyncio.ensure_future(incoming.get()))
+            arrivals = self.endings.watch(asyncio.ensure_future(incoming.get()))
         try:
             while (self.ready or self.running or arrivals is not None) and not self.halted:
                 while self.ready and len(self.running) < self.concurrency and not self.halted:
@@ -137,10 +136,8 @@ class PlanRun:
                         self._start(work)
                 if not self.running and arrivals is None:
                     continue
-                await self._next_finished()
-                while self.finished:
-                    task = self.finished.popleft()
-                    if task in self.running:  # else cancelled meanwhile by a fan-in or a failure
+                for task in await self.endings.taken():
+                    if task in self.running:  # else an arrival, or cancelled by a fan-in or a failure
                         self._finished(self.running.pop(task), task)
                 if self.adaptive:
                     self._rebalance()
@@ -162,30 +159,12 @@ class PlanRun:
 
     def _arrived(
         self, node: Node | None, incoming: asyncio.Queue[Node | None] | None
-    ) -> asyncio.Future[Node | None] | None:
+    ) -> asyncio.Task[Node | None] | None:
         """Take a streamed node into the run; the next arrival to wait for (None: no more)."""
         if node is None or incoming is None:
             return None
         self.add_node(node)
-        return self._watched(asyncio.ensure_future(incoming.get()))
-
-    def _watched(self, future: asyncio.Future[Node | None]) -> asyncio.Future[Node | None]:
-        """`future` (the next streamed node), waking the dispatch loop when it arrives."""
-        future.add_done_callback(lambda _: self.wakeup.set())
-        return future
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        """A node execution ended: queue it for the dispatch loop, in the order they end (one
-        callback per task, where `asyncio.wait` would add and remove one on every running task
-        each time around the loop)."""
-        self.finished.append(task)
-        self.wakeup.set()
-
-    async def _next_finished(self) -> None:
-        """Wait until an execution ends or a streamed node arrives."""
-        if not self.finished:
-            await self.wakeup.wait()
-        self.wakeup.clear()
+        return self.endings.watch(asyncio.ensure_future(incoming.get()))
 
     def _register(self, node: Node, critical: int) -> None:
         """Take `node` into the run's books (before it runs, whether from the plan or streamed)."""
@@ -283,9 +262,7 @@ class PlanRun:
             self.halted = reason
             return
         self.starting += 1
-        task = asyncio.ensure_future(self._execute(work))
-        task.add_done_callback(self._task_done)
-        self.running[task] = work
+        self.running[self.endings.watch(asyncio.ensure_future(self._execute(work)))] = work
 
     # ---- one execution -------------------------------------------------------------------------
 

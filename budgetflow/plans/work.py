@@ -3,8 +3,11 @@ and indexed, how prompts are filled in, and each node's critical path."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from budgetflow.plans.model import REFERENCE, Node, Plan
 from budgetflow.plans.validate import dependants_of, topological_order
@@ -12,6 +15,7 @@ from budgetflow.strategies.base import Decision, Sample
 
 __all__ = [
     "LITERAL",
+    "Endings",
     "NamedStrategy",
     "NodeFailed",
     "Work",
@@ -84,3 +88,33 @@ def critical_paths(plan: Plan) -> dict[str, int]:
     for name in reversed(topological_order(plan, dependants)):
         length[name] = 1 + max((length[d] for d in dependants[name]), default=0)
     return length
+
+
+T = TypeVar("T", bound="asyncio.Task[Any]")
+
+
+class Endings:
+    """Tasks that ended, in the order they ended, for a dispatch loop to take: each watched task
+    gets one done callback, where `asyncio.wait` would add and remove one on every pending task
+    each time around the loop."""
+
+    def __init__(self) -> None:
+        self._ended: collections.deque[asyncio.Task[Any]] = collections.deque()
+        self._wakeup = asyncio.Event()
+
+    def watch(self, task: T) -> T:
+        task.add_done_callback(self._end)
+        return task
+
+    def _end(self, task: asyncio.Task[Any]) -> None:
+        self._ended.append(task)
+        self._wakeup.set()
+
+    async def taken(self) -> list[asyncio.Task[Any]]:
+        """Wait until a watched task has ended; every one that ended since, in order."""
+        if not self._ended:
+            await self._wakeup.wait()
+        self._wakeup.clear()
+        ended = list(self._ended)
+        self._ended.clear()
+        return ended
