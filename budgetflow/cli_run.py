@@ -89,12 +89,13 @@ class PlanOptions:
         named: dict[str, EndpointSpec] = {}
         for text in self.endpoint_lanes or []:
             name, _, lane = text.partition("=")
-            base_url, _, model = lane.rpartition("=")
-            if not name or not base_url or not model or name == "default" or name in named:
+            fresh = bool(name) and name != "default" and name not in named
+            spec = _lane_spec(lane, template) if fresh else None
+            if spec is None:
                 raise ConfigError(
                     f"--endpoint must be NAME=BASE_URL=MODEL, each NAME once and not 'default'; got {text!r}"
                 )
-            named[name] = EndpointSpec.from_lane(lane, template=template)
+            named[name] = spec
         return named
 
     def tools(self) -> dict[str, Tool] | None:
@@ -135,13 +136,21 @@ def run_command(
         raise exit_for(exc) from None
     with console.status(f"running {plan.name} ({len(plan.nodes)} nodes)"):
         result = run_journaled(
-            journaling, lambda: asyncio.run(_execute(plan, (spec, named, tools), options, journaling))
+            journaling, lambda: asyncio.run(_execute(plan, spec, named, tools, options, journaling))
         )
     _show(result)
     if options.output is not None:
         _write(options.output, plan_json(result, session=journaling.session))
     if not result.complete:
         raise typer.Exit(1)
+
+
+def _lane_spec(lane: str, template: EndpointSpec) -> EndpointSpec | None:
+    """`BASE_URL=MODEL` as an endpoint like `template` (None when it is not that shape)."""
+    try:
+        return EndpointSpec.from_lane(lane, template=template)
+    except ConfigError:
+        return None
 
 
 def _check_roles(plan: Plan, named: dict[str, EndpointSpec], documents: Path | None) -> None:
@@ -161,13 +170,14 @@ def _check_roles(plan: Plan, named: dict[str, EndpointSpec], documents: Path | N
 
 async def _execute(
     plan: Plan,
-    endpoints: tuple[EndpointSpec, dict[str, EndpointSpec], dict[str, Tool] | None],
+    spec: EndpointSpec,
+    named: dict[str, EndpointSpec],
+    tools: dict[str, Tool] | None,
     options: PlanOptions,
     journaling: Journaling,
 ) -> PlanResult:
-    """The plan on the chosen backend and the roles' named endpoints, its events journaled
-    (answered from the journal when resuming or replaying)."""
-    spec, named, tools = endpoints
+    """The plan on the chosen backend, the roles' named endpoints and `tools` (None: the
+    defaults), its events journaled (answered from the journal when resuming or replaying)."""
     chosen, *others = journaling.backends((spec, *named.values()))
     events = journaling.events("plan")
 
