@@ -7,14 +7,22 @@ sigma --sigma) and answers. Everything the engine adds is on: one `RunContext` w
 reserved and settled in the ledger tree, each node a unit with its share), the event stream with
 a subscriber keeping every event, strategies run by the execution core.
 
-* makespan / lower bound, where the bound is max(critical path, total work / concurrency): the
-  best any scheduler can do with --concurrency calls in flight;
+* makespan / lower bound (`ours/bd`), where the bound is max(critical path, total work /
+  concurrency): no scheduler with --concurrency calls in flight can do better;
+* what a scheduler could reach on the same DAG (benchmarks/makespan_sim.py, zero overhead): the
+  list schedule by our own rule, longest path in nodes (`rule/bd`), and by a clairvoyant rule that
+  knows every call's latency (`clair/bd`). Neither always reaches the bound: it is loosest when
+  the critical path and the work per slot are close. `--shapes N` tabulates both over N random
+  DAGs per size;
+* what running adds to the rule: `ours/obs`, our makespan over the bound of the durations the
+  calls really took (asyncio timers wake up to a millisecond late), and `ours/rule`, our makespan
+  over the rule's zero-overhead schedule of those durations (dispatch delays, the engine's cost);
 * µs per node: the same DAGs with zero latency (the scheduler's and the engine's own cost; the
   median of --repeats runs, interleaved with the references below), the scheduler's share of it
   (`sched µs`: µs per node minus the core's µs per unit), and
   for reference the execution core alone (`core µs`: as many one-sample units, no plan);
 * for reference, a bare asyncio start-when-ready loop (no budget, ledger or events) on the same
-  DAGs and latencies (`bare/bd`): how close to the bound the DAG lets any scheduler come; and its
+  DAGs and latencies, starting ready nodes in the order they became ready (`bare/bd`); and its
   µs per node with zero latency (`bare µs`), the floor of any asyncio scheduler on this machine;
 * with --langgraph: the same DAGs and latencies through LangGraph's StateGraph (a node per DAG
   node, `add_edge([sources], node)` so it waits for all of them, `max_concurrency`), run in the
@@ -25,10 +33,11 @@ The process runs with the collector setting of budgetflow's own commands (first 
 `budgetflow.runtime.collector`); `--default-gc` keeps CPython's.
 
     python benchmarks/makespan.py [--sizes 200 1000 10000] [--concurrency 16] [--repeats 5]
-                                   [--langgraph] [--default-gc]
+                                   [--shapes 30] [--langgraph] [--default-gc]
 
 Last stdout line: {"makespan_over_bound": worst over sizes, "langgraph_over_bound": …,
-"us_per_node": worst over sizes, "langgraph_us_per_node": …, "sizes": {...}}
+"us_per_node": worst over sizes, "langgraph_us_per_node": …, the other columns' worst,
+"sizes": {...}, "shapes": {...}}
 """
 
 from __future__ import annotations
@@ -48,6 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.makespan_sim import duration_priority, list_schedule, node_count_priority
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget
 from budgetflow.events import Event, EventStream
@@ -112,12 +124,15 @@ def as_plan(dag: Dag, budget_tokens: int) -> Plan:
 class LatencyBackend(Backend):
     """The latency-only fake model: node `n<i>`'s call sleeps `latency[i]` seconds (none without
     latencies) and answers "done", one token. Unlike the test suite's `FunctionBackend` it keeps
-    no request and counts no words: what a run costs here is the engine's, not the fake's."""
+    no request and counts no words: what a run costs here is the engine's, not the fake's.
+    `durations[i]` is how long the call of node i really took: asyncio's timers wake late (the
+    epoll selector rounds a timeout up to the millisecond), so it is a little over latency[i]."""
 
     name = "latency"
 
     def __init__(self, latency: list[float] | None) -> None:
         self._latency = latency
+        self.durations = [0.0] * (len(latency) if latency is not None else 0)
 
     @property
     def model_name(self) -> str:
@@ -125,7 +140,10 @@ class LatencyBackend(Backend):
 
     async def complete(self, request: Request) -> Response:
         if self._latency is not None:
-            await asyncio.sleep(self._latency[int(request.messages[-1].text[1:])])
+            node = int(request.messages[-1].text[1:])
+            began = time.perf_counter()
+            await asyncio.sleep(self._latency[node])
+            self.durations[node] = time.perf_counter() - began
         return Response(completions=_DONE, usage=_DONE_USAGE, model="fake")
 
 
@@ -133,15 +151,18 @@ _DONE = (Completion(text="done", completion_tokens=1),)
 _DONE_USAGE = Usage(8, 1)
 
 
-async def budgetflow_makespan(dag: Dag, plan: Plan, concurrency: int, latency: bool) -> tuple[float, int]:
-    """(seconds, events kept) of one run of the plan."""
+async def budgetflow_makespan(
+    dag: Dag, plan: Plan, concurrency: int, latency: bool
+) -> tuple[float, int, list[float]]:
+    """(seconds, events kept, how long each node's call really took) of one run of the plan."""
     kept: list[Event] = []
     events = EventStream("makespan")
     events.subscribe(kept.append)
+    backend = LatencyBackend(dag.latency if latency else None)
     started = time.perf_counter()
     result = await run_plan(
         plan,
-        LatencyBackend(dag.latency if latency else None),
+        backend,
         sampling=SamplingParams(max_tokens=4, seed=0),
         concurrency=concurrency,
         events=events,
@@ -149,7 +170,7 @@ async def budgetflow_makespan(dag: Dag, plan: Plan, concurrency: int, latency: b
     seconds = time.perf_counter() - started
     if not result.complete or len(result.failed):
         raise SystemExit(f"the plan did not finish: {result.failed[:5]}")
-    return seconds, len(kept)
+    return seconds, len(kept), backend.durations
 
 
 async def bare_makespan(dag: Dag, concurrency: int, latency: bool = True) -> float:
@@ -251,6 +272,116 @@ def langgraph_makespan(dag: Dag, concurrency: int, latency: bool) -> float:
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
 
+def schedule_references(dag: Dag, concurrency: int, durations: list[float]) -> dict[str, float]:
+    """Zero-overhead list schedules of the DAG (benchmarks/makespan_sim.py), over the bound: with
+    the scheduler's own priority (longest path in nodes) and with a clairvoyant one (longest path
+    in true latencies); and our run over the same-priority schedule of the durations the calls
+    really took, which is what running adds to the rule (dispatch delays, the engine's cost)."""
+    critical, work = dag.bound(concurrency)
+    bound = max(critical, work)
+    by_count = node_count_priority(dag.sources)
+    observed = Dag(dag.sources, durations)
+    return {
+        "same_rule_s": list_schedule(dag.sources, dag.latency, concurrency, by_count),
+        "same_rule_over_bound": list_schedule(dag.sources, dag.latency, concurrency, by_count) / bound,
+        "clairvoyant_over_bound": list_schedule(
+            dag.sources, dag.latency, concurrency, duration_priority(dag.sources, dag.latency)
+        )
+        / bound,
+        "observed_bound_s": max(observed.bound(concurrency)),
+        "same_rule_observed_s": list_schedule(dag.sources, durations, concurrency, by_count),
+    }
+
+
+def shape_table(
+    sizes: list[int], concurrency: int, shapes: int, median_ms: float, sigma: float
+) -> dict[str, Any]:
+    """Over `shapes` random DAGs per size (zero-overhead schedules only, no run): how often each
+    rule comes within 3% of the bound, and its median and worst ratio."""
+    print(f"\nzero-overhead list schedules over {shapes} random DAGs per size (ratio to the bound)")
+    print(f"{'nodes':>6} {'rule':<12} {'median':>7} {'worst':>7} {'<=1.03':>7}")
+    table: dict[str, Any] = {}
+    for size in sizes:
+        rng = random.Random(10_000 + size)
+        ratios: dict[str, list[float]] = {"ready order": [], "node count": [], "clairvoyant": []}
+        for _ in range(shapes):
+            dag = random_dag(size, rng, median_ms, sigma)
+            bound = max(dag.bound(concurrency))
+            priorities = {
+                "ready order": [0.0] * size,
+                "node count": node_count_priority(dag.sources),
+                "clairvoyant": duration_priority(dag.sources, dag.latency),
+            }
+            for rule, priority in priorities.items():
+                ratios[rule].append(list_schedule(dag.sources, dag.latency, concurrency, priority) / bound)
+        for rule, values in ratios.items():
+            within = sum(value <= 1.03 for value in values) / len(values)
+            print(
+                f"{size:>6} {rule:<12} {statistics.median(values):>7.3f} {max(values):>7.3f} {within:>7.0%}"
+            )
+            table[f"{size} {rule}"] = {
+                "median": round(statistics.median(values), 4),
+                "worst": round(max(values), 4),
+                "share_within_1.03": round(within, 3),
+            }
+    return table
+
+
+def measure_size(size: int, dag: Dag, arguments: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """One size's row (for the JSON line) and its line of the table."""
+    concurrency = arguments.concurrency
+    plan = as_plan(dag, budget_tokens=1_000 * size)
+    critical, work = dag.bound(concurrency)
+    bound = max(critical, work)
+    ours, kept, durations = asyncio.run(budgetflow_makespan(dag, plan, concurrency, latency=True))
+    bare = asyncio.run(bare_makespan(dag, concurrency))
+    quick, bare_quick, core = _zero_latency_costs(dag, plan, concurrency, arguments.repeats)
+    reference = schedule_references(dag, concurrency, durations)
+    row: dict[str, Any] = {
+        "depth": len({_layer(dag, i) for i in range(size)}),
+        "critical_path_s": round(critical, 3),
+        "work_over_concurrency_s": round(work, 3),
+        "makespan_s": round(ours, 3),
+        "makespan_over_bound": round(ours / bound, 4),
+        # the same bound from the calls' real durations (timers wake late): the scheduler's part
+        "makespan_over_observed_bound": round(ours / reference["observed_bound_s"], 4),
+        "same_rule_over_bound": round(reference["same_rule_over_bound"], 4),
+        "clairvoyant_over_bound": round(reference["clairvoyant_over_bound"], 4),
+        "makespan_over_same_rule_observed": round(ours / reference["same_rule_observed_s"], 4),
+        "us_per_node": round(quick / size * 1e6, 1),
+        "core_us_per_unit": round(core, 1),
+        # what the plan adds to a one-sample unit of the core: the scheduler's own cost
+        "scheduler_us_per_node": round(quick / size * 1e6 - core, 1),
+        "bare_asyncio_over_bound": round(bare / bound, 4),
+        "bare_us_per_node": round(bare_quick / size * 1e6, 1),
+        "events_kept": kept,
+    }
+    line = (
+        f"{size:>6} {row['depth']:>5} {bound:>7.2f} {row['same_rule_over_bound']:>7.3f} "
+        f"{row['clairvoyant_over_bound']:>7.3f} {bare / bound:>7.3f} {ours / bound:>7.3f} "
+        f"{row['makespan_over_observed_bound']:>7.3f} {row['makespan_over_same_rule_observed']:>7.3f} "
+        f"{row['us_per_node']:>7.1f} {row['bare_us_per_node']:>7.1f} {core:>7.1f} "
+        f"{row['scheduler_us_per_node']:>7.1f}"
+    )
+    if arguments.langgraph:
+        theirs = langgraph_makespan(dag, concurrency, latency=True)
+        theirs_quick = langgraph_makespan(dag, concurrency, latency=False)
+        row.update(
+            langgraph_makespan_s=round(theirs, 3),
+            langgraph_over_bound=round(theirs / bound, 4),
+            langgraph_us_per_node=round(theirs_quick / size * 1e6, 1),
+        )
+        line += f" {theirs / bound:>7.3f} {row['langgraph_us_per_node']:>7.1f}"
+    return row, line
+
+
+HEADER = (
+    f"{'nodes':>6} {'depth':>5} {'bound s':>7} {'rule/bd':>7} {'clair/bd':>7} {'bare/bd':>7} "
+    f"{'ours/bd':>7} {'ours/obs':>7} {'ours/rule':>7} {'µs/node':>7} {'bare µs':>7} {'core µs':>7} "
+    f"{'sched µs':>7}"
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000, 10000])
@@ -259,77 +390,51 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5, help="Zero-latency runs per size (median).")
+    parser.add_argument("--shapes", type=int, default=30, help="Random DAGs per size for the schedule table.")
     parser.add_argument("--langgraph", action="store_true", help="Also run LangGraph (own venv).")
     parser.add_argument("--default-gc", action="store_true", help="Keep CPython's collector thresholds.")
     arguments = parser.parse_args()
     if not arguments.default_gc:
         tune_garbage_collector()
     rng = random.Random(arguments.seed)
+    print(HEADER + (f" {'LG/bd':>7} {'LG µs/n':>7}" if arguments.langgraph else ""))
     rows: dict[str, dict[str, Any]] = {}
-    header = (
-        f"{'nodes':>6} {'depth':>5} {'bound s':>8} {'bare/bd':>8} {'ours s':>8} {'ours/bd':>8} "
-        f"{'µs/node':>8} {'bare µs':>8} {'core µs':>8} {'sched µs':>8}"
-    )
-    if arguments.langgraph:
-        header += f" {'LG s':>8} {'LG/bd':>8} {'LG µs/n':>8}"
-    print(header)
     for size in arguments.sizes:
-        dag = random_dag(size, rng, arguments.median_ms, arguments.sigma)
-        plan = as_plan(dag, budget_tokens=1_000 * size)
-        critical, work = dag.bound(arguments.concurrency)
-        bound = max(critical, work)
-        ours, kept = asyncio.run(budgetflow_makespan(dag, plan, arguments.concurrency, latency=True))
-        bare = asyncio.run(bare_makespan(dag, arguments.concurrency))
-        quick, bare_quick, core = _zero_latency_costs(dag, plan, arguments.concurrency, arguments.repeats)
-        row: dict[str, Any] = {
-            "depth": len({_layer(dag, i) for i in range(size)}),
-            "critical_path_s": round(critical, 3),
-            "work_over_concurrency_s": round(work, 3),
-            "makespan_s": round(ours, 3),
-            "makespan_over_bound": round(ours / bound, 4),
-            "us_per_node": round(quick / size * 1e6, 1),
-            "core_us_per_unit": round(core, 1),
-            # what the plan adds to a one-sample unit of the core: the scheduler's own cost
-            "scheduler_us_per_node": round(quick / size * 1e6 - core, 1),
-            "bare_asyncio_over_bound": round(bare / bound, 4),
-            "bare_us_per_node": round(bare_quick / size * 1e6, 1),
-            "events_kept": kept,
-        }
-        line = (
-            f"{size:>6} {row['depth']:>5} {bound:>8.2f} {bare / bound:>8.3f} {ours:>8.2f} "
-            f"{ours / bound:>8.3f} {row['us_per_node']:>8.1f} {row['bare_us_per_node']:>8.1f} {core:>8.1f} "
-            f"{row['scheduler_us_per_node']:>8.1f}"
-        )
-        if arguments.langgraph:
-            theirs = langgraph_makespan(dag, arguments.concurrency, latency=True)
-            theirs_quick = langgraph_makespan(dag, arguments.concurrency, latency=False)
-            row.update(
-                langgraph_makespan_s=round(theirs, 3),
-                langgraph_over_bound=round(theirs / bound, 4),
-                langgraph_us_per_node=round(theirs_quick / size * 1e6, 1),
-            )
-            line += f" {theirs:>8.2f} {theirs / bound:>8.3f} {row['langgraph_us_per_node']:>8.1f}"
+        row, line = measure_size(size, random_dag(size, rng, arguments.median_ms, arguments.sigma), arguments)
         print(line, flush=True)
         rows[str(size)] = row
+    shapes = shape_table(
+        arguments.sizes, arguments.concurrency, arguments.shapes, arguments.median_ms, arguments.sigma
+    )
+
+    def worst(name: str) -> Any:
+        return max((row[name] for row in rows.values() if name in row), default=None)
+
     summary = {
-        "makespan_over_bound": max(r["makespan_over_bound"] for r in rows.values()),
-        "langgraph_over_bound": max((r["langgraph_over_bound"] for r in rows.values()), default=None)
-        if arguments.langgraph
-        else None,
-        "us_per_node": max(r["us_per_node"] for r in rows.values()),
-        "bare_asyncio_over_bound": max(r["bare_asyncio_over_bound"] for r in rows.values()),
-        "bare_us_per_node": max(r["bare_us_per_node"] for r in rows.values()),
-        "core_us_per_unit": max(r["core_us_per_unit"] for r in rows.values()),
-        "scheduler_us_per_node": max(r["scheduler_us_per_node"] for r in rows.values()),
-        "langgraph_us_per_node": max(r["langgraph_us_per_node"] for r in rows.values())
-        if arguments.langgraph
-        else None,
+        "makespan_over_bound": worst("makespan_over_bound"),
+        "langgraph_over_bound": worst("langgraph_over_bound"),
+        "us_per_node": worst("us_per_node"),
+        "langgraph_us_per_node": worst("langgraph_us_per_node"),
+        **{
+            name: worst(name)
+            for name in (
+                "makespan_over_observed_bound",
+                "same_rule_over_bound",
+                "clairvoyant_over_bound",
+                "makespan_over_same_rule_observed",
+                "bare_asyncio_over_bound",
+                "bare_us_per_node",
+                "core_us_per_unit",
+                "scheduler_us_per_node",
+            )
+        },
         "concurrency": arguments.concurrency,
         "median_ms": arguments.median_ms,
         "sigma": arguments.sigma,
         "cpus": os.cpu_count(),
         "gc_threshold": gc.get_threshold()[0],
         "sizes": rows,
+        "shapes": shapes,
     }
     print(json.dumps(summary))
 

@@ -51,6 +51,9 @@ class Price:
         return prompt_tokens * prompt_rate + completion_tokens * completion_rate
 
 
+_BUDGET_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "calls", "deadline_seconds")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Budget:
     """Limits; `None` means unlimited. `cost` is in dollars, `deadline_seconds` from ledger creation."""
@@ -63,15 +66,15 @@ class Budget:
     deadline_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "cost",
-            "calls",
-            "deadline_seconds",
-        ):
-            value = getattr(self, name)
+        values = (
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.cost,
+            self.calls,
+            self.deadline_seconds,
+        )
+        for name, value in zip(_BUDGET_FIELDS, values, strict=True):
             if value is not None and value < 0:
                 raise ConfigError(f"Budget.{name} must be >= 0, got {value}")
 
@@ -126,7 +129,9 @@ class Ledger:
         # by the garbage collector instead of at once (one per unit: most of a run's GC work)
         self._ancestors: tuple[Ledger, ...] = parent._chain() if parent else ()
         #: Whether this ledger or an ancestor has a deadline (most have none: no clock to read).
-        self.has_deadline: bool = any(ledger.budget.deadline_seconds is not None for ledger in self._chain())
+        self.has_deadline: bool = self.budget.deadline_seconds is not None or (
+            parent is not None and parent.has_deadline
+        )
         self._priced: bool = self.budget.cost is not None or (parent is not None and parent._needs_prices())
 
     # ---- queries ---------------------------------------------------------------------------
@@ -135,6 +140,10 @@ class Ledger:
     def spent(self) -> Spend:
         """Everything settled here (and in this ledger's children)."""
         return self._spent.snapshot()
+
+    def settled_usage(self) -> Usage:
+        """The tokens settled here (and in this ledger's children), without the rest of `spent`."""
+        return Usage(self._spent.prompt_tokens, self._spent.completion_tokens)
 
     @property
     def reserved(self) -> Spend:

@@ -188,7 +188,7 @@ class Unit:
     @property
     def usage(self) -> Usage:
         """Every token this unit's ledger settled: samples, judges, verifiers, retries, racers."""
-        return Usage(self.ledger.spent.prompt_tokens, self.ledger.spent.completion_tokens)
+        return self.ledger.settled_usage()
 
     async def draw(self, request: Request, *, lane: int = 0, shrink: bool = True) -> Response | None:
         """Send `request` (seeded by the run's seed policy) through the unit's stack. A draw the

@@ -9,6 +9,8 @@ from budgetflow.strategies.base import Decision, Draw, Finish, Sample
 
 __all__ = ["Single"]
 
+_GREEDY = Draw(n=1, temperature=0.0)  # decisions are frozen: every greedy unit may share one
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Single:
@@ -22,5 +24,5 @@ class Single:
 
     def decide(self, samples: Sequence[Sample]) -> Decision:
         if not samples:
-            return Draw(n=1, temperature=self.temperature)
+            return _GREEDY if self.temperature == 0.0 else Draw(n=1, temperature=self.temperature)
         return Finish(answer=samples[0].answer, reason="one sample drawn", votes=1)

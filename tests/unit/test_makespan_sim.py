@@ -1,0 +1,48 @@
+"""The makespan benchmark's zero-overhead list schedules (benchmarks/makespan_sim.py): the
+reference its note compares the plan scheduler against."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sim() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("makespan_sim", ROOT / "benchmarks" / "makespan_sim.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# four independent one-second nodes listed first, then a chain of three (4 -> 5 -> 6)
+SOURCES = [[], [], [], [], [], [4], [5]]
+
+
+def test_a_chain_takes_the_sum_of_its_durations() -> None:
+    sim = _sim()
+    sources = [[], [0], [1]]
+    assert sim.list_schedule(sources, [1.0, 2.0, 3.0], 4, sim.node_count_priority(sources)) == 6.0
+
+
+def test_longest_path_first_starts_the_chain_before_the_independent_nodes() -> None:
+    sim = _sim()
+    durations = [1.0] * 7
+    assert sim.node_count_priority(SOURCES) == [1.0, 1.0, 1.0, 1.0, 3.0, 2.0, 1.0]
+    in_ready_order = sim.list_schedule(SOURCES, durations, 2, [0.0] * 7)
+    by_path = sim.list_schedule(SOURCES, durations, 2, sim.node_count_priority(SOURCES))
+    assert (in_ready_order, by_path) == (5.0, 4.0)  # the bound max(3, 7 / 2) is 3.5
+
+
+def test_the_clairvoyant_rule_weighs_paths_by_duration() -> None:
+    sim = _sim()
+    # roots: node 0 (1 s), node 1 (5 s), node 2 (1 s) before node 3 (1 s)
+    sources = [[], [], [], [2]]
+    durations = [1.0, 5.0, 1.0, 1.0]
+    assert sim.duration_priority(sources, durations) == [1.0, 5.0, 2.0, 1.0]
+    # by node count the two-node branch goes first, then node 0 (ready before node 1): 1 waits
+    assert sim.list_schedule(sources, durations, 2, sim.node_count_priority(sources)) == 6.0
+    assert sim.list_schedule(sources, durations, 2, sim.duration_priority(sources, durations)) == 5.0
