@@ -272,23 +272,18 @@ def langgraph_makespan(dag: Dag, concurrency: int, latency: bool) -> float:
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
 
-def schedule_references(dag: Dag, concurrency: int, durations: list[float]) -> dict[str, float]:
-    """Zero-overhead list schedules of the DAG (benchmarks/makespan_sim.py), over the bound: with
+def schedule_references(dag: Dag, concurrency: int, bound: float, durations: list[float]) -> dict[str, float]:
+    """Zero-overhead list schedules of the DAG (benchmarks/makespan_sim.py): over the bound, with
     the scheduler's own priority (longest path in nodes) and with a clairvoyant one (longest path
-    in true latencies); and our run over the same-priority schedule of the durations the calls
-    really took, which is what running adds to the rule (dispatch delays, the engine's cost)."""
-    critical, work = dag.bound(concurrency)
-    bound = max(critical, work)
+    in true latencies); in seconds, the bound of the durations the calls really took and the
+    same-priority schedule of those durations (what our run is compared with to see what running
+    adds to the rule: dispatch delays, the engine's cost)."""
     by_count = node_count_priority(dag.sources)
-    observed = Dag(dag.sources, durations)
+    clairvoyant = duration_priority(dag.sources, dag.latency)
     return {
-        "same_rule_s": list_schedule(dag.sources, dag.latency, concurrency, by_count),
         "same_rule_over_bound": list_schedule(dag.sources, dag.latency, concurrency, by_count) / bound,
-        "clairvoyant_over_bound": list_schedule(
-            dag.sources, dag.latency, concurrency, duration_priority(dag.sources, dag.latency)
-        )
-        / bound,
-        "observed_bound_s": max(observed.bound(concurrency)),
+        "clairvoyant_over_bound": list_schedule(dag.sources, dag.latency, concurrency, clairvoyant) / bound,
+        "observed_bound_s": max(Dag(dag.sources, durations).bound(concurrency)),
         "same_rule_observed_s": list_schedule(dag.sources, durations, concurrency, by_count),
     }
 
@@ -336,7 +331,7 @@ def measure_size(size: int, dag: Dag, arguments: argparse.Namespace) -> tuple[di
     ours, kept, durations = asyncio.run(budgetflow_makespan(dag, plan, concurrency, latency=True))
     bare = asyncio.run(bare_makespan(dag, concurrency))
     quick, bare_quick, core = _zero_latency_costs(dag, plan, concurrency, arguments.repeats)
-    reference = schedule_references(dag, concurrency, durations)
+    reference = schedule_references(dag, concurrency, bound, durations)
     row: dict[str, Any] = {
         "depth": len({_layer(dag, i) for i in range(size)}),
         "critical_path_s": round(critical, 3),
