@@ -4,7 +4,6 @@ not accuracy: SmolLM2-135M is tiny)."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from budgetflow.events import Event, EventStream, UnitRequested
 from budgetflow.plans import load_plan, run_plan
 from budgetflow.runtime.endpoints import EndpointSpec, open_backend
+from budgetflow.testing.scripts import load_script
 from budgetflow.types import SamplingParams
 
 pytestmark = pytest.mark.integration
@@ -46,10 +46,7 @@ def test_the_calculator_example_shows_the_budget_left_every_turn() -> None:
 
 
 def test_the_planner_example_streams_a_plan_that_runs() -> None:
-    spec = importlib.util.spec_from_file_location("planner_task", EXAMPLES / "planner_task.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(EXAMPLES / "planner_task.py")
     result = asyncio.run(module.plan_and_run("What is (2 + 3) * (4 + 1)?"))
     written, plan = result.attempts[0]
     assert written.accepted and written.streamed  # nodes went to the plan while it streamed

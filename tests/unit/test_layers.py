@@ -4,7 +4,6 @@ one backend factory, and configurations refused with the flag or field named."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -19,17 +18,14 @@ from budgetflow.evaluate.session import EvalConfig
 from budgetflow.runtime.context import EndpointLimits
 from budgetflow.runtime.endpoints import EndpointSpec, open_backend
 from budgetflow.strategies.parse import parse_strategy
+from budgetflow.testing.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "budgetflow"
 
 
 def _structure() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("structure", ROOT / "benchmarks" / "structure.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "structure.py")
 
 
 def _import_graph() -> dict[str, set[str]]:

@@ -3,19 +3,16 @@ reference its note compares the plan scheduler against."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
+
+from budgetflow.testing.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sim() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("makespan_sim", ROOT / "benchmarks" / "makespan_sim.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "makespan_sim.py")
 
 
 # four independent one-second nodes listed first, then a chain of three (4 -> 5 -> 6)
