@@ -7,11 +7,17 @@ sigma --sigma) and answers. Everything the engine adds is on: one `RunContext` w
 reserved and settled in the ledger tree, each node a unit with its share), the event stream with
 a subscriber keeping every event, strategies run by the execution core.
 
+With --lengths-sigma S > 0 the nodes differ in what they may decode, as a real plan's do: each
+declares log-normal max_tokens (median 128, sigma S) and its latency is scaled by it, the
+--sigma factor standing for what the declaration does not tell. The shape table then has a
+`max tokens` row (our rule) beside `node count`.
+
 * makespan / lower bound (`ours/bd`), where the bound is max(critical path, total work /
   concurrency): no scheduler with --concurrency calls in flight can do better;
 * what a scheduler could reach on the same DAG (benchmarks/makespan_sim.py, zero overhead): the
-  list schedule by our own rule, longest path in nodes (`rule/bd`), and by a clairvoyant rule that
-  knows every call's latency (`clair/bd`). Neither always reaches the bound: it is loosest when
+  list schedule by our own rule, the longest path in declared max_tokens (in nodes when every
+  node declares the same, as by default), `rule/bd`, and by a clairvoyant rule that knows every
+  call's latency (`clair/bd`). Neither always reaches the bound: it is loosest when
   the critical path and the work per slot are close. `--shapes N` tabulates both over N random
   DAGs per size;
 * what running adds to the rule: `ours/obs`, our makespan over the bound of the durations the
@@ -33,7 +39,7 @@ The process runs with the collector setting of budgetflow's own commands (first 
 `budgetflow.runtime.collector`); `--default-gc` keeps CPython's.
 
     python benchmarks/makespan.py [--sizes 200 1000 10000] [--concurrency 16] [--repeats 5]
-                                   [--shapes 30] [--langgraph] [--default-gc]
+                                   [--shapes 30] [--lengths-sigma 0] [--langgraph] [--default-gc]
 
 Last stdout line: {"makespan_over_bound": worst over sizes, "langgraph_over_bound": …,
 "us_per_node": worst over sizes, "langgraph_us_per_node": …, the other columns' worst,
@@ -76,10 +82,12 @@ LANGGRAPH_VENV = HERE / ".langgraph-venv"
 
 @dataclass(frozen=True)
 class Dag:
-    """Node i waits for `sources[i]`; its call takes `latency[i]` seconds."""
+    """Node i waits for `sources[i]`; its call takes `latency[i]` seconds. `max_tokens[i]`: the
+    node's declared limit, when nodes differ in what they may decode (None: all alike)."""
 
     sources: list[list[int]]
     latency: list[float]
+    max_tokens: list[int] | None = None
 
     def bound(self, concurrency: int) -> tuple[float, float]:
         """(critical path, total work / concurrency) in seconds."""
@@ -89,7 +97,18 @@ class Dag:
         return max(finish), sum(self.latency) / concurrency
 
 
-def random_dag(size: int, rng: random.Random, median_ms: float, sigma: float) -> Dag:
+#: The median declared max_tokens of nodes whose lengths differ (`--lengths-sigma`).
+MEDIAN_MAX_TOKENS = 128
+
+
+def random_dag(
+    size: int, rng: random.Random, median_ms: float, sigma: float, lengths_sigma: float = 0.0
+) -> Dag:
+    """A random DAG with log-normal latencies (median `median_ms`, sigma `sigma`). With
+    `lengths_sigma` > 0 nodes also declare log-normal max_tokens (median `MEDIAN_MAX_TOKENS`) and
+    each latency is scaled by its node's max_tokens / median: a call's time grows with what it
+    may decode, and the first log-normal factor is what the declaration does not tell (how much
+    of it the reply uses, the endpoint's speed)."""
     depth = rng.randint(max(2, int(math.sqrt(size) / 4)), max(3, int(math.sqrt(size) * 2)))
     cuts = sorted(rng.sample(range(1, size), depth - 1))
     widths = [b - a for a, b in zip([0, *cuts], [*cuts, size], strict=True)]
@@ -108,14 +127,30 @@ def random_dag(size: int, rng: random.Random, median_ms: float, sigma: float) ->
         first += width
     median = median_ms / 1000
     latency = [median * math.exp(rng.gauss(0.0, sigma)) for _ in range(size)]
-    return Dag(sources, latency)
+    if lengths_sigma <= 0:
+        return Dag(sources, latency)
+    draws = [math.exp(rng.gauss(0.0, lengths_sigma)) for _ in range(size)]
+    lengths = [max(8, round(MEDIAN_MAX_TOKENS * draw)) for draw in draws]
+    scaled = [seconds * length / MEDIAN_MAX_TOKENS for seconds, length in zip(latency, lengths, strict=True)]
+    return Dag(sources, scaled, lengths)
+
+
+def rule_priority(dag: Dag) -> list[float]:
+    """The scheduler's own rule: the longest remaining path in declared max_tokens (in nodes when
+    every node declares the same)."""
+    if dag.max_tokens is None:
+        return node_count_priority(dag.sources)
+    return duration_priority(dag.sources, [float(length) for length in dag.max_tokens])
 
 
 def as_plan(dag: Dag, budget_tokens: int) -> Plan:
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {"id": f"n{i}", "prompt": f"n{i}", "after": [f"n{s}" for s in before]}
         for i, before in enumerate(dag.sources)
     ]
+    if dag.max_tokens is not None:
+        for node, length in zip(nodes, dag.max_tokens, strict=True):
+            node["limits"] = {"max_tokens": length}
     return plan_from_dict(
         {"name": "random", "nodes": nodes, "budget_tokens": budget_tokens, "max_executions": len(nodes) + 1}
     )
@@ -274,11 +309,11 @@ def langgraph_makespan(dag: Dag, concurrency: int, latency: bool) -> float:
 
 def schedule_references(dag: Dag, concurrency: int, bound: float, durations: list[float]) -> dict[str, float]:
     """Zero-overhead list schedules of the DAG (benchmarks/makespan_sim.py): over the bound, with
-    the scheduler's own priority (longest path in nodes) and with a clairvoyant one (longest path
-    in true latencies); in seconds, the bound of the durations the calls really took and the
+    the scheduler's own priority (longest path in declared max_tokens) and with a clairvoyant one
+    (longest path in true latencies); in seconds, the bound of the durations the calls really took and the
     same-priority schedule of those durations (what our run is compared with to see what running
     adds to the rule: dispatch delays, the engine's cost)."""
-    by_count = node_count_priority(dag.sources)
+    by_count = rule_priority(dag)
     clairvoyant = duration_priority(dag.sources, dag.latency)
     return {
         "same_rule_over_bound": list_schedule(dag.sources, dag.latency, concurrency, by_count) / bound,
@@ -289,7 +324,7 @@ def schedule_references(dag: Dag, concurrency: int, bound: float, durations: lis
 
 
 def shape_table(
-    sizes: list[int], concurrency: int, shapes: int, median_ms: float, sigma: float
+    sizes: list[int], concurrency: int, shapes: int, median_ms: float, sigma: float, lengths_sigma: float
 ) -> dict[str, Any]:
     """Over `shapes` random DAGs per size (zero-overhead schedules only, no run): how often each
     rule comes within 3% of the bound, and its median and worst ratio."""
@@ -298,17 +333,19 @@ def shape_table(
     table: dict[str, Any] = {}
     for size in sizes:
         rng = random.Random(10_000 + size)
-        ratios: dict[str, list[float]] = {"ready order": [], "node count": [], "clairvoyant": []}
+        ratios: dict[str, list[float]] = {}
         for _ in range(shapes):
-            dag = random_dag(size, rng, median_ms, sigma)
+            dag = random_dag(size, rng, median_ms, sigma, lengths_sigma)
             bound = max(dag.bound(concurrency))
             priorities = {
                 "ready order": [0.0] * size,
                 "node count": node_count_priority(dag.sources),
+                **({"max tokens": rule_priority(dag)} if dag.max_tokens is not None else {}),
                 "clairvoyant": duration_priority(dag.sources, dag.latency),
             }
             for rule, priority in priorities.items():
-                ratios[rule].append(list_schedule(dag.sources, dag.latency, concurrency, priority) / bound)
+                makespan = list_schedule(dag.sources, dag.latency, concurrency, priority)
+                ratios.setdefault(rule, []).append(makespan / bound)
         for rule, values in ratios.items():
             within = sum(value <= 1.03 for value in values) / len(values)
             print(
@@ -325,7 +362,8 @@ def shape_table(
 def measure_size(size: int, dag: Dag, arguments: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """One size's row (for the JSON line) and its line of the table."""
     concurrency = arguments.concurrency
-    plan = as_plan(dag, budget_tokens=1_000 * size)
+    # enough that no node starves: the budget is on (every call reserved), not what is measured
+    plan = as_plan(dag, budget_tokens=size * (1_000 + 2 * max(dag.max_tokens or [0])))
     critical, work = dag.bound(concurrency)
     bound = max(critical, work)
     ours, kept, durations = asyncio.run(budgetflow_makespan(dag, plan, concurrency, latency=True))
@@ -383,6 +421,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--median-ms", type=float, default=40.0)
     parser.add_argument("--sigma", type=float, default=0.5)
+    parser.add_argument(
+        "--lengths-sigma",
+        type=float,
+        default=0.0,
+        help="Nodes declare log-normal max_tokens (this sigma) and their latencies scale with it.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5, help="Zero-latency runs per size (median).")
     parser.add_argument("--shapes", type=int, default=30, help="Random DAGs per size for the schedule table.")
@@ -395,11 +439,17 @@ def main() -> None:
     print(HEADER + (f" {'LG/bd':>7} {'LG µs/n':>7}" if arguments.langgraph else ""))
     rows: dict[str, dict[str, Any]] = {}
     for size in arguments.sizes:
-        row, line = measure_size(size, random_dag(size, rng, arguments.median_ms, arguments.sigma), arguments)
+        dag = random_dag(size, rng, arguments.median_ms, arguments.sigma, arguments.lengths_sigma)
+        row, line = measure_size(size, dag, arguments)
         print(line, flush=True)
         rows[str(size)] = row
     shapes = shape_table(
-        arguments.sizes, arguments.concurrency, arguments.shapes, arguments.median_ms, arguments.sigma
+        arguments.sizes,
+        arguments.concurrency,
+        arguments.shapes,
+        arguments.median_ms,
+        arguments.sigma,
+        arguments.lengths_sigma,
     )
 
     def worst(name: str) -> Any:
@@ -426,6 +476,7 @@ def main() -> None:
         "concurrency": arguments.concurrency,
         "median_ms": arguments.median_ms,
         "sigma": arguments.sigma,
+        "lengths_sigma": arguments.lengths_sigma,
         "cpus": os.cpu_count(),
         "gc_threshold": gc.get_threshold()[0],
         "sizes": rows,

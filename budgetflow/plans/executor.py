@@ -1,7 +1,9 @@
 """The dataflow scheduler: every node of a plan starts the moment its inputs are ready.
 
 No supersteps: a node waits only for its own dependencies, so a slow branch never delays an
-unrelated fast one. Among ready work the longest remaining critical path goes first; at most
+unrelated fast one. Among ready work the longest remaining critical path goes first, measured in
+the tokens its nodes may decode (each node's max_tokens, else the run's: a long-winded node
+weighs more than a short one, and with equal limits the path counts nodes); at most
 `concurrency` units are in flight (and the endpoint's own limits hold beneath). A `map` node is
 expanded at run time into one work item per element of its source's list, each a unit of its
 own — a parent holds no slot while its items wait, so fan-outs nested deeper than the pool

@@ -31,6 +31,7 @@ from budgetflow.plans.work import (
     Work,
     critical_paths,
     describe_error,
+    expected_tokens,
     substitute,
     unit_id_of,
 )
@@ -86,7 +87,7 @@ class PlanRun:
         self.unstarted: set[str] = set()
         self.unstarted_shared: set[str] = set()
         self.items_unstarted = 0
-        paths = critical_paths(plan)
+        paths = critical_paths(plan, sampling.max_tokens)
         for node in plan.nodes:
             self._register(node, paths[node.id])
         self._open_dispatch()
@@ -187,7 +188,7 @@ class PlanRun:
     def add_node(self, node: Node) -> None:
         """A node that arrives while the run goes on (its dependencies arrived before it: a
         streamed plan is acyclic by construction). It starts at once when they are done."""
-        self._register(node, critical=1)
+        self._register(node, critical=expected_tokens(node, self.sampling.max_tokens))
         result = self.results[node.id]
         if not node.dependencies:
             self._ready(node.id)

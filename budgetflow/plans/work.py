@@ -21,6 +21,7 @@ __all__ = [
     "Work",
     "critical_paths",
     "describe_error",
+    "expected_tokens",
     "substitute",
     "unit_id_of",
 ]
@@ -81,12 +82,24 @@ def substitute(prompt: str, values: dict[str, str]) -> str:
     return REFERENCE.sub(lambda match: values.get(match.group(1), match.group(0)), prompt)
 
 
-def critical_paths(plan: Plan) -> dict[str, int]:
-    """Per node, the number of nodes on the longest path from it to a sink (itself included)."""
+def expected_tokens(node: Node, default_max_tokens: int) -> int:
+    """How long a node is expected to run, in the unit the scheduler compares: the tokens one of
+    its samples may decode (its `max_tokens`, else the run's). A call's latency grows with what
+    it decodes; a literal makes no call."""
+    if node.literal:
+        return 0
+    return node.limits.max_tokens or default_max_tokens
+
+
+def critical_paths(plan: Plan, default_max_tokens: int) -> dict[str, int]:
+    """Per node, the longest path from it to a sink (itself included), in `expected_tokens`: with
+    equal limits, the number of nodes on it times the run's max_tokens."""
     dependants = dependants_of(plan)
+    nodes = {node.id: node for node in plan.nodes}
     length: dict[str, int] = {}
     for name in reversed(topological_order(plan, dependants)):
-        length[name] = 1 + max((length[d] for d in dependants[name]), default=0)
+        own = expected_tokens(nodes[name], default_max_tokens)
+        length[name] = own + max((length[d] for d in dependants[name]), default=0)
     return length
 
 

@@ -187,6 +187,44 @@ def test_a_slow_branch_never_delays_an_unrelated_fast_one() -> None:
     assert order.index("start after fast") < order.index("end slow")
 
 
+def _start_order(plan: Any) -> list[str]:
+    """The prompts in the order their calls started, one call at a time."""
+    started: list[str] = []
+
+    async def reply(request: Request, index: int) -> str:
+        started.append(_prompt(request))
+        return "done"
+
+    result = asyncio.run(run_plan(plan, FunctionBackend(reply), sampling=SAMPLING, concurrency=1))
+    assert all(node.status == "ok" for node in result.nodes.values())
+    return started
+
+
+def test_the_ready_node_with_the_longest_remaining_path_starts_first() -> None:
+    """Equal limits: the path counts nodes. `lone` comes first in the plan, but the chain's head
+    has two nodes behind it, so with one slot it goes first, then `middle`; `tail` and `lone`
+    tie (one node each) and the one ready first goes first."""
+    plan = _plan(
+        {"id": "lone", "prompt": "lone"},
+        {"id": "head", "prompt": "head"},
+        {"id": "middle", "prompt": "middle", "after": ["head"]},
+        {"id": "tail", "prompt": "tail", "after": ["middle"]},
+    )
+    assert _start_order(plan) == ["head", "middle", "lone", "tail"]
+
+
+def test_the_critical_path_weighs_each_node_by_the_tokens_it_may_decode() -> None:
+    """A node allowed 2,000 tokens is a longer path than a chain of three allowed 16 each (the
+    run's max_tokens): it starts first, where counting nodes would start the chain."""
+    plan = _plan(
+        {"id": "head", "prompt": "head"},
+        {"id": "middle", "prompt": "middle", "after": ["head"]},
+        {"id": "tail", "prompt": "tail", "after": ["middle"]},
+        {"id": "long", "prompt": "long", "limits": {"max_tokens": 2000}},
+    )
+    assert _start_order(plan) == ["long", "head", "middle", "tail"]
+
+
 def test_nested_fan_out_beyond_the_pool_neither_deadlocks_nor_drops_work() -> None:
     """Two maps of 9 items each, 2 units at a time, over an endpoint that takes 1 call at a
     time: every item runs (langgraph#3329 ran 16 of 21), and no limit is passed."""
