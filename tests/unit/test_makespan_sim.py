@@ -3,8 +3,11 @@ reference its note compares the plan scheduler against."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 from budgetflow.testing.scripts import load_script
 
@@ -43,3 +46,20 @@ def test_the_clairvoyant_rule_weighs_paths_by_duration() -> None:
     # by node count the two-node branch goes first, then node 0 (ready before node 1): 1 waits
     assert sim.list_schedule(sources, durations, 2, sim.node_count_priority(sources)) == 6.0
     assert sim.list_schedule(sources, durations, 2, sim.duration_priority(sources, durations)) == 5.0
+
+
+def test_declared_lengths_scale_latencies_and_leave_the_default_dags_alone() -> None:
+    """`--lengths-sigma`: nodes declare max_tokens and their latencies scale with it; without it
+    the benchmark draws the same DAGs as before and its rule counts nodes."""
+    bench = load_script(ROOT / "benchmarks" / "makespan.py")
+    plain = bench.random_dag(60, random.Random(3), 40.0, 0.5)
+    assert plain == bench.random_dag(60, random.Random(3), 40.0, 0.5, 0.0)
+    assert plain.max_tokens is None
+    assert bench.rule_priority(plain) == _sim().node_count_priority(plain.sources)
+    varied = bench.random_dag(60, random.Random(3), 40.0, 0.5, 0.8)
+    assert varied.sources == plain.sources
+    assert len(set(varied.max_tokens)) > 10
+    for before, after, length in zip(plain.latency, varied.latency, varied.max_tokens, strict=True):
+        assert after == pytest.approx(before * length / bench.MEDIAN_MAX_TOKENS)
+    plan = bench.as_plan(varied, 100_000)
+    assert [node.limits.max_tokens for node in plan.nodes] == varied.max_tokens
