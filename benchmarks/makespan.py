@@ -65,7 +65,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.makespan_sim import duration_priority, list_schedule, node_count_priority
+from benchmarks.makespan_sim import (
+    duration_priority,
+    expected_path_priority,
+    list_schedule,
+    node_count_priority,
+)
 from budgetflow.backends.base import Backend
 from budgetflow.budget import Budget
 from budgetflow.events import Event, EventStream
@@ -329,7 +334,7 @@ def shape_table(
     """Over `shapes` random DAGs per size (zero-overhead schedules only, no run): how often each
     rule comes within 3% of the bound, and its median and worst ratio."""
     print(f"\nzero-overhead list schedules over {shapes} random DAGs per size (ratio to the bound)")
-    print(f"{'nodes':>6} {'rule':<12} {'median':>7} {'worst':>7} {'<=1.03':>7}")
+    print(f"{'nodes':>6} {'rule':<13} {'median':>7} {'worst':>7} {'<=1.03':>7}")
     table: dict[str, Any] = {}
     for size in sizes:
         rng = random.Random(10_000 + size)
@@ -341,6 +346,12 @@ def shape_table(
                 "ready order": [0.0] * size,
                 "node count": node_count_priority(dag.sources),
                 **({"max tokens": rule_priority(dag)} if dag.max_tokens is not None else {}),
+                # told how much calls vary (--sigma), not how long each takes
+                **(
+                    {"expected path": expected_path_priority(dag.sources, sigma)}
+                    if dag.max_tokens is None
+                    else {}
+                ),
                 "clairvoyant": duration_priority(dag.sources, dag.latency),
             }
             for rule, priority in priorities.items():
@@ -349,7 +360,7 @@ def shape_table(
         for rule, values in ratios.items():
             within = sum(value <= 1.03 for value in values) / len(values)
             print(
-                f"{size:>6} {rule:<12} {statistics.median(values):>7.3f} {max(values):>7.3f} {within:>7.0%}"
+                f"{size:>6} {rule:<13} {statistics.median(values):>7.3f} {max(values):>7.3f} {within:>7.0%}"
             )
             table[f"{size} {rule}"] = {
                 "median": round(statistics.median(values), 4),

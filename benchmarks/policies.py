@@ -7,6 +7,11 @@ For every bank H in the directory (record them with `bash benchmarks/record_bank
 * `lobo`      the same with a policy chosen per budget (`bank tune --per-budget`);
 * `own`       the policy tuned on H's own questions, cross-fitted (chosen on one half of H,
               scored on the other, both ways): what a user calibrating on their own data gets;
+* `sibling`   with --siblings DIR: the policy `bank tune` chooses on H's sibling, a bank of the
+              same family with other items (DIR/H.jsonl, recorded with another dataset seed:
+              `bash benchmarks/record_banks.sh results/banks-seed2 2`), one policy for every
+              budget, scored on the whole of H: a user who calibrates on 120 questions of their
+              own kind and then runs their real ones (never tuned on H);
 * defaults    what `eval --allocator NAME` runs on the embedded model with no other flag, for
               each adaptive allocator (greedy evidence, confidence-weighted votes);
 * baselines   `uniform` (plain votes), `uniform+greedy`, `greedy` alone, `vote@16` (uniform
@@ -17,12 +22,13 @@ At each budget (samples per question): accuracy, and gap closed = (policy - unif
 uniform). Every figure here is out of sample except `oracle`, `uniform`, `greedy` and `vote@16`,
 which choose nothing.
 
-    python benchmarks/policies.py [--banks results/banks] [--budgets 2 4 8] [--seeds 8] [--held-out BANK ...]
+    python benchmarks/policies.py [--banks results/banks] [--budgets 2 4 8] [--seeds 8]
+                                  [--held-out BANK ...] [--siblings results/banks-seed2]
 
 Prints a table per held-out bank, then one JSON line:
 {"banks": [...], "budgets": [...], "lobo": {bank: [...]}, "own": {...}, "default": {...},
  "uniform": {...}, "uniform_greedy": {...}, "oracle": {...}, "greedy": {...}, "vote16": {...},
- "lobo_gap_closed": {...}, "lobo_policies": {...}}
+ "lobo_gap_closed": {...}, "lobo_policies": {...}, "sibling": {...}, "sibling_gap_closed": {...}}
 """
 
 from __future__ import annotations
@@ -90,9 +96,21 @@ class HeldOut:
     oracle: list[float]
     greedy: float
     vote16: float
+    #: Tuned on the sibling bank (None: no sibling given), and the policy chosen there.
+    sibling: list[float] | None = None
+    sibling_policy: str = ""
 
     def gaps(self, values: list[float]) -> list[float | None]:
         return [_gap(v, u, o) for v, u, o in zip(values, self.uniform, self.oracle, strict=True)]
+
+
+def _with_sibling(
+    row: HeldOut, bank: list[BankQuestion], sibling: list[BankQuestion], budgets: list[int], seeds: int
+) -> None:
+    """Choose on the sibling bank (never on `bank`), score the choice on all of `bank`."""
+    chosen = choose_policies({None: sibling}, budgets, seeds=seeds, across_budgets=True)
+    row.sibling = [_accuracy(bank, chosen[b], b, seeds) for b in budgets]
+    row.sibling_policy = chosen[budgets[0]].label
 
 
 def _held_out(name: str, banks: dict[str, list[BankQuestion]], budgets: list[int], seeds: int) -> HeldOut:
@@ -138,10 +156,13 @@ def _print(name: str, row: HeldOut, budgets: list[int], questions: int) -> None:
         "gap",
         "own",
         "gap",
+        "sibling",
+        "gap",
         "oracle",
     )
     print(" ".join(f"{h:>8}" for h in header) + "  lobo policy / own policy")
     lobo_gaps, own_gaps, one_gaps = row.gaps(row.lobo), row.gaps(row.own), row.gaps(row.lobo_one)
+    sibling_gaps = row.gaps(row.sibling) if row.sibling is not None else [None] * len(budgets)
     for i, budget in enumerate(budgets):
         cells = [
             f"{budget}/q",
@@ -154,10 +175,14 @@ def _print(name: str, row: HeldOut, budgets: list[int], questions: int) -> None:
             _percent(one_gaps[i]),
             f"{row.own[i]:.1%}",
             _percent(own_gaps[i]),
+            "-" if row.sibling is None else f"{row.sibling[i]:.1%}",
+            _percent(sibling_gaps[i]),
             f"{row.oracle[i]:.1%}",
         ]
         print(" ".join(f"{c:>8}" for c in cells) + f"  {row.lobo_policies[i]} / {row.own_policies[i]}")
     print(f"  lobo1 (one policy for every budget): {row.lobo_one_policy}")
+    if row.sibling is not None:
+        print(f"  sibling (chosen on the sibling bank, one policy for every budget): {row.sibling_policy}")
     for label, values in row.fixed.items():
         gains = [v - u for v, u in zip(values, row.uniform_greedy, strict=True)]
         print(
@@ -178,6 +203,12 @@ def main() -> None:
     parser.add_argument(
         "--held-out", nargs="+", metavar="BANK", help="hold out only these banks (default: each in turn)"
     )
+    parser.add_argument(
+        "--siblings",
+        type=Path,
+        metavar="DIR",
+        help="banks of the same families with other items (same file names): tune on each, score on its twin",
+    )
     args = parser.parse_args()
     paths = sorted(p for p in args.banks.glob("*.jsonl") if not p.name.endswith(".partial.jsonl"))
     if len(paths) < 2:
@@ -189,6 +220,9 @@ def main() -> None:
         if name not in banks:
             raise SystemExit(f"--held-out {name!r}: no such bank in {args.banks} (have: {', '.join(banks)})")
         rows[name] = _held_out(name, banks, args.budgets, args.seeds)
+        sibling = args.siblings / f"{name}.jsonl" if args.siblings is not None else None
+        if sibling is not None and sibling.exists():
+            _with_sibling(rows[name], banks[name], load_bank(sibling), args.budgets, args.seeds)
         _print(name, rows[name], args.budgets, len(banks[name]))
     print(f"\n{len(banks)} banks, {time.perf_counter() - started:.0f} s")
     summary: dict[str, object] = {"banks": list(banks), "budgets": args.budgets}
@@ -197,6 +231,9 @@ def main() -> None:
     summary["lobo_gap_closed"] = {name: row.gaps(row.lobo) for name, row in rows.items()}
     summary["own_gap_closed"] = {name: row.gaps(row.own) for name, row in rows.items()}
     summary["lobo_one_gap_closed"] = {name: row.gaps(row.lobo_one) for name, row in rows.items()}
+    summary["sibling_gap_closed"] = {
+        name: row.gaps(row.sibling) for name, row in rows.items() if row.sibling is not None
+    }
     print(json.dumps(summary))
 
 

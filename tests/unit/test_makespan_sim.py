@@ -63,3 +63,16 @@ def test_declared_lengths_scale_latencies_and_leave_the_default_dags_alone() -> 
         assert after == pytest.approx(before * length / bench.MEDIAN_MAX_TOKENS)
     plan = bench.as_plan(varied, 100_000)
     assert [node.limits.max_tokens for node in plan.nodes] == varied.max_tokens
+
+
+def test_the_expected_path_favours_a_node_above_many_parallel_paths() -> None:
+    """Node 0 feeds eight parallel leaves, node 9 a single node: both heads of two-node paths,
+    a tie by node count. With durations that vary, the longest of eight paths is expected to be
+    longer than one path, so the expected-path rule starts node 0 first; with none, it counts."""
+    sim = _sim()
+    sources: list[list[int]] = [[], *[[0] for _ in range(8)], [], [9]]
+    by_count = sim.node_count_priority(sources)
+    assert by_count[0] == by_count[9] == 2.0
+    expected = sim.expected_path_priority(sources, 0.5, draws=64, seed=1)
+    assert expected[0] > expected[9] + 0.3
+    assert sim.expected_path_priority(sources, 0.0, draws=4) == pytest.approx(by_count)
