@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -210,6 +211,10 @@ def main() -> None:
         help="banks of the same families with other items (same file names): tune on each, score on its twin",
     )
     args = parser.parse_args()
+    if args.siblings is not None and not args.siblings.is_dir():
+        raise SystemExit(
+            f"--siblings {args.siblings}: no such directory (record_banks.sh DIR SEED makes one)"
+        )
     paths = sorted(p for p in args.banks.glob("*.jsonl") if not p.name.endswith(".partial.jsonl"))
     if len(paths) < 2:
         raise SystemExit(f"need at least two banks in {args.banks}: run bash benchmarks/record_banks.sh")
@@ -223,6 +228,11 @@ def main() -> None:
         sibling = args.siblings / f"{name}.jsonl" if args.siblings is not None else None
         if sibling is not None and sibling.exists():
             _with_sibling(rows[name], banks[name], load_bank(sibling), args.budgets, args.seeds)
+        elif sibling is not None:
+            print(
+                f"--siblings: no {sibling.name} in {args.siblings}; no sibling column for {name}",
+                file=sys.stderr,
+            )
         _print(name, rows[name], args.budgets, len(banks[name]))
     print(f"\n{len(banks)} banks, {time.perf_counter() - started:.0f} s")
     summary: dict[str, object] = {"banks": list(banks), "budgets": args.budgets}
